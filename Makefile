@@ -1,0 +1,37 @@
+# Two entry points for a fresh machine:
+#   make demo   set up .venv and run the whole demo (train, detect, evaluate, report)
+#   make test   set up .venv and run the test suite
+PY ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: setup demo demo-quick test lint bench clean
+
+$(BIN)/disyre: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# CPU build of torch first, so that the package's torch range needs nothing more
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install -q -e ".[dev,demo]"
+	touch $(BIN)/disyre
+
+setup: $(BIN)/disyre
+
+demo: setup
+	$(BIN)/disyre demo --out demo_out
+
+demo-quick: setup
+	$(BIN)/disyre demo --out demo_out_quick --quick --overwrite
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -1,0 +1,70 @@
+"""The ``disyre`` command line: thin wrappers that parse flags, build configs, call the stages.
+
+Each sub-command lives in its own module of this package and exposes
+``add_parser(subparsers)`` (registering itself, with ``func=run``) and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+#: sub-command modules, in the order ``disyre --help`` lists them
+COMMANDS = ("prepare", "corruptions", "train", "detect", "evaluate", "benchmark", "demo")
+
+
+class CLIError(Exception):
+    """An error to report to the user as one line, without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from disyre import __version__
+
+    p = argparse.ArgumentParser(
+        prog="disyre",
+        description="Unsupervised anomaly detection in brain MRI (DISYRE v1/v2).",
+    )
+    p.add_argument("--version", action="version", version=f"disyre {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"disyre.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"disyre.cli.{name}":
+                continue
+            raise
+        mod.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``disyre`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from disyre.config import ConfigError
+    from disyre.io_utils import OutputExistsError
+
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, ConfigError, OutputExistsError, FileNotFoundError, ValueError) as e:
+        if args.verbose:
+            raise
+        print(f"disyre {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"disyre {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Synthetic corruption of clean patches: schedule, shapes, texture, intensity bias, DAG."""

@@ -1,0 +1,1 @@
+"""data stage: NIfTI I/O, validation, preprocessing, manifests, cache, batch sampler."""

@@ -1,0 +1,126 @@
+"""File-system helpers shared by all stages: atomic writes, output-folder guards, provenance.
+
+Every file disyre writes goes through :func:`atomic_path` (write to a temporary file in the
+same folder, then ``os.replace``), so an interrupted run never leaves a half-written file
+under the final name.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> with atomic_path(d / "a.txt") as tmp:
+    ...     _ = tmp.write_text("hello")
+    >>> (d / "a.txt").read_text()
+    'hello'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+class OutputExistsError(FileExistsError):
+    """Refusing to overwrite a user's existing outputs."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it onto ``path`` only on success.
+
+    The temporary file keeps ``path``'s suffixes (so writers that look at the extension,
+    such as nibabel's ``.nii.gz``, behave). On any exception it is removed and ``path`` is
+    left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=suffix,
+                               dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (fsynced before the rename)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def prepare_output_dir(path: str | Path, *, overwrite: bool = False,
+                       marker: str | None = None) -> Path:
+    """Create ``path`` for new outputs, refusing to reuse a non-empty folder.
+
+    Args:
+        path: Output folder.
+        overwrite: Allow a folder that already holds files (they may be replaced).
+        marker: If given, only refuse when this file exists in the folder (e.g. a
+            run's ``config.json``); other files are ignored.
+
+    Raises:
+        OutputExistsError: The folder already holds outputs and ``overwrite`` is false.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputExistsError(f"{path}: exists and is not a folder")
+    if path.is_dir() and not overwrite:
+        taken = (path / marker).exists() if marker else any(path.iterdir())
+        if taken:
+            raise OutputExistsError(
+                f"{path}: folder already holds outputs; pass --overwrite to replace them"
+                + (" or --resume to continue" if marker else "")
+            )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def provenance() -> dict[str, Any]:
+    """Versions of Python, disyre and the key libraries, for files that record what made them."""
+    out: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for mod in ("disyre", "torch", "monai", "numpy", "nibabel", "scipy", "sklearn"):
+        try:
+            m = __import__(mod)
+            out[mod] = getattr(m, "__version__", "unknown")
+        except ImportError:
+            out[mod] = None
+    return out

@@ -1,0 +1,51 @@
+import pytest
+
+from disyre.config import ConfigError, ModelConfig, RunConfig, apply_overrides
+from disyre.corruption.schedule import (
+    ENSEMBLE_LEVELS_4,
+    ENSEMBLE_LEVELS_5,
+    SEVERITIES,
+    level_of,
+    multistep_levels,
+    severity_of,
+)
+
+
+def test_roundtrip_yaml_and_json(tmp_path):
+    cfg = apply_overrides(RunConfig(), ["model.preset=small", "train.steps=7",
+                                        "inference.levels=[0,25,50,75]"])
+    for name in ("c.yaml", "c.json"):
+        cfg.save(tmp_path / name)
+        assert RunConfig.load(tmp_path / name) == cfg
+    assert cfg.model == ModelConfig.from_preset("small")
+    assert cfg.inference.levels == [0, 25, 50, 75]
+
+
+def test_bad_overrides_and_files(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key"):
+        apply_overrides(RunConfig(), ["train.stepz=3"])
+    with pytest.raises(ConfigError, match="integer"):
+        apply_overrides(RunConfig(), ["train.steps=abc"])
+    with pytest.raises(ConfigError, match="preset"):
+        apply_overrides(RunConfig(), ["model.preset=huge"])
+    p = tmp_path / "bad.yaml"
+    p.write_text("train: {steps: 1, nope: 2}\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*train\.nope"):
+        RunConfig.load(p)
+
+
+def test_schedule_convention():
+    assert SEVERITIES.shape == (100,)
+    assert bool((SEVERITIES[1:] > SEVERITIES[:-1]).all()), "severity grows with the level"
+    assert float(SEVERITIES[0]) == pytest.approx(0.0045, abs=1e-4)
+    assert float(SEVERITIES[-1]) == pytest.approx(0.9995, abs=1e-4)
+    sev5 = severity_of(__import__("torch").tensor(ENSEMBLE_LEVELS_5))
+    assert sev5.tolist() == pytest.approx([0.0045, 0.033, 0.15, 0.44, 0.82], abs=0.01)
+    sev4 = severity_of(__import__("torch").tensor(ENSEMBLE_LEVELS_4))
+    assert sev4.tolist() == pytest.approx([0.0045, 0.051, 0.27, 0.73], abs=0.01)
+    # level_of inverts severity_of
+    import torch
+
+    k = torch.arange(100)
+    assert torch.equal(level_of(severity_of(k)), k)
+    assert multistep_levels(5) == [99, 74, 50, 25, 0]
