@@ -149,6 +149,9 @@ class TrainConfig:
     device: str = "auto"
     channels_last: bool = True
     num_threads: int | None = None
+    # micro-batches per process and step (same gradient, memory of one micro-batch)
+    grad_accum: int = 1
+    tensorboard: bool = False
 
 
 @dataclass
