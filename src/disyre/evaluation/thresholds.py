@@ -1,0 +1,217 @@
+"""Thresholds calibrated on healthy maps at fixed voxel false-positive rates.
+
+A threshold ``t`` for false-positive rate ``f`` is the smallest value such that at most a
+fraction ``f`` of the healthy brain voxels it was fitted on score *strictly above* ``t``
+(the rule everywhere in disyre: a voxel is anomalous when ``score > t``). Unlike the oracle
+best-Dice threshold, it uses no lesion labels, so a user can apply it to new scans.
+
+The quantiles are exact while the healthy brain voxels fit in ``max_exact_voxels`` (default
+50 M, 200 MB of float32); beyond that the calibrator switches to a histogram of ``2**20`` bins
+over ``[0, 1]`` (maps are in ``[0, 1]``), which keeps the fitted FPR at most ``f`` and within
+one bin (about 1e-6 in score) of the exact threshold. The method used is recorded.
+
+File format (``thresholds.json``, read by ``disyre detect``)::
+
+    {"fpr": {"0.01": t1, "0.05": t5, "0.1": t10}, "n_volumes": n, "n_voxels": m,
+     "source": "...", "rule": "score > threshold", "method": "exact"}
+
+Example:
+    >>> import numpy as np
+    >>> cal = ThresholdCalibrator()
+    >>> cal.update(np.linspace(0, 1, 1000).reshape(10, 10, 10), None)
+    >>> th = cal.fit((0.1,))
+    >>> float((np.linspace(0, 1, 1000) > th.fpr[0.1]).mean())
+    0.1
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from disyre.io_utils import atomic_write_json
+
+DEFAULT_FPRS: tuple[float, ...] = (0.01, 0.05, 0.1)
+HIST_BINS = 1 << 20
+RULE = "score > threshold"
+
+
+def fpr_key(f: float) -> str:
+    """JSON key of a false-positive rate: ``0.01 -> "0.01"``, ``0.1 -> "0.1"``."""
+    return format(float(f), "g")
+
+
+@dataclass
+class Thresholds:
+    """Calibrated thresholds.
+
+    Attributes:
+        fpr: False-positive rate -> threshold (anomalous when ``score > threshold``).
+        n_volumes: Healthy volumes fitted on.
+        n_voxels: Healthy brain voxels fitted on.
+        source: Free text naming the data (e.g. the manifest).
+        method: ``exact`` or ``histogram``.
+    """
+
+    fpr: dict[float, float]
+    n_volumes: int
+    n_voxels: int
+    source: str = ""
+    method: str = "exact"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document (keys of ``fpr`` as strings)."""
+        return {"fpr": {fpr_key(k): float(v) for k, v in sorted(self.fpr.items())},
+                "n_volumes": int(self.n_volumes), "n_voxels": int(self.n_voxels),
+                "source": self.source, "rule": RULE, "method": self.method, **self.extra}
+
+
+class ThresholdCalibrator:
+    """Streams healthy maps (brain voxels) and fits FPR thresholds.
+
+    Args:
+        max_exact_voxels: Above this many voxels, switch from exact quantiles to a histogram.
+    """
+
+    def __init__(self, max_exact_voxels: int = 50_000_000) -> None:
+        self.max_exact_voxels = int(max_exact_voxels)
+        self._values: list[np.ndarray] | None = []
+        self._hist: np.ndarray | None = None
+        self.n_volumes = 0
+        self.n_voxels = 0
+
+    def update(self, score: np.ndarray, mask: np.ndarray | None) -> None:
+        """Add one healthy map (``mask`` non-zero = brain; ``None`` = every voxel)."""
+        score = np.asarray(score)
+        if mask is not None and np.shape(mask) != score.shape:
+            raise ValueError(f"healthy map shape {score.shape} != mask shape {np.shape(mask)}")
+        v = (score[np.asarray(mask) != 0] if mask is not None else score.ravel())
+        v = v.astype(np.float32)
+        if not np.isfinite(v).all():
+            raise ValueError("healthy anomaly map holds NaN or Inf inside the brain")
+        self.n_volumes += 1
+        self.n_voxels += v.size
+        if self._values is not None and self.n_voxels > self.max_exact_voxels:
+            self._hist = np.zeros(HIST_BINS, np.int64)
+            for old in self._values:
+                self._add_hist(old)
+            self._values = None
+        if self._values is not None:
+            self._values.append(v)
+        else:
+            self._add_hist(v)
+
+    def _add_hist(self, v: np.ndarray) -> None:
+        idx = np.clip((v.astype(np.float64) * HIST_BINS).astype(np.int64), 0, HIST_BINS - 1)
+        self._hist += np.bincount(idx, minlength=HIST_BINS)
+
+    def fit(self, fprs: Sequence[float] = DEFAULT_FPRS, source: str = "") -> Thresholds:
+        """Thresholds at each false-positive rate in ``fprs`` (each in ``(0, 1)``)."""
+        if self.n_voxels == 0:
+            raise ValueError("no healthy brain voxels to calibrate thresholds on")
+        for f in fprs:
+            if not 0 < f < 1:
+                raise ValueError(f"false-positive rate {f} must lie in (0, 1)")
+        n = self.n_voxels
+        out: dict[float, float] = {}
+        if self._values is not None:
+            v = np.sort(np.concatenate(self._values))
+            for f in fprs:
+                allowed = int(np.floor(f * n + 1e-9))
+                out[float(f)] = float(v[n - allowed - 1])
+            method = "exact"
+        else:
+            above = np.cumsum(self._hist[::-1])[::-1]  # above[j] = #{bin >= j}
+            for f in fprs:
+                allowed = int(np.floor(f * n + 1e-9))
+                # smallest j with #{bins >= j} <= allowed; threshold = lower edge of bin j
+                j = int(np.searchsorted(-above, -allowed, side="left"))
+                out[float(f)] = float(min(j, HIST_BINS) / HIST_BINS)
+            method = "histogram"
+        return Thresholds(fpr=out, n_volumes=self.n_volumes, n_voxels=n, source=source,
+                          method=method)
+
+
+def fit_thresholds(healthy: Iterable[tuple[np.ndarray, np.ndarray | None]],
+                   fprs: Sequence[float] = DEFAULT_FPRS, source: str = "",
+                   max_exact_voxels: int = 50_000_000) -> Thresholds:
+    """Fit thresholds from ``(map, brain_mask)`` pairs of healthy scans (streamed).
+
+    Example:
+        >>> import numpy as np
+        >>> m = np.random.default_rng(0).random((4, 8, 8))
+        >>> t = fit_thresholds([(m, None)], fprs=(0.05,))
+        >>> float((m > t.fpr[0.05]).mean()) <= 0.05
+        True
+    """
+    cal = ThresholdCalibrator(max_exact_voxels)
+    for score, mask in healthy:
+        cal.update(score, mask)
+    return cal.fit(fprs, source)
+
+
+def save_thresholds(path: str | Path, thresholds: Thresholds) -> Path:
+    """Write ``thresholds`` as JSON to ``path`` atomically; returns the path."""
+    path = Path(path)
+    atomic_write_json(path, thresholds.to_dict())
+    return path
+
+
+def load_thresholds(path: str | Path) -> Thresholds:
+    """Read a thresholds JSON file written by :func:`save_thresholds`.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: The file is not a valid thresholds document (the message names it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: thresholds file not found")
+    try:
+        d = json.loads(path.read_text())
+        fpr = {float(k): float(v) for k, v in d["fpr"].items()}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"{path}: not a thresholds file (expected a JSON object with "
+                         f"'fpr': {{rate: threshold}}): {e}") from e
+    if not fpr:
+        raise ValueError(f"{path}: thresholds file lists no false-positive rate")
+    known = {"fpr", "n_volumes", "n_voxels", "source", "rule", "method"}
+    return Thresholds(fpr=fpr, n_volumes=int(d.get("n_volumes", 0)),
+                      n_voxels=int(d.get("n_voxels", 0)), source=str(d.get("source", "")),
+                      method=str(d.get("method", "exact")),
+                      extra={k: v for k, v in d.items() if k not in known})
+
+
+def counts_at(score: np.ndarray, label: np.ndarray | None, mask: np.ndarray | None,
+              thresholds: Sequence[float]) -> np.ndarray:
+    """TP, FP, FN, TN of ``score > t`` inside the brain at each threshold.
+
+    ``label=None`` means a healthy scan (every brain voxel negative).
+
+    Returns:
+        int64 array ``(len(thresholds), 4)``.
+    """
+    from disyre.evaluation.metrics import binary_counts
+
+    if label is None:
+        label = np.zeros(np.shape(score), bool)
+    return binary_counts(score, label, mask, thresholds, strict=True)
+
+
+def summarize_counts(counts: np.ndarray) -> dict[str, float]:
+    """Dice, precision, recall and FPR of pooled ``(TP, FP, FN, TN)`` counts."""
+    tp, fp, fn, tn = (float(x) for x in counts)
+    nan = float("nan")
+    return {
+        "dice": 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else nan,
+        "precision": tp / (tp + fp) if (tp + fp) else nan,
+        "recall": tp / (tp + fn) if (tp + fn) else nan,
+        "fpr": fp / (fp + tn) if (fp + tn) else nan,
+        "tp": int(tp), "fp": int(fp), "fn": int(fn), "tn": int(tn),
+    }

@@ -1,0 +1,83 @@
+"""Healthy-data thresholds: requested FPR on the fitting data, file round trip, counts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from disyre.evaluation import thresholds as T
+
+
+def _healthy(rng: np.random.Generator, n: int = 4, tied: bool = False):
+    out = []
+    for _ in range(n):
+        m = rng.beta(2, 8, size=(6, 20, 20)).astype(np.float32)
+        if tied:
+            m = np.round(m * 50) / 50
+        mask = rng.random(m.shape) < 0.7
+        out.append((m, mask))
+    return out
+
+
+@pytest.mark.parametrize("max_exact", [50_000_000, 500])
+def test_thresholds_give_requested_fpr_on_fitting_data(max_exact: int) -> None:
+    healthy = _healthy(np.random.default_rng(0))
+    th = T.fit_thresholds(healthy, source="synthetic", max_exact_voxels=max_exact)
+    assert th.method == ("exact" if max_exact > 1000 else "histogram")
+    vals = np.concatenate([m[k] for m, k in healthy])
+    assert th.n_voxels == vals.size and th.n_volumes == 4
+    for f, t in th.fpr.items():
+        got = (vals > t).mean()
+        assert got <= f
+        # continuous scores: within one voxel (exact) or within the histogram's resolution
+        assert got >= f - (1.5 / vals.size if th.method == "exact" else 2e-3)
+    assert th.fpr[0.01] > th.fpr[0.05] > th.fpr[0.1]
+
+
+def test_thresholds_with_ties_never_exceed_fpr() -> None:
+    healthy = _healthy(np.random.default_rng(1), tied=True)
+    th = T.fit_thresholds(healthy)
+    vals = np.concatenate([m[k] for m, k in healthy])
+    for f, t in th.fpr.items():
+        assert (vals > t).mean() <= f
+        assert (vals >= t).mean() > f  # no lower threshold would satisfy the rate
+
+
+def test_save_load_round_trip_and_format(tmp_path) -> None:
+    th = T.fit_thresholds(_healthy(np.random.default_rng(2)), source="val.csv")
+    p = T.save_thresholds(tmp_path / "thresholds.json", th)
+    d = json.loads(p.read_text())
+    assert set(d["fpr"]) == {"0.01", "0.05", "0.1"}
+    assert d["n_volumes"] == 4 and d["source"] == "val.csv" and d["rule"] == "score > threshold"
+    back = T.load_thresholds(p)
+    assert back.fpr == th.fpr and back.n_voxels == th.n_voxels
+
+
+def test_load_rejects_bad_files(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        T.load_thresholds(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"thresholds": 1}')
+    with pytest.raises(ValueError, match="bad.json"):
+        T.load_thresholds(bad)
+
+
+def test_fit_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="no healthy"):
+        T.fit_thresholds([])
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        T.fit_thresholds([(np.ones((2, 2, 2)), None)], fprs=(1.5,))
+
+
+def test_counts_and_summary() -> None:
+    s = np.array([[[0.2, 0.6, 0.9, 0.4]]])
+    lab = np.array([[[0, 1, 1, 0]]], bool)
+    c = T.counts_at(s, lab, None, [0.5, 0.6])
+    np.testing.assert_array_equal(c, [[2, 0, 0, 2], [1, 0, 1, 2]])
+    summ = T.summarize_counts(c[1])
+    assert summ["recall"] == 0.5 and summ["precision"] == 1.0 and summ["fpr"] == 0.0
+    assert summ["dice"] == pytest.approx(2 / 3)
+    healthy = T.counts_at(s, None, None, [0.5])
+    assert T.summarize_counts(healthy[0])["fpr"] == 0.5
