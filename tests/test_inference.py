@@ -1,0 +1,234 @@
+"""Restoration maths, windowing and volume maps of disyre.inference."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from monai.inferers import sliding_window_inference
+from torch import nn
+
+from disyre.config import ConfigError, InferenceConfig, ModelConfig
+from disyre.corruption.schedule import multistep_levels, severity_of
+from disyre.inference import (
+    anomaly_map_slices,
+    count_work,
+    predict_volume,
+    restore,
+    restore_ensemble,
+    restore_multistep,
+    window_starts,
+)
+from disyre.model import build_model
+
+
+class SmoothingNet(nn.Module):
+    """A predictable stand-in for a trained network: it "restores" by smoothing within the brain.
+
+    ``P(x, k) = x + s_k (S(x) - x)`` with ``S`` a foreground-normalised box blur and ``s_k`` the
+    severity of level ``k`` (more severe level -> stronger restoration). Small bright blobs
+    are pulled towards their surroundings, so their residual is large; flat brain and brain
+    edges give almost none.
+    """
+
+    min_size = 1
+
+    def __init__(self, k: int = 9) -> None:
+        super().__init__()
+        self.k = k
+        self.dummy = nn.Parameter(torch.zeros(()))
+        self.calls: list[int] = []
+
+    def forward(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        self.calls.append(x.shape[0])
+        fg = (x > 0).float()
+        num = F.avg_pool2d(x, self.k, 1, self.k // 2, count_include_pad=False)
+        den = F.avg_pool2d(fg, self.k, 1, self.k // 2, count_include_pad=False).clamp_min(1e-6)
+        s = severity_of(level.cpu()).to(x.device).view(-1, 1, 1, 1)
+        return x + s * ((num / den) * fg - x) + self.dummy
+
+
+def tiny_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model(ModelConfig.from_preset("tiny")).eval()
+
+
+def phantom(shape=(12, 72, 80), lesion=(6, 30, 44), r=4, seed=0):
+    """Ellipsoid 'brain' with mild texture and one bright spherical lesion; returns (vol, les)."""
+    rng = np.random.default_rng(seed)
+    d, h, w = shape
+    z, y, x = np.mgrid[:d, :h, :w]
+    brain = ((z - d / 2) / (d / 2 + 1)) ** 2 + ((y - h / 2) / (h / 2 - 4)) ** 2 + (
+        (x - w / 2) / (w / 2 - 4)) ** 2 < 1
+    vol = np.where(brain, 0.5 + 0.03 * rng.standard_normal(shape), 0).astype(np.float32)
+    les = ((z - lesion[0]) ** 2 + (y - lesion[1]) ** 2 + (x - lesion[2]) ** 2 <= r * r) & brain
+    vol[les] = 0.95
+    return vol, les
+
+
+def test_batched_levels_equal_unbatched_loop():
+    net = tiny_net()
+    x = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    levels = [0, 20, 40, 60, 80]
+    with torch.inference_mode():
+        a1, r1 = restore_ensemble(net, x, levels, batch_levels=True)
+        a2, r2 = restore_ensemble(net, x, levels, batch_levels=False)
+        # and by hand, one level at a time
+        by_hand = torch.stack(
+            [(x - net(x, torch.full((3,), k)).clamp(0, 1)).abs() for k in levels]).mean(0)
+    torch.testing.assert_close(a1, a2, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(r1, r2, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(a1, by_hand, atol=1e-5, rtol=1e-4)
+
+
+def test_levels_go_through_network_as_one_batch():
+    net = SmoothingNet()
+    vol, _ = phantom(shape=(4, 40, 40), lesion=(2, 20, 20))
+    cfg = InferenceConfig(levels=[0, 25, 50, 75], window=32, stride=16, batch_size=100)
+    predict_volume(net, vol, None, cfg)
+    n_windows = count_work(vol != 0, cfg)
+    assert net.calls == [n_windows * 4]
+
+
+def test_multistep_follows_cold_diffusion_update():
+    net = SmoothingNet()
+    x = torch.zeros(1, 1, 24, 24)
+    x[..., 4:20, 4:20] = 0.5
+    x[..., 10:13, 10:13] = 1.0
+    amap, restored = restore_multistep(net, x, steps=3)
+    # the same walk written out
+    levels = multistep_levels(3)
+    xt, acc = x.clone(), torch.zeros_like(x)
+    for i, t in enumerate(levels):
+        x0 = net(xt, torch.tensor([t])).clamp(0, 1)
+        acc += (xt - x0).abs()
+        a_prev = float(severity_of(levels[i + 1])) if i + 1 < len(levels) else 0.0
+        xt = (x0 + a_prev / float(severity_of(t)) * (xt - x0)).clamp(0, 1)
+    torch.testing.assert_close(amap, acc / 3)
+    torch.testing.assert_close(restored, x0)
+
+
+def test_restore_rejects_unknown_method():
+    with pytest.raises(ConfigError, match="method"):
+        restore(SmoothingNet(), torch.rand(1, 1, 8, 8), InferenceConfig(method="nope"))
+
+
+def test_window_starts_match_monai_grid():
+    from monai.data.utils import dense_patch_slices
+
+    for size in (128, 129, 150, 162, 200):
+        ours = window_starts(size, 128, 32)
+        theirs = sorted({s[0].start for s in dense_patch_slices((size,), (128,), (32,))})
+        assert ours == theirs, size
+
+
+@pytest.mark.parametrize("shape", [(2, 90, 100), (2, 40, 50)])
+def test_windows_equal_monai_sliding_window_inference(shape):
+    """Own windowing (batched across slices, empty windows skipped) == MONAI's on the brain."""
+    net = tiny_net(1)
+    rng = np.random.default_rng(0)
+    vol = np.zeros(shape, np.float32)
+    d, h, w = shape
+    vol[:, 6:h - 4, 10:w - 3] = rng.uniform(0.1, 1, (d, h - 10, w - 13))
+    cfg = InferenceConfig(levels=[0, 50], window=64, stride=16, batch_size=7,
+                          foreground_weighting=False)
+    ours = predict_volume(net, vol, None, cfg)
+    x = torch.from_numpy(vol).unsqueeze(1)
+    with torch.inference_mode():
+        ref = sliding_window_inference(
+            x, (64, 64), 4, lambda p: restore(net, p, cfg)[0], overlap=1 - 16 / 64,
+            mode="gaussian", sigma_scale=0.125)
+    ref = (ref[:, 0] * torch.from_numpy(vol != 0)).numpy()
+    np.testing.assert_allclose(ours, ref, atol=2e-5)
+
+
+def test_foreground_weighting_downweights_edge_windows():
+    net = SmoothingNet()
+    vol, _ = phantom()
+    cfg = InferenceConfig(levels=[40, 80], window=32, stride=8)
+    on = predict_volume(net, vol, None, cfg)
+    off = predict_volume(net, vol, None, dataclasses.replace(cfg, foreground_weighting=False))
+    fg = vol != 0
+    assert (on[fg] <= off[fg] + 1e-6).all()
+    assert on[fg].mean() < off[fg].mean()
+    assert (on[~fg] == 0).all() and (off[~fg] == 0).all()
+
+
+@pytest.mark.parametrize("method", ["ensemble", "multistep"])
+def test_planted_anomaly_scores_higher_inside(method):
+    net = SmoothingNet()
+    vol, les = phantom()
+    cfg = InferenceConfig(method=method, steps=4, window=32, stride=16)
+    amap = predict_volume(net, vol, None, cfg)
+    assert amap.shape == vol.shape and amap.dtype == np.float32
+    assert 0 <= amap.min() and amap.max() <= 1
+    brain = vol != 0
+    assert amap[les].mean() > 3 * amap[brain & ~les].mean()
+    # empty slices stay 0
+    assert (amap[vol.reshape(len(vol), -1).max(1) == 0] == 0).all()
+
+
+def test_v1_and_v2_agree_on_location():
+    net = SmoothingNet()
+    vol, les = phantom()
+    v2 = predict_volume(net, vol, None, InferenceConfig(window=32, stride=16))
+    v1 = predict_volume(net, vol, None, InferenceConfig(method="multistep", steps=5, window=32,
+                                                        stride=16))
+    top = les.sum()
+    top2 = v2 >= np.sort(v2.ravel())[-top]
+    top1 = v1 >= np.sort(v1.ravel())[-top]
+    assert (top1 & les).sum() > 0.7 * top and (top2 & les).sum() > 0.7 * top
+    assert (top1 & top2).sum() > 0.7 * top
+
+
+def test_whole_slice_mode_close_to_windows_for_a_convolutional_model():
+    net = SmoothingNet()
+    vol, les = phantom()
+    ref = predict_volume(net, vol, None, InferenceConfig(window=32, stride=8))
+    whole = predict_volume(net, vol, None, InferenceConfig(window=0, stride=8))
+    assert whole.shape == vol.shape
+    from sklearn.metrics import average_precision_score
+
+    brain = vol != 0
+    ap_ref = average_precision_score(les[brain], ref[brain])
+    ap_whole = average_precision_score(les[brain], whole[brain])
+    assert abs(ap_ref - ap_whole) < 0.01
+
+
+def test_median_filter_removes_isolated_voxels_and_keeps_background_zero():
+    net = SmoothingNet()
+    vol, _ = phantom()
+    vol[6, 50, 20] = 1.0  # one hot voxel: a median filter should wipe it out
+    cfg = InferenceConfig(levels=[80], window=32, stride=16)
+    raw = predict_volume(net, vol, None, cfg)
+    med = predict_volume(net, vol, None, dataclasses.replace(cfg, median_filter=3))
+    assert med[6, 50, 20] < 0.5 * raw[6, 50, 20]
+    assert (med[vol == 0] == 0).all()
+
+
+def test_anomaly_map_slices_matches_volume_path():
+    net = tiny_net(2)
+    vol, _ = phantom(shape=(3, 48, 56), lesion=(1, 24, 28))
+    cfg = InferenceConfig(levels=[0, 60], window=32, stride=16)
+    a = anomaly_map_slices(net, torch.from_numpy(vol).unsqueeze(1), cfg)
+    assert a.shape == (3, 1, 48, 56)
+    np.testing.assert_allclose(a[:, 0].numpy(), predict_volume(net, vol, None, cfg), atol=1e-6)
+
+
+def test_bad_window_settings_raise():
+    with pytest.raises(ConfigError, match="stride"):
+        predict_volume(SmoothingNet(), np.ones((1, 8, 8), np.float32), None,
+                       InferenceConfig(window=32, stride=64))
+
+
+def test_bf16_autocast_keeps_the_map_close():
+    net = tiny_net(3)
+    vol, _ = phantom(shape=(2, 48, 48), lesion=(1, 24, 24))
+    cfg = InferenceConfig(levels=[0, 60], window=32, stride=16)
+    ref = predict_volume(net, vol, None, cfg)
+    bf = predict_volume(net, vol, None, dataclasses.replace(cfg, precision="bf16"))
+    assert bf.dtype == np.float32
+    assert np.abs(bf - ref).max() < 0.05
