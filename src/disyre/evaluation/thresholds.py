@@ -6,7 +6,7 @@ fraction ``f`` of the healthy brain voxels it was fitted on score *strictly abov
 best-Dice threshold, it uses no lesion labels, so a user can apply it to new scans.
 
 The quantiles are exact while the healthy brain voxels fit in ``max_exact_voxels`` (default
-50 M, 200 MB of float32); beyond that the calibrator switches to a histogram of ``2**20`` bins
+50 M, 200 MB of float32 maps); beyond that the calibrator switches to a histogram of ``2**20`` bins
 over ``[0, 1]`` (maps are in ``[0, 1]``), which keeps the fitted FPR at most ``f`` and within
 one bin (about 1e-6 in score) of the exact threshold. The method used is recorded.
 
@@ -91,8 +91,10 @@ class ThresholdCalibrator:
         score = np.asarray(score)
         if mask is not None and np.shape(mask) != score.shape:
             raise ValueError(f"healthy map shape {score.shape} != mask shape {np.shape(mask)}")
+        # kept at the map's own precision, so thresholds hold exactly on the same maps
         v = (score[np.asarray(mask) != 0] if mask is not None else score.ravel())
-        v = v.astype(np.float32)
+        if not np.issubdtype(v.dtype, np.floating):
+            v = v.astype(np.float32)
         if not np.isfinite(v).all():
             raise ValueError("healthy anomaly map holds NaN or Inf inside the brain")
         self.n_volumes += 1
