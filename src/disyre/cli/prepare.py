@@ -1,0 +1,94 @@
+"""``disyre prepare``: write a dataset manifest and its preprocessed cache.
+
+Examples::
+
+    disyre prepare --layout camcan --root /data/camcan --contrast t2 --val-fraction 0.1 -o prep/cc
+    disyre prepare --layout brats --root /data/BraTS2021 --contrast t2 -o prep/brats_t2
+    disyre prepare --layout folder --root scans/ --glob "*.nii.gz" -o prep/mine
+    disyre prepare --manifest prep/mine/manifest.csv          # (re)build only the cache
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``disyre prepare``."""
+    p = subparsers.add_parser(
+        "prepare",
+        help="write a dataset manifest (CSV) and its preprocessed cache",
+        description="Find the scans of a dataset layout, write OUT/manifest.csv, and preprocess "
+        "every scan into OUT/cache/ (reused when inputs are unchanged).",
+    )
+    p.add_argument("--layout", choices=["folder", "brats", "atlas", "camcan", "ixi"],
+                   help="how the dataset is stored under --root")
+    p.add_argument("--root", type=Path, help="dataset folder")
+    p.add_argument("--glob", default=None,
+                   help="file pattern for --layout folder (default '*.nii.gz'; '**/' recurses)")
+    p.add_argument("--contrast", default=None,
+                   help="contrast to take: t1, t2 (brats: also t1ce, flair; ixi: also pd)")
+    p.add_argument("--split", default=None,
+                   help="split of every row (default: test for brats/atlas, train otherwise)")
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help="move this fraction of the rows to split 'val' (deterministic)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/val assignment")
+    p.add_argument("--manifest", type=Path, default=None,
+                   help="use this existing manifest and only build the cache")
+    p.add_argument("-o", "--out", type=Path, default=None,
+                   help="output folder (default with --manifest: the manifest's folder)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="run config (YAML/JSON) whose 'preprocess' section to use")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. preprocess.upper_percentile=99 (repeatable)")
+    p.add_argument("--no-cache", action="store_true", help="write only the manifest")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave out scans with invalid files (logged) instead of stopping")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing manifest")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``disyre prepare``; returns the exit status."""
+    from disyre.cli import CLIError
+    from disyre.config import RunConfig, apply_overrides
+    from disyre.data.cache import prepare_cache
+    from disyre.data.manifest import build_manifest, read_manifest, write_manifest
+
+    cfg = RunConfig.load(args.config) if args.config else RunConfig()
+    cfg = apply_overrides(cfg, args.overrides)
+    if args.manifest is not None:
+        if args.layout or args.root:
+            raise CLIError("give either --manifest or --layout/--root, not both")
+        rows = read_manifest(args.manifest)
+        out = args.out or args.manifest.parent
+        log.info("%s: %d scans", args.manifest, len(rows))
+    else:
+        if not args.layout or not args.root:
+            raise CLIError("give --layout and --root (or --manifest)")
+        if args.out is None:
+            raise CLIError("give the output folder with -o/--out")
+        if args.glob and args.layout != "folder":
+            raise CLIError("--glob applies to --layout folder only")
+        out = args.out
+        manifest = out / "manifest.csv"
+        if manifest.exists() and not args.overwrite:
+            raise CLIError(f"{manifest}: manifest already exists; pass --overwrite to replace it")
+        kw: dict[str, object] = {"split": args.split, "val_fraction": args.val_fraction,
+                                 "seed": args.seed, "contrast": args.contrast}
+        if args.layout == "folder":
+            kw["pattern"] = args.glob
+        rows = build_manifest(args.layout, args.root, **kw)
+        write_manifest(rows, manifest, overwrite=args.overwrite)
+        splits = {s: sum(r.split == s for r in rows) for s in sorted({r.split for r in rows})}
+        log.info("wrote %s: %d scans %s", manifest, len(rows), splits)
+    if args.no_cache:
+        return 0
+    cache = prepare_cache(rows, Path(out) / "cache", cfg.preprocess, skip_bad=args.skip_bad)
+    log.info("cache %s: %d scans (%d processed, %d reused)", cache.directory, len(cache),
+             cache.processed, cache.reused)
+    return 0

@@ -1,0 +1,392 @@
+"""Dataset manifests: which files, which split, which labels; and builders for common layouts.
+
+A manifest is a CSV file with the columns ``subject,image,lesion_mask,brain_mask,split,contrast``
+(plus an optional ``binarize_lesion`` column, ``1`` when the lesion file is a label map whose
+labels > 0 all count as lesion, e.g. BraTS ``seg``). Empty cells mean "none". Relative paths
+are relative to the manifest's folder.
+
+Builders write manifests from the layouts users have on disk:
+
+- :func:`from_folder`: any folder and glob pattern (one scan per file);
+- :func:`from_brats`: BraTS 2020/2021, ``<case>/<case>_t1.nii.gz`` (``_t1ce``, ``_t2``,
+  ``_flair``) with ``<case>/<case>_seg.nii.gz``;
+- :func:`from_atlas`: ATLAS v2.0 (BIDS), ``[site/]sub-*/ses-*/anat/*_T1w.nii.gz`` with
+  ``*_label-L_desc-T1lesion_mask.nii.gz``;
+- :func:`from_camcan`: CamCAN (BIDS), ``sub-CC*/anat/sub-CC*_T1w.nii.gz`` / ``_T2w``;
+- :func:`from_ixi`: IXI, ``IXI002-Guys-0828-T1.nii.gz`` (``-T2``, ``-PD``).
+
+Example:
+    >>> rows = [ManifestRow("s1", "/data/s1.nii.gz", split="train", contrast="t1")]
+    >>> rows[0].subject, rows[0].lesion_mask is None
+    ('s1', True)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from disyre.data.nifti import NIFTI_SUFFIXES, InputError
+from disyre.io_utils import atomic_write_text
+
+__all__ = [
+    "COLUMNS",
+    "ManifestRow",
+    "read_manifest",
+    "write_manifest",
+    "validate_rows",
+    "assign_splits",
+    "from_folder",
+    "from_brats",
+    "from_atlas",
+    "from_camcan",
+    "from_ixi",
+    "LAYOUTS",
+    "build_manifest",
+]
+
+COLUMNS = ("subject", "image", "lesion_mask", "brain_mask", "split", "contrast", "binarize_lesion")
+_REQUIRED = ("subject", "image")
+
+
+@dataclass
+class ManifestRow:
+    """One scan of a dataset.
+
+    Attributes:
+        subject: Unique id (also names the scan's outputs).
+        image: Path of the NIfTI image.
+        lesion_mask: Path of the ground-truth anomaly mask, or ``None``.
+        brain_mask: Path of a brain mask, or ``None`` (then brain = non-zero voxels).
+        split: ``train``, ``val``, ``test`` or any label.
+        contrast: ``t1``, ``t2``, ``flair``, ... (free text, lower case by convention).
+        binarize_lesion: The lesion file is a label map: every label > 0 is lesion.
+    """
+
+    subject: str
+    image: Path
+    lesion_mask: Path | None = None
+    brain_mask: Path | None = None
+    split: str = "train"
+    contrast: str = ""
+    binarize_lesion: bool = False
+
+    def __post_init__(self) -> None:
+        self.subject = str(self.subject)
+        self.image = Path(self.image)
+        self.lesion_mask = Path(self.lesion_mask) if self.lesion_mask else None
+        self.brain_mask = Path(self.brain_mask) if self.brain_mask else None
+
+
+def _strip_nifti(name: str) -> str:
+    for suf in (".nii.gz", ".nii"):
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return name
+
+
+def validate_rows(rows: Sequence[ManifestRow], source: str | Path,
+                  check_files: bool = True, line_of: Sequence[int] | None = None) -> None:
+    """Check a manifest's rows: non-empty, unique subject ids, existing files.
+
+    Args:
+        rows: The rows.
+        source: Name used in error messages (the manifest path or the builder's root).
+        check_files: Also check that every referenced file exists.
+        line_of: CSV line number of each row, for messages (default: ``i + 2``).
+
+    Raises:
+        InputError: Naming ``source``, the row and the problem.
+    """
+    if not rows:
+        raise InputError(f"{source}: manifest is empty (no rows)")
+    seen: dict[str, int] = {}
+    for i, r in enumerate(rows):
+        line = line_of[i] if line_of else i + 2
+        where = f"{source}: line {line} (subject {r.subject!r})"
+        if not r.subject or not r.subject.strip():
+            raise InputError(f"{source}: line {line}: empty subject id")
+        if r.subject in seen:
+            raise InputError(
+                f"{where}: duplicate subject id, first used on line {seen[r.subject]}"
+            )
+        seen[r.subject] = line
+        if not str(r.image) or str(r.image) == ".":
+            raise InputError(f"{where}: empty image path")
+        if not check_files:
+            continue
+        for col in ("image", "lesion_mask", "brain_mask"):
+            p = getattr(r, col)
+            if p is not None and not Path(p).is_file():
+                raise InputError(f"{where}: {col} file not found: {p}")
+
+
+def read_manifest(path: str | Path, check_files: bool = True) -> list[ManifestRow]:
+    """Read and validate a manifest CSV.
+
+    Args:
+        path: The CSV file.
+        check_files: Check that every referenced file exists.
+
+    Returns:
+        The rows, with paths resolved against the manifest's folder.
+
+    Raises:
+        InputError: Missing/unreadable file, missing columns, empty manifest, duplicate
+            subject ids, missing files (naming the manifest, line and subject).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: manifest file not found")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read the manifest ({e})") from e
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    if not header:
+        raise InputError(f"{path}: manifest is empty (no header, no rows)")
+    missing = [c for c in _REQUIRED if c not in header]
+    if missing:
+        raise InputError(
+            f"{path}: manifest lacks column(s) {missing}; expected {','.join(COLUMNS[:6])}"
+        )
+    unknown = [c for c in header if c not in COLUMNS]
+    if unknown:
+        raise InputError(f"{path}: unknown manifest column(s) {unknown}; known: {list(COLUMNS)}")
+    base = path.parent
+    rows, lines = [], []
+    for rec in reader:
+        rec = {(k or "").strip(): (v or "").strip() for k, v in rec.items()}
+        if not any(rec.values()):
+            continue
+
+        def p(col: str, rec: dict[str, str] = rec) -> Path | None:
+            v = rec.get(col, "")
+            if not v:
+                return None
+            q = Path(v).expanduser()
+            return q if q.is_absolute() else base / q
+
+        rows.append(ManifestRow(
+            subject=rec.get("subject", ""),
+            image=p("image") or Path(""),
+            lesion_mask=p("lesion_mask"),
+            brain_mask=p("brain_mask"),
+            split=rec.get("split", "") or "train",
+            contrast=rec.get("contrast", ""),
+            binarize_lesion=rec.get("binarize_lesion", "").lower() in ("1", "true", "yes"),
+        ))
+        lines.append(reader.line_num)
+    validate_rows(rows, path, check_files=check_files, line_of=lines)
+    return rows
+
+
+def write_manifest(rows: Sequence[ManifestRow], path: str | Path, overwrite: bool = False) -> None:
+    """Write a manifest CSV atomically (absolute paths).
+
+    Args:
+        rows: The rows (validated first; files must exist).
+        path: Output CSV path.
+        overwrite: Replace an existing file.
+
+    Raises:
+        InputError: Invalid rows.
+        disyre.io_utils.OutputExistsError: ``path`` exists and ``overwrite`` is false.
+    """
+    from disyre.io_utils import OutputExistsError
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: manifest already exists; pass --overwrite to replace it")
+    validate_rows(rows, path, check_files=False)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for r in rows:
+        w.writerow([
+            r.subject,
+            str(Path(r.image).resolve()),
+            str(Path(r.lesion_mask).resolve()) if r.lesion_mask else "",
+            str(Path(r.brain_mask).resolve()) if r.brain_mask else "",
+            r.split,
+            r.contrast,
+            "1" if r.binarize_lesion else "",
+        ])
+    atomic_write_text(path, buf.getvalue())
+
+
+def assign_splits(rows: Sequence[ManifestRow], val_fraction: float, seed: int = 0,
+                  from_split: str = "train", to_split: str = "val") -> list[ManifestRow]:
+    """Move a deterministic random ``val_fraction`` of the ``from_split`` rows to ``to_split``.
+
+    The choice depends only on the sorted subject ids and ``seed`` (not on file order).
+
+    Returns:
+        New rows, in the input order.
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    pool = sorted(r.subject for r in rows if r.split == from_split)
+    n_val = int(round(val_fraction * len(pool)))
+    if val_fraction > 0 and len(pool) > 1:
+        n_val = min(max(n_val, 1), len(pool) - 1)
+    rng = np.random.default_rng(seed)
+    chosen = {pool[i] for i in rng.permutation(len(pool))[:n_val]}
+    return [replace(r, split=to_split) if r.subject in chosen else r for r in rows]
+
+
+def _finish(rows: list[ManifestRow], root: Path, what: str, val_fraction: float | None,
+            seed: int) -> list[ManifestRow]:
+    if not rows:
+        raise InputError(f"{root}: no {what} found")
+    rows.sort(key=lambda r: r.subject)
+    if val_fraction:
+        rows = assign_splits(rows, val_fraction, seed, from_split=rows[0].split)
+    validate_rows(rows, root, check_files=False)
+    return rows
+
+
+def _check_root(root: str | Path) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: dataset folder not found")
+    return root
+
+
+def _nifti(p: Path) -> bool:
+    return p.is_file() and p.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def from_folder(root: str | Path, pattern: str = "*.nii.gz", split: str = "train",
+                contrast: str = "", val_fraction: float | None = None,
+                seed: int = 0) -> list[ManifestRow]:
+    """One row per NIfTI file matching ``pattern`` (a glob relative to ``root``; ``**`` recurses).
+
+    Subject ids are the file names without ``.nii``/``.nii.gz``; where two files share a
+    name, their relative paths (``/`` -> ``_``) are used instead.
+    """
+    root = _check_root(root)
+    files = sorted(p for p in root.glob(pattern) if _nifti(p))
+    stems = [_strip_nifti(p.name) for p in files]
+    dup = {s for s in stems if stems.count(s) > 1}
+    rows = []
+    for p, s in zip(files, stems, strict=True):
+        if s in dup:
+            s = _strip_nifti(str(p.relative_to(root))).replace("/", "_").replace("\\", "_")
+        rows.append(ManifestRow(s, p, split=split, contrast=contrast))
+    return _finish(rows, root, f"NIfTI files matching {pattern!r}", val_fraction, seed)
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for suf in NIFTI_SUFFIXES[::-1]:
+        p = folder / f"{stem}{suf}"
+        if p.is_file():
+            return p
+    return None
+
+
+def from_brats(root: str | Path, contrast: str = "t2", split: str = "test",
+               val_fraction: float | None = None, seed: int = 0) -> list[ManifestRow]:
+    """BraTS 2020/2021: ``<case>/<case>_<contrast>.nii.gz`` with ``<case>/<case>_seg.nii.gz``.
+
+    Case folders are searched at any depth under ``root``. The segmentation's labels (1, 2, 4)
+    are all lesion (``binarize_lesion``). Cases without ``_seg`` (validation releases) get no
+    lesion mask.
+
+    Args:
+        contrast: ``t1``, ``t1ce``, ``t2`` or ``flair``.
+    """
+    root = _check_root(root)
+    contrast = contrast.lower()
+    if contrast not in ("t1", "t1ce", "t2", "flair"):
+        raise ValueError(f"BraTS contrast must be t1, t1ce, t2 or flair, got {contrast!r}")
+    rows = []
+    for d in sorted({p.parent for p in root.rglob(f"*_{contrast}.nii*")}):
+        img = _find(d, f"{d.name}_{contrast}")
+        if img is None:
+            continue
+        seg = _find(d, f"{d.name}_seg")
+        rows.append(ManifestRow(d.name, img, lesion_mask=seg, split=split, contrast=contrast,
+                                binarize_lesion=seg is not None))
+    return _finish(rows, root, f"BraTS cases <case>/<case>_{contrast}.nii.gz", val_fraction, seed)
+
+
+_ENTITY = re.compile(r"(sub-[A-Za-z0-9]+)(?:_(ses-[A-Za-z0-9]+))?")
+
+
+def from_atlas(root: str | Path, contrast: str = "t1", split: str = "test",
+               val_fraction: float | None = None, seed: int = 0) -> list[ManifestRow]:
+    """ATLAS v2.0 (BIDS): ``[site/]sub-*/ses-*/anat/*_T1w.nii.gz`` and the lesion mask
+    ``*_label-L_desc-T1lesion_mask.nii.gz`` next to it (subject id ``sub-X_ses-Y``)."""
+    root = _check_root(root)
+    if contrast.lower() != "t1":
+        raise ValueError(f"ATLAS v2.0 holds T1-weighted scans only, got contrast {contrast!r}")
+    rows = []
+    for p in sorted(root.rglob("sub-*_T1w.nii*")):
+        if not _nifti(p) or p.parent.name != "anat":
+            continue
+        stem = _strip_nifti(p.name)[: -len("_T1w")]
+        m = _ENTITY.match(stem)
+        subject = "_".join(x for x in m.groups() if x) if m else stem
+        mask = _find(p.parent, f"{stem}_label-L_desc-T1lesion_mask")
+        rows.append(ManifestRow(subject, p, lesion_mask=mask, split=split, contrast="t1"))
+    return _finish(rows, root, "ATLAS scans sub-*/ses-*/anat/*_T1w.nii.gz", val_fraction, seed)
+
+
+def from_camcan(root: str | Path, contrast: str = "t1", split: str = "train",
+                val_fraction: float | None = None, seed: int = 0) -> list[ManifestRow]:
+    """CamCAN (BIDS): ``sub-CC*/anat/sub-CC*_T1w.nii.gz`` (``_T2w`` for ``contrast="t2"``),
+    at any depth under ``root``."""
+    root = _check_root(root)
+    suffix = {"t1": "T1w", "t2": "T2w"}.get(contrast.lower())
+    if suffix is None:
+        raise ValueError(f"CamCAN contrast must be t1 or t2, got {contrast!r}")
+    rows = []
+    for p in sorted(root.rglob(f"sub-*_{suffix}.nii*")):
+        if not _nifti(p):
+            continue
+        m = _ENTITY.match(p.name)
+        subject = m.group(1) if m else _strip_nifti(p.name)
+        rows.append(ManifestRow(subject, p, split=split, contrast=contrast.lower()))
+    return _finish(rows, root, f"CamCAN scans sub-*/anat/sub-*_{suffix}.nii.gz",
+                   val_fraction, seed)
+
+
+def from_ixi(root: str | Path, contrast: str = "t1", split: str = "train",
+             val_fraction: float | None = None, seed: int = 0) -> list[ManifestRow]:
+    """IXI: ``IXI002-Guys-0828-T1.nii.gz`` (``-T2``, ``-PD``); subject id ``IXI002-Guys-0828``."""
+    root = _check_root(root)
+    tag = {"t1": "T1", "t2": "T2", "pd": "PD"}.get(contrast.lower())
+    if tag is None:
+        raise ValueError(f"IXI contrast must be t1, t2 or pd, got {contrast!r}")
+    pat = re.compile(rf"^(IXI\d+-[A-Za-z]+-\d+)-{tag}\.nii(\.gz)?$")
+    rows = []
+    for p in sorted(root.rglob("IXI*")):
+        m = pat.match(p.name)
+        if m and p.is_file():
+            rows.append(ManifestRow(m.group(1), p, split=split, contrast=contrast.lower()))
+    return _finish(rows, root, f"IXI scans IXI*-{tag}.nii.gz", val_fraction, seed)
+
+
+#: layout name -> builder, as used by ``disyre prepare --layout``
+LAYOUTS: dict[str, Callable[..., list[ManifestRow]]] = {
+    "folder": from_folder,
+    "brats": from_brats,
+    "atlas": from_atlas,
+    "camcan": from_camcan,
+    "ixi": from_ixi,
+}
+
+
+def build_manifest(layout: str, root: str | Path, **kw: object) -> list[ManifestRow]:
+    """Call the builder of ``layout`` (a key of :data:`LAYOUTS`); ``None`` options are dropped."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose from {sorted(LAYOUTS)}")
+    return LAYOUTS[layout](root, **{k: v for k, v in kw.items() if v is not None})
