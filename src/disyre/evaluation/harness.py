@@ -1,0 +1,308 @@
+"""One call that evaluates a stream of anomaly maps: :func:`evaluate_cases`.
+
+Cases are streamed: each volume is read once, its statistics are accumulated, and only what
+the report needs is kept (per-case numbers and one axial slice per case for the gallery).
+
+Example:
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> def cases():
+    ...     for i in range(3):
+    ...         lab = np.zeros((4, 16, 16), bool); lab[1:3, 4:8, 4:8] = True
+    ...         amap = (0.5 * rng.random(lab.shape) + 0.5 * lab).astype(np.float32)
+    ...         yield Case(f"s{i}", amap, lab, np.ones_like(lab))
+    >>> healthy = [(0.5 * rng.random((4, 16, 16)), None) for _ in range(2)]
+    >>> res = evaluate_cases(cases(), healthy_maps=healthy, n_boot=50)
+    >>> res.pixel.ap > 0.9, sorted(res.thresholds.fpr)
+    (True, [0.01, 0.05, 0.1])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from disyre.evaluation import metrics as M
+from disyre.evaluation.thresholds import (
+    DEFAULT_FPRS,
+    ThresholdCalibrator,
+    Thresholds,
+    counts_at,
+    fpr_key,
+    summarize_counts,
+)
+
+ORACLE_NOTE = ("best_dice_oracle: the threshold is chosen on the test labels (an upper bound, "
+               "not applicable to new scans); the calibrated thresholds are set on healthy "
+               "scans only")
+CURVE_POINTS = 400
+
+
+@dataclass
+class Case:
+    """One test volume. All arrays ``(D, H, W)`` of the same shape.
+
+    Attributes:
+        subject: Identifier.
+        anomaly_map: Scores (higher = more anomalous), normally in ``[0, 1]``.
+        label: Lesion label (non-zero = lesion); all zero for a healthy scan.
+        brain_mask: Brain mask (non-zero = brain); ``None`` = every voxel.
+        image: Optional scan, only used for the report's gallery.
+    """
+
+    subject: str
+    anomaly_map: np.ndarray
+    label: np.ndarray
+    brain_mask: np.ndarray | None = None
+    image: np.ndarray | None = None
+
+
+@dataclass
+class CaseRecord:
+    """What is kept of one case: its numbers and one axial slice for the gallery."""
+
+    subject: str
+    n_brain: int
+    n_lesion: int
+    ap: float
+    score: float
+    dice: dict[float, float]
+    slice_index: int
+    slice_map: np.ndarray = field(repr=False)
+    slice_label: np.ndarray = field(repr=False)
+    slice_mask: np.ndarray = field(repr=False)
+    slice_image: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass
+class EvaluationResult:
+    """Everything :func:`evaluate_cases` measured; :meth:`to_dict` gives ``metrics.json``."""
+
+    pixel: M.PixelMetrics
+    thresholds: Thresholds | None
+    calibrated: dict[float, dict[str, float]]
+    healthy_heldout: dict[float, dict[str, float]]
+    slice_level: dict[str, dict[str, float]]
+    volume_level: dict[str, dict[str, float]]
+    ci: dict[str, tuple[float, float]]
+    cases: list[CaseRecord]
+    pos_hist: np.ndarray
+    neg_hist: np.ndarray
+    healthy_hist: np.ndarray | None
+    settings: dict[str, Any]
+
+    def curves(self, n: int = CURVE_POINTS) -> dict[str, dict[str, list[float]]]:
+        """Exact PR and ROC points (at each distinct lesion score), thinned to ``n`` points."""
+        c = self.pixel.curve
+        if c is None or c.n_pos == 0:
+            return {}
+        idx = np.unique(np.linspace(0, len(c.tp) - 1, min(n, len(c.tp))).round().astype(int))
+        tp, fp = c.tp[idx].astype(float), c.fp[idx].astype(float)
+        rec = tp / c.n_pos
+        prec = tp / (tp + fp)
+        fpr = fp / c.n_neg if c.n_neg else np.zeros_like(fp)
+        return {"pr": {"recall": rec.tolist(), "precision": prec.tolist()},
+                "roc": {"fpr": [0.0, *fpr.tolist(), 1.0], "tpr": [0.0, *rec.tolist(), 1.0]}}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``metrics.json`` document (NaN written as null)."""
+        d: dict[str, Any] = {
+            "n_cases": len(self.cases),
+            "n_cases_with_lesion": sum(r.n_lesion > 0 for r in self.cases),
+            "pixel": self.pixel.as_dict(),
+            "note": ORACLE_NOTE,
+            "calibrated": {fpr_key(f): v for f, v in self.calibrated.items()},
+            "thresholds": None if self.thresholds is None else self.thresholds.to_dict(),
+            "healthy_heldout": {fpr_key(f): v for f, v in self.healthy_heldout.items()},
+            "slice_level": self.slice_level,
+            "volume_level": self.volume_level,
+            "bootstrap_ci": {k: list(v) for k, v in self.ci.items()},
+            "settings": self.settings,
+            "curves": self.curves(),
+        }
+        return _clean(d)
+
+
+def _clean(o: Any) -> Any:
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_clean(v) for v in o]
+    if isinstance(o, np.generic):
+        o = o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
+
+
+def as_case(obj: Any) -> Case:
+    """Accept a :class:`Case`, a dict with its field names, or a tuple
+    ``(subject, anomaly_map, label, brain_mask[, image])``."""
+    if isinstance(obj, Case):
+        return obj
+    if isinstance(obj, dict):
+        return Case(**obj)
+    if isinstance(obj, tuple | list) and len(obj) in (4, 5):
+        return Case(*obj)
+    if all(hasattr(obj, a) for a in ("subject", "anomaly_map", "label")):
+        return Case(obj.subject, obj.anomaly_map, obj.label, getattr(obj, "brain_mask", None),
+                    getattr(obj, "image", None))
+    raise TypeError(f"cannot read a case from {type(obj).__name__}; give a Case, a dict or a "
+                    "tuple (subject, anomaly_map, label, brain_mask[, image])")
+
+
+def _gallery_slice(amap: np.ndarray, lab: np.ndarray, mask: np.ndarray) -> int:
+    per = lab.reshape(lab.shape[0], -1).sum(1)
+    if per.max() > 0:
+        return int(per.argmax())
+    return int((amap * mask).reshape(amap.shape[0], -1).sum(1).argmax())
+
+
+def evaluate_cases(
+    cases: Iterable[Any],
+    healthy_maps: Iterable[tuple[np.ndarray, np.ndarray | None]] | None = None,
+    fprs: Sequence[float] = DEFAULT_FPRS,
+    *,
+    thresholds: Thresholds | None = None,
+    healthy_test_maps: Iterable[tuple[np.ndarray, np.ndarray | None]] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    top_k: int = M.TOP_K,
+    hist_bins: int = M.HIST_BINS,
+    spill_dir: str | None = None,
+    source: str = "",
+) -> EvaluationResult:
+    """Evaluate anomaly maps against lesion labels, streaming one volume at a time.
+
+    Args:
+        cases: Test volumes (see :func:`as_case`); a generator is fine.
+        healthy_maps: ``(map, brain_mask)`` of healthy validation scans to calibrate the
+            thresholds on (read before ``cases``). Ignored if ``thresholds`` is given.
+        fprs: Voxel false-positive rates of the calibrated thresholds.
+        thresholds: Already calibrated thresholds (e.g. :func:`load_thresholds`).
+        healthy_test_maps: ``(map, brain_mask)`` of held-out healthy scans: their voxel FPR at
+            the calibrated thresholds is reported (``healthy_heldout``).
+        n_boot: Bootstrap resamples over volumes (0 = no intervals).
+        seed: Seed of the bootstrap.
+        top_k: k of the top-k-mean reduction.
+        hist_bins: Bins of the per-volume histograms (bootstrap and score histograms).
+        spill_dir: Folder of the temporary healthy-voxel file (default: system temp).
+        source: Text recorded with freshly fitted thresholds.
+
+    Returns:
+        An :class:`EvaluationResult`.
+    """
+    healthy_hist = None
+    if thresholds is None and healthy_maps is not None:
+        cal = ThresholdCalibrator()
+        healthy_hist = np.zeros(hist_bins, np.int64)
+        for amap, mask in healthy_maps:
+            cal.update(amap, mask)
+            vals = np.asarray(amap)[np.asarray(mask) != 0] if mask is not None else amap
+            healthy_hist += M.histogram(np.ravel(vals), hist_bins)
+        thresholds = cal.fit(fprs, source=source)
+    th_items = sorted(thresholds.fpr.items()) if thresholds is not None else []
+    th_values = [t for _, t in th_items]
+
+    acc = M.PixelAccumulator(spill_dir=spill_dir, hist_bins=hist_bins)
+    pooled = np.zeros((len(th_items), 4), np.int64)
+    records: list[CaseRecord] = []
+    slice_scores: dict[str, list[np.ndarray]] = {r: [] for r in M.REDUCTIONS}
+    slice_labels: list[np.ndarray] = []
+    vol_scores: dict[str, list[float]] = {r: [] for r in M.REDUCTIONS}
+    vol_labels: list[bool] = []
+    seen: set[str] = set()
+    try:
+        for obj in cases:
+            c = as_case(obj)
+            amap = np.asarray(c.anomaly_map)
+            lab = np.asarray(c.label) != 0
+            mask = (np.ones(amap.shape, bool) if c.brain_mask is None
+                    else np.asarray(c.brain_mask) != 0)
+            if amap.shape != lab.shape or amap.shape != mask.shape:
+                raise ValueError(f"case {c.subject}: shape mismatch: map {amap.shape}, "
+                                 f"label {lab.shape}, brain mask {mask.shape}")
+            if amap.ndim != 3:
+                raise ValueError(f"case {c.subject}: expected (D, H, W) arrays, got {amap.shape}")
+            if c.subject in seen:
+                raise ValueError(f"case {c.subject}: subject listed twice")
+            seen.add(c.subject)
+            lab &= mask
+            acc.update(amap, lab, mask)
+            pos, neg = amap[lab], amap[mask & ~lab]
+            ap = (M.average_precision(M.curve_counts(pos, neg)) if len(pos)
+                  else float("nan"))
+            dice: dict[float, float] = {}
+            if th_items:
+                cnt = counts_at(amap, lab, mask, th_values)
+                pooled += cnt
+                for (f, _), (tp, fp, fn, _tn) in zip(th_items, cnt, strict=True):
+                    den = 2 * tp + fp + fn
+                    dice[f] = float(2 * tp / den) if den else 1.0
+            ss, sl = M.slice_scores(amap, lab, mask, top_k)
+            for r in M.REDUCTIONS:
+                slice_scores[r].append(ss[r])
+            slice_labels.append(sl)
+            vs = M.volume_scores(amap, mask, top_k)
+            for r in M.REDUCTIONS:
+                vol_scores[r].append(vs[r])
+            vol_labels.append(bool(lab.any()))
+            z = _gallery_slice(amap, lab, mask)
+            img = None if c.image is None else np.asarray(c.image)[z].astype(np.float16)
+            records.append(CaseRecord(
+                subject=str(c.subject), n_brain=int(mask.sum()), n_lesion=int(lab.sum()),
+                ap=ap, score=vs["topk"], dice=dice, slice_index=z,
+                slice_map=amap[z].astype(np.float16), slice_label=lab[z].copy(),
+                slice_mask=mask[z].copy(), slice_image=img))
+        pos_h = np.stack(acc.pos_hist) if acc.pos_hist else np.zeros((0, hist_bins), np.int64)
+        neg_h = np.stack(acc.neg_hist) if acc.neg_hist else np.zeros((0, hist_bins), np.int64)
+        if not records:
+            raise ValueError("no test cases to evaluate")
+        pixel = acc.compute()
+    finally:
+        acc.close()
+
+    calibrated: dict[float, dict[str, float]] = {}
+    for i, (f, t) in enumerate(th_items):
+        summ: dict[str, float] = {"threshold": t, **summarize_counts(pooled[i])}
+        d = [r.dice[f] for r in records if r.n_lesion > 0]
+        summ["mean_case_dice"] = float(np.mean(d)) if d else float("nan")
+        calibrated[f] = summ
+
+    heldout: dict[float, dict[str, float]] = {}
+    if healthy_test_maps is not None and th_items:
+        hc = np.zeros((len(th_items), 4), np.int64)
+        n_vol = 0
+        for amap, mask in healthy_test_maps:
+            hc += counts_at(np.asarray(amap), None, mask, th_values)
+            n_vol += 1
+        for i, (f, t) in enumerate(th_items):
+            s = summarize_counts(hc[i])
+            heldout[f] = {"threshold": t, "fpr": s["fpr"], "n_volumes": n_vol,
+                          "n_voxels": s["fp"] + s["tn"]}
+
+    sl_labels = np.concatenate(slice_labels)
+    slice_level = M.detection_metrics({r: np.concatenate(v) for r, v in slice_scores.items()},
+                                      sl_labels)
+    volume_level = M.detection_metrics({r: np.asarray(v) for r, v in vol_scores.items()},
+                                       np.asarray(vol_labels))
+    ci: dict[str, tuple[float, float]] = {}
+    if n_boot > 0 and len(records) > 1:
+        per_vol = {f"dice_fpr_{fpr_key(f)}": np.array(
+            [r.dice[f] if r.n_lesion > 0 else np.nan for r in records]) for f, _ in th_items}
+        ci = M.bootstrap_ci(pos_h, neg_h, n_boot=n_boot, seed=seed, per_volume=per_vol)
+    settings = {"fprs": [f for f, _ in th_items], "top_k": top_k, "n_boot": n_boot,
+                "seed": seed, "hist_bins": hist_bins, "threshold_rule": "score > threshold",
+                "best_dice_rule": "score >= threshold",
+                "bootstrap": "percentile 95 % interval over volumes resampled with "
+                             f"replacement; pixel metrics from per-volume {hist_bins}-bin "
+                             "histograms on [0, 1]"}
+    return EvaluationResult(
+        pixel=pixel, thresholds=thresholds, calibrated=calibrated, healthy_heldout=heldout,
+        slice_level=slice_level, volume_level=volume_level, ci=ci, cases=records,
+        pos_hist=pos_h.sum(0), neg_hist=neg_h.sum(0), healthy_hist=healthy_hist,
+        settings=settings)

@@ -1,0 +1,389 @@
+"""Reports: ``metrics.json``, a per-case CSV, and a Markdown report with PNG figures.
+
+:func:`write_report` writes one method's evaluation; :func:`write_comparison` puts several
+methods' ``metrics.json`` documents side by side. Figures use matplotlib's Agg backend.
+
+Layout of a report folder::
+
+    metrics.json   cases.csv   report.md
+    figures/pr_curve.png  figures/roc_curve.png  figures/score_histograms.png
+    figures/gallery.png
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from disyre.evaluation.harness import ORACLE_NOTE, EvaluationResult
+from disyre.evaluation.thresholds import fpr_key
+from disyre.io_utils import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    prepare_output_dir,
+    provenance,
+)
+
+GALLERY_FPR = 0.05
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _savefig(fig: Any, path: Path) -> None:
+    plt = _plt()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def _fmt(x: Any, nd: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}"
+    return str(x)
+
+
+def _ci(d: dict[str, Any], key: str) -> str:
+    v = d.get("bootstrap_ci", {}).get(key)
+    if not v or v[0] is None:
+        return ""
+    return f" [{v[0]:.3f}, {v[1]:.3f}]"
+
+
+# --------------------------------------------------------------------------------------------
+# figures
+
+
+def _pr_roc(curves: Mapping[str, Mapping[str, Any]], out: Path, which: str,
+            prevalence: Mapping[str, float] | None = None) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    for name, c in curves.items():
+        if which not in c:
+            continue
+        if which == "pr":
+            ax.plot(c["pr"]["recall"], c["pr"]["precision"], label=name, drawstyle="steps-post")
+        else:
+            ax.plot(c["roc"]["fpr"], c["roc"]["tpr"], label=name)
+    if which == "pr":
+        for name, p in (prevalence or {}).items():
+            ax.axhline(p, ls=":", lw=0.8, color="gray")
+            ax.text(1.0, p, f" chance ({name})" if len(curves) > 1 else " chance",
+                    fontsize=7, va="bottom", ha="right", color="gray")
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_title("Pixel-wise precision-recall")
+    else:
+        ax.plot([0, 1], [0, 1], ls=":", color="gray", lw=0.8)
+        ax.set_xlabel("false-positive rate")
+        ax.set_ylabel("true-positive rate")
+        ax.set_title("Pixel-wise ROC")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    if len(curves) > 1:
+        ax.legend(fontsize=8)
+    _savefig(fig, out)
+
+
+def _histograms(res: EvaluationResult, out: Path) -> None:
+    plt = _plt()
+    bins = len(res.pos_hist)
+    # coarsen to <= 100 bars for readability
+    f = max(1, bins // 100)
+    n = bins // f
+
+    def coarse(h: np.ndarray) -> np.ndarray:
+        return h[: n * f].reshape(n, f).sum(1).astype(float)
+
+    edges = np.linspace(0, 1, n + 1)
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    series = [("healthy voxels of test scans", res.neg_hist),
+              ("lesion voxels", res.pos_hist)]
+    if res.healthy_hist is not None:
+        series.insert(0, ("healthy validation scans", res.healthy_hist))
+    for name, h in series:
+        c = coarse(h)
+        if c.sum() > 0:
+            ax.stairs(c / c.sum(), edges, label=name, fill=False)
+    for f_, t in sorted(res.thresholds.fpr.items()) if res.thresholds else []:
+        ax.axvline(t, ls="--", lw=0.8, color="gray")
+        ax.text(t, ax.get_ylim()[1] * 0.95, f" {100 * f_:g}%", fontsize=7, color="gray")
+    ax.set_yscale("log")
+    ax.set_xlabel("anomaly score")
+    ax.set_ylabel("fraction of voxels")
+    ax.set_title("Scores of healthy and lesion voxels (dashed: calibrated thresholds)")
+    ax.legend(fontsize=7)
+    _savefig(fig, out)
+
+
+def _gallery_picks(res: EvaluationResult) -> list[tuple[str, int]]:
+    idx = [i for i, r in enumerate(res.cases) if r.n_lesion > 0 and math.isfinite(r.ap)]
+    if not idx:
+        return []
+    order = sorted(idx, key=lambda i: res.cases[i].ap)
+    picks = [("best", order[-1]), ("median", order[len(order) // 2]), ("worst", order[0])]
+    seen: set[int] = set()
+    out = []
+    for name, i in picks:
+        if i not in seen:
+            seen.add(i)
+            out.append((name, i))
+    return out
+
+
+def _gallery_threshold(res: EvaluationResult) -> tuple[float, str]:
+    if res.thresholds and res.thresholds.fpr:
+        f = min(res.thresholds.fpr, key=lambda x: abs(x - GALLERY_FPR))
+        return res.thresholds.fpr[f], f"> t at {100 * f:g} % healthy FPR"
+    return res.pixel.best_threshold, ">= oracle best-Dice threshold"
+
+
+def _gallery(res: EvaluationResult, out: Path) -> list[tuple[str, int]]:
+    plt = _plt()
+    picks = _gallery_picks(res)
+    t, tname = _gallery_threshold(res)
+    strict = tname.startswith(">") and not tname.startswith(">=")
+    cols = ["scan", "label", "anomaly map", f"map {tname}"]
+    fig, axes = plt.subplots(max(len(picks), 1), 4, figsize=(10, 2.7 * max(len(picks), 1)),
+                             squeeze=False)
+    for row, (name, i) in enumerate(picks):
+        r = res.cases[i]
+        m = r.slice_map.astype(np.float32)
+        img = r.slice_image.astype(np.float32) if r.slice_image is not None else None
+        binm = (m > t) if strict else (m >= t)
+        panels = [img if img is not None else r.slice_mask.astype(np.float32),
+                  r.slice_label.astype(np.float32), m, (binm & r.slice_mask).astype(np.float32)]
+        for col, (ax, p) in enumerate(zip(axes[row], panels, strict=True)):
+            ax.imshow(p, cmap="gray" if col in (0, 1, 3) else "inferno", vmin=0,
+                      vmax=1 if col != 2 else max(float(m.max()), 1e-6), origin="lower")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(cols[col], fontsize=9)
+        axes[row][0].set_ylabel(f"{name}: {r.subject}\nAP {r.ap:.3f}, z={r.slice_index}",
+                                fontsize=8)
+    if not picks:
+        for ax in axes[0]:
+            ax.axis("off")
+        axes[0][0].text(0, 0.5, "no case with a lesion", fontsize=10)
+    _savefig(fig, out)
+    return picks
+
+
+# --------------------------------------------------------------------------------------------
+# report
+
+
+def _cases_csv(res: EvaluationResult) -> str:
+    fprs = sorted(res.thresholds.fpr) if res.thresholds else []
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["subject", "n_brain_voxels", "lesion_voxels", "ap", "score_topk",
+                *[f"dice_fpr_{fpr_key(f)}" for f in fprs]])
+    for r in res.cases:
+        w.writerow([r.subject, r.n_brain, r.n_lesion, _num(r.ap), _num(r.score),
+                    *[_num(r.dice.get(f)) for f in fprs]])
+    return buf.getvalue()
+
+
+def _num(x: float | None) -> str:
+    return "" if x is None or not math.isfinite(x) else f"{x:.6g}"
+
+
+def write_report(out_dir: str | Path, result: EvaluationResult, *,
+                 config: Mapping[str, Any] | None = None, title: str = "Evaluation report",
+                 overwrite: bool = False) -> Path:
+    """Write ``metrics.json``, ``cases.csv``, ``report.md`` and ``figures/*.png``.
+
+    Args:
+        out_dir: Report folder (created; refused if it already holds a ``metrics.json``
+            unless ``overwrite``).
+        result: What :func:`~disyre.evaluation.harness.evaluate_cases` returned.
+        config: Settings to record (e.g. the run config, the manifest, the checkpoint).
+        title: Heading of the report.
+        overwrite: Replace an existing report.
+
+    Returns:
+        Path of ``report.md``.
+    """
+    out = prepare_output_dir(out_dir, overwrite=overwrite, marker="metrics.json")
+    figs = out / "figures"
+    figs.mkdir(exist_ok=True)
+    d = result.to_dict()
+    d["config"] = dict(config or {})
+    d["provenance"] = provenance()
+    atomic_write_text(out / "cases.csv", _cases_csv(result))
+
+    curves = {"": d["curves"]} if d["curves"] else {}
+    _pr_roc(curves, figs / "pr_curve.png", "pr", {"": d["pixel"]["prevalence"]})
+    _pr_roc(curves, figs / "roc_curve.png", "roc")
+    _histograms(result, figs / "score_histograms.png")
+    picks = _gallery(result, figs / "gallery.png")
+
+    px = d["pixel"]
+    lines = [f"# {title}", "",
+             f"{d['n_cases']} test volumes ({d['n_cases_with_lesion']} with a lesion), "
+             f"{px['n_lesion_voxels']} lesion and {px['n_healthy_voxels']} healthy brain "
+             f"voxels (lesion prevalence {px['prevalence']:.4f}: the AP of a random map).", "",
+             "## Pixel-wise (all brain voxels of all test volumes pooled, exact)", "",
+             "| metric | value | 95 % bootstrap CI |", "|---|---|---|",
+             f"| AP | {_fmt(px['ap'])} |{_ci(d, 'ap')} |",
+             f"| AUROC | {_fmt(px['auroc'])} |{_ci(d, 'auroc')} |",
+             f"| best Dice (ORACLE, threshold {_fmt(px['best_threshold_oracle'], 4)} chosen on "
+             f"the test labels) | {_fmt(px['best_dice_oracle'])} |"
+             f"{_ci(d, 'best_dice_oracle')} |", "", f"*{ORACLE_NOTE}.*", ""]
+    if d["calibrated"]:
+        th = d["thresholds"] or {}
+        lines += ["## At thresholds calibrated on healthy scans", "",
+                  f"Fitted on {th.get('n_volumes')} healthy volumes ({th.get('n_voxels')} brain "
+                  f"voxels, {th.get('method')} quantiles); a voxel is anomalous when "
+                  "`score > threshold`.", "",
+                  "| healthy FPR | threshold | Dice (pooled) | mean case Dice | precision "
+                  "| recall | test FPR | held-out healthy FPR |", "|---" * 8 + "|"]
+        for k, v in d["calibrated"].items():
+            ho = d["healthy_heldout"].get(k, {}).get("fpr")
+            lines.append(f"| {float(k):.0%} | {_fmt(v['threshold'], 4)} | {_fmt(v['dice'])} | "
+                         f"{_fmt(v['mean_case_dice'])}{_ci(d, f'mean_dice_fpr_{k}')} | "
+                         f"{_fmt(v['precision'])} | {_fmt(v['recall'])} | "
+                         f"{_fmt(v['fpr'], 4)} | {_fmt(ho, 4)} |")
+        lines.append("")
+    lines += ["## Slice- and volume-level detection", "",
+              "A slice (volume) is anomalous if any brain voxel of its label is; its score is "
+              f"the mean, the max or the mean of the top {result.settings['top_k']} voxel "
+              "scores over its brain voxels.", "",
+              "| level | reduction | AUROC | AP | n | n anomalous |", "|---|---|---|---|---|---|"]
+    for level in ("slice_level", "volume_level"):
+        for r, v in d[level].items():
+            lines.append(f"| {level.split('_')[0]} | {r} | {_fmt(v['auroc'])} | "
+                         f"{_fmt(v['ap'])} | {v['n']} | {v['n_positive']} |")
+    lines += ["", "## Figures", "",
+              "![precision-recall](figures/pr_curve.png) ![ROC](figures/roc_curve.png)", "",
+              "![score histograms](figures/score_histograms.png)", "",
+              "### Gallery: best, median and worst cases by per-volume AP", "",
+              "Axial slice with the most lesion voxels; "
+              f"thresholded map: {_gallery_threshold(result)[1]}.", "",
+              "![gallery](figures/gallery.png)", "",
+              "Per-case numbers: [cases.csv](cases.csv); all metrics: "
+              "[metrics.json](metrics.json).", ""]
+    if not picks:
+        lines.insert(-3, "(No case with a lesion: the gallery is empty.)")
+    atomic_write_json(out / "metrics.json", d)
+    report = out / "report.md"
+    atomic_write_text(report, "\n".join(lines))
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# comparison of methods
+
+
+COMPARISON_COLUMNS = ("ap", "auroc", "best_dice_oracle")
+
+
+def _row(name: str, m: Mapping[str, Any]) -> dict[str, Any]:
+    px = m.get("pixel", {})
+    row: dict[str, Any] = {"method": name}
+    for k in COMPARISON_COLUMNS:
+        row[k] = px.get(k)
+        ci = m.get("bootstrap_ci", {}).get(k)
+        row[f"{k}_ci"] = ci
+    for k, v in (m.get("calibrated") or {}).items():
+        row[f"dice_fpr_{k}"] = v.get("dice")
+    for k, v in (m.get("healthy_heldout") or {}).items():
+        row[f"heldout_fpr_at_{k}"] = v.get("fpr")
+    sl = (m.get("slice_level") or {}).get("mean", {})
+    row["slice_auroc_mean"] = sl.get("auroc")
+    return row
+
+
+def write_comparison(out_dir: str | Path, results: Mapping[str, Mapping[str, Any]], *,
+                     title: str = "Comparison of methods", overwrite: bool = False) -> Path:
+    """Compare methods: ``comparison.md``, ``comparison.csv`` and two figures.
+
+    Args:
+        out_dir: Folder (created; refused if it holds a ``comparison.md`` unless ``overwrite``).
+        results: Method name -> its ``metrics.json`` document (``EvaluationResult.to_dict()``
+            or the file read back).
+        title: Heading.
+        overwrite: Replace an existing comparison.
+
+    Returns:
+        Path of ``comparison.md``.
+    """
+    if not results:
+        raise ValueError("no methods to compare")
+    out = prepare_output_dir(out_dir, overwrite=overwrite, marker="comparison.md")
+    rows = [_row(n, m) for n, m in results.items()]
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys and not k.endswith("_ci")]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(keys)
+    for r in rows:
+        w.writerow([r["method"], *[_num(r.get(k)) if isinstance(r.get(k), float)
+                                   else ("" if r.get(k) is None else r.get(k))
+                                   for k in keys[1:]]])
+    atomic_write_text(out / "comparison.csv", buf.getvalue())
+
+    plt = _plt()
+    figs = out / "figures"
+    figs.mkdir(exist_ok=True)
+    bar_keys = [k for k in keys[1:] if k in COMPARISON_COLUMNS or k.startswith("dice_fpr_")]
+    fig, ax = plt.subplots(figsize=(1.2 + 1.3 * len(bar_keys), 3.5))
+    width = 0.8 / len(rows)
+    for i, r in enumerate(rows):
+        vals = [r.get(k) if r.get(k) is not None else 0.0 for k in bar_keys]
+        ax.bar(np.arange(len(bar_keys)) + i * width, vals, width, label=r["method"])
+    ax.set_xticks(np.arange(len(bar_keys)) + 0.4 - width / 2)
+    ax.set_xticklabels([k.replace("_", " ") for k in bar_keys], fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title("Pixel-wise metrics (best Dice is an oracle)")
+    _savefig(fig, figs / "comparison_bars.png")
+    curves = {n: m.get("curves") or {} for n, m in results.items()}
+    prev = {n: m.get("pixel", {}).get("prevalence") for n, m in results.items()}
+    prev = {n: p for n, p in prev.items() if p is not None}
+    if len(set(np.round(list(prev.values()), 9))) == 1:  # same test set: one chance line
+        prev = {"": next(iter(prev.values()))}
+    _pr_roc(curves, figs / "comparison_pr.png", "pr", prev)
+
+    head = ["method", "AP", "AUROC", "best Dice (oracle)"]
+    dkeys = [k for k in keys if k.startswith("dice_fpr_")]
+    hkeys = [k for k in keys if k.startswith("heldout_fpr_at_")]
+    head += [f"Dice @ {float(k[9:]):.0%} FPR" for k in dkeys]
+    head += [f"held-out FPR @ {float(k[15:]):.0%}" for k in hkeys]
+    head.append("slice AUROC (mean)")
+    lines = [f"# {title}", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["method"]]
+        for k in COMPARISON_COLUMNS:
+            ci = r.get(f"{k}_ci")
+            cells.append(_fmt(r.get(k)) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+                                           if ci and ci[0] is not None else ""))
+        cells += [_fmt(r.get(k)) for k in dkeys]
+        cells += [_fmt(r.get(k), 4) for k in hkeys]
+        cells.append(_fmt(r.get("slice_auroc_mean")))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"*{ORACLE_NOTE}. Brackets: 95 % bootstrap intervals over volumes.*", "",
+              "![metrics](figures/comparison_bars.png) ![PR curves](figures/comparison_pr.png)",
+              ""]
+    path = out / "comparison.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path
