@@ -26,7 +26,9 @@ Example:
 
 from __future__ import annotations
 
+import gzip
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,13 +105,40 @@ def _check_path(path: str | Path) -> Path:
     return path
 
 
+def _load_gz(path: Path) -> nib.Nifti1Image:
+    """Decompress a whole ``.nii.gz`` (so that the gzip CRC and length are checked: nibabel
+    alone stops reading before the end and misses a damaged stream), then parse it."""
+    raw = path.read_bytes()
+    if raw[:2] != b"\x1f\x8b":
+        raise InputError(f"{path}: not a readable NIfTI file (not gzip-compressed)")
+    try:
+        data = gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as e:
+        raise InputError(
+            f"{path}: corrupt or truncated gzip file ({type(e).__name__}: {e})"
+        ) from e
+    sizes = {int.from_bytes(data[:4], "little"), int.from_bytes(data[:4], "big")}
+    cls = nib.Nifti2Image if 540 in sizes else nib.Nifti1Image
+    if not sizes & {348, 540}:
+        raise InputError(f"{path}: not a readable NIfTI file (no NIfTI-1/2 header)")
+    try:
+        return cls.from_bytes(data)
+    except Exception as e:  # bad magic, unsupported data type, short data
+        raise InputError(f"{path}: not a readable NIfTI file ({type(e).__name__}: {e})") from e
+
+
 def _read(path: str | Path) -> tuple[nib.Nifti1Image, np.ndarray, Path]:
     """Open a NIfTI file and read its voxels as float32, shape-checked to 3D."""
     path = _check_path(path)
-    try:
-        img = nib.load(str(path))
-    except Exception as e:  # nibabel raises many types for non-NIfTI / corrupt headers
-        raise InputError(f"{path}: not a readable NIfTI file ({type(e).__name__}: {e})") from e
+    if path.name.lower().endswith(".gz"):
+        img = _load_gz(path)
+    else:
+        try:
+            img = nib.load(str(path))
+        except Exception as e:  # nibabel raises many types for non-NIfTI / corrupt headers
+            raise InputError(
+                f"{path}: not a readable NIfTI file ({type(e).__name__}: {e})"
+            ) from e
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise InputError(f"{path}: not a NIfTI image (nibabel read it as {type(img).__name__})")
     shape = img.shape
