@@ -1,0 +1,199 @@
+"""``disyre evaluate``: metrics and a report for a test manifest, from a model or from maps.
+
+Examples::
+
+    disyre evaluate --manifest test.csv --checkpoint runs/t2 -o reports/t2 --save-thresholds
+    disyre evaluate --manifest test.csv --maps maps/ --healthy-manifest val.csv -o reports/t2
+
+Test cases are the manifest's rows of split ``test`` (all rows if none is ``test``). Healthy
+scans for the thresholds come from ``--healthy-manifest`` (rows without a lesion mask) or else
+from the manifest's rows of split ``val`` without a lesion mask. With ``--maps``, each row's map
+is ``<maps>/<file name of its image>`` (the naming of ``disyre detect``'s pixel mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``disyre evaluate``."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="exact metrics and a report (PR/ROC, histograms, gallery) for a test manifest",
+        description="Evaluate anomaly maps against lesion masks: pixel AP/AUROC (exact), oracle "
+        "best Dice, Dice at thresholds calibrated on healthy scans, slice/volume detection, "
+        "bootstrap intervals; writes metrics.json, cases.csv, report.md and figures.",
+    )
+    p.add_argument("--manifest", type=Path, required=True, help="test manifest (CSV)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, help="run or checkpoint folder to detect with")
+    src.add_argument("--maps", type=Path, help="folder of existing maps named like the images")
+    p.add_argument("--healthy-manifest", type=Path, default=None,
+                   help="healthy validation scans for the thresholds (default: rows of split "
+                   "'val' without a lesion mask in --manifest)")
+    p.add_argument("--thresholds-file", type=Path, default=None,
+                   help="use these calibrated thresholds instead of fitting them")
+    p.add_argument("--fpr", type=float, nargs="+", default=[0.01, 0.05, 0.1],
+                   help="false-positive rates of the calibrated thresholds (default 0.01 0.05 0.1)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="report folder")
+    p.add_argument("--save-thresholds", action="store_true",
+                   help="also write thresholds.json next to the checkpoint for 'disyre detect'")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0 = none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=run)
+
+
+def _display(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    vals = img[mask]
+    hi = float(np.percentile(vals, 99)) if vals.size else 1.0
+    return np.clip(img / (hi if hi > 0 else 1.0), 0, 1).astype(np.float32)
+
+
+class _Source:
+    """Yields ``(subject, map, label, brain_mask, image)`` per manifest row."""
+
+    def __init__(self, checkpoint: Path | None, maps: Path | None, device: str) -> None:
+        self.maps = maps
+        self.detector = None
+        if checkpoint is not None:
+            from disyre.inference import Detector
+
+            self.detector = Detector.from_checkpoint(checkpoint, device=device)
+
+    def load(self, row: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        from disyre.data.nifti import load_mask, load_scan
+
+        scan = load_scan(row.image)
+        lesion = (load_mask(row.lesion_mask, like=scan, binarize=row.binarize_lesion)
+                  if row.lesion_mask else np.zeros(scan.data.shape, bool))
+        brain = load_mask(row.brain_mask, like=scan) if row.brain_mask else None
+        if self.detector is not None:
+            res = self.detector.predict(scan, brain)
+            bb = res.pre.bbox
+            m = res.mask_cropped.astype(bool)
+            return res.map_cropped, lesion[bb], m, _display(res.image_cropped, m)
+        amap = self._read_map(row, scan)
+        if brain is None:
+            brain = scan.data != 0
+        return amap, lesion, brain, _display(scan.data, brain)
+
+    def _read_map(self, row: Any, scan: Any) -> np.ndarray:
+        import nibabel as nib
+
+        from disyre.cli import CLIError
+        from disyre.data.nifti import to_canonical
+
+        assert self.maps is not None
+        path = self.maps / Path(row.image).name
+        if not path.is_file():
+            raise CLIError(f"{path}: no map for subject {row.subject} (expected the image's "
+                           "file name in the --maps folder)")
+        try:
+            img = nib.load(str(path))
+            data = np.asarray(img.dataobj, dtype=np.float32)
+        except Exception as e:  # nibabel raises many kinds
+            raise CLIError(f"{path}: cannot read the map ({e})") from e
+        data = data.reshape(data.shape[:3]) if data.ndim == 4 and data.shape[3] == 1 else data
+        if tuple(data.shape) != tuple(scan.native_shape):
+            raise CLIError(f"{path}: map shape {data.shape} differs from its image "
+                           f"{row.image} {tuple(scan.native_shape)}")
+        if not np.allclose(img.affine, scan.affine, atol=1e-3):
+            raise CLIError(f"{path}: map affine differs from its image {row.image}")
+        if not np.isfinite(data).all():
+            raise CLIError(f"{path}: map holds NaN or Inf")
+        return np.ascontiguousarray(to_canonical(data, scan.ornt))
+
+
+def _split_rows(rows: list[Any], healthy_rows: list[Any] | None) -> tuple[list, list]:
+    if healthy_rows is None:
+        healthy = [r for r in rows if r.split == "val" and not r.lesion_mask]
+    else:
+        healthy = [r for r in healthy_rows if not r.lesion_mask]
+    test = [r for r in rows if r.split == "test"]
+    if not test:
+        ids = {id(r) for r in healthy}
+        test = [r for r in rows if id(r) not in ids]
+    return test, healthy
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``disyre evaluate``; returns the exit status."""
+    from disyre.cli import CLIError
+    from disyre.data.manifest import read_manifest
+    from disyre.evaluation import evaluate_cases
+    from disyre.evaluation.report import write_report
+    from disyre.evaluation.thresholds import load_thresholds, save_thresholds
+    from disyre.io_utils import prepare_output_dir
+
+    if args.save_thresholds and args.checkpoint is None:
+        raise CLIError("--save-thresholds needs --checkpoint (thresholds.json always goes "
+                       "into the report folder)")
+    if args.maps is not None and not args.maps.is_dir():
+        raise CLIError(f"{args.maps}: maps folder not found")
+    rows = read_manifest(args.manifest)
+    healthy_rows = read_manifest(args.healthy_manifest) if args.healthy_manifest else None
+    test, healthy = _split_rows(rows, healthy_rows)
+    if not test:
+        raise CLIError(f"{args.manifest}: no test rows to evaluate")
+    th_target = None
+    if args.save_thresholds:
+        th_target = args.checkpoint / "thresholds.json"
+        if th_target.exists() and not args.overwrite:
+            raise CLIError(f"{th_target}: exists; pass --overwrite to replace it")
+        if args.thresholds_file is not None or not healthy:
+            raise CLIError("--save-thresholds needs healthy scans to fit on (--healthy-manifest "
+                           "or rows of split 'val' without a lesion mask), not "
+                           "--thresholds-file")
+    out = prepare_output_dir(args.output, overwrite=args.overwrite, marker="metrics.json")
+    thresholds = load_thresholds(args.thresholds_file) if args.thresholds_file else None
+    if thresholds is None and not healthy:
+        log.warning("no healthy scans: reporting without calibrated thresholds")
+    source = _Source(args.checkpoint, args.maps, args.device)
+
+    def cases() -> Iterator[tuple]:
+        for i, r in enumerate(test, 1):
+            log.info("case %d/%d: %s", i, len(test), r.subject)
+            amap, lab, mask, img = source.load(r)
+            yield (r.subject, amap, lab, mask, img)
+
+    def healthy_maps() -> Iterator[tuple]:
+        for i, r in enumerate(healthy, 1):
+            log.info("healthy scan %d/%d: %s", i, len(healthy), r.subject)
+            amap, _lab, mask, _img = source.load(r)
+            yield (amap, mask)
+
+    hsrc = str(args.healthy_manifest or args.manifest)
+    res = evaluate_cases(cases(), healthy_maps() if healthy and thresholds is None else None,
+                         tuple(args.fpr), thresholds=thresholds, n_boot=args.bootstrap,
+                         seed=args.seed, source=f"{hsrc} ({len(healthy)} healthy scans)")
+    config = {"manifest": str(args.manifest), "checkpoint": str(args.checkpoint or ""),
+              "maps": str(args.maps or ""), "healthy_manifest": str(args.healthy_manifest or ""),
+              "thresholds_file": str(args.thresholds_file or ""), "n_test": len(test),
+              "n_healthy": len(healthy)}
+    if source.detector is not None:
+        config["run"] = source.detector.cfg.to_dict()
+    report = write_report(out, res, config=config, overwrite=True,
+                          title=f"Evaluation of {args.checkpoint or args.maps}")
+    if res.thresholds is not None:
+        save_thresholds(out / "thresholds.json", res.thresholds)
+        if th_target is not None:
+            save_thresholds(th_target, res.thresholds)
+            log.info("thresholds written to %s", th_target)
+    px = res.pixel
+    print(f"pixel AP {px.ap:.4f}  AUROC {px.auroc:.4f}  best Dice (oracle) {px.best_dice:.4f}")
+    for f, v in res.calibrated.items():
+        print(f"  at {f:g} healthy FPR: Dice {v['dice']:.4f}  precision {v['precision']:.4f}  "
+              f"recall {v['recall']:.4f}")
+    print(f"report: {report}")
+    return 0

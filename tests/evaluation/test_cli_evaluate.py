@@ -1,0 +1,80 @@
+"""``disyre evaluate --maps`` end to end on tiny NIfTI files."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from disyre.cli import main
+from disyre.data.manifest import ManifestRow, write_manifest
+
+SHAPE = (20, 18, 8)  # native (X, Y, Z)
+
+
+def _save(arr: np.ndarray, path) -> None:
+    nib.save(nib.Nifti1Image(arr.astype(np.float32), np.diag([1.0, 1.0, 2.0, 1.0])), str(path))
+
+
+@pytest.fixture()
+def cohort(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in SHAPE], indexing="ij")
+    brain = (x**2 + y**2 + 0.5 * z**2) < 0.8
+    img_dir, map_dir = tmp_path / "img", tmp_path / "maps"
+    img_dir.mkdir()
+    map_dir.mkdir()
+    rows = []
+    for i in range(6):
+        split = "val" if i < 2 else "test"
+        img = brain * (0.5 + 0.1 * rng.random(SHAPE))
+        lab = np.zeros(SHAPE, bool)
+        if split == "test" and i < 5:
+            lab[6:12, 6:11, 2:5] = True
+            img[lab] += 0.4
+        _save(img, img_dir / f"s{i}.nii.gz")
+        _save(0.4 * rng.random(SHAPE) * brain + 0.5 * lab, map_dir / f"s{i}.nii.gz")
+        les = None
+        if lab.any():
+            _save(lab, img_dir / f"s{i}_seg.nii.gz")
+            les = img_dir / f"s{i}_seg.nii.gz"
+        rows.append(ManifestRow(f"s{i}", img_dir / f"s{i}.nii.gz", les, None, split, "t2"))
+    write_manifest(rows, tmp_path / "m.csv")
+    return tmp_path
+
+
+def test_evaluate_maps_writes_report(cohort, capsys) -> None:
+    out = cohort / "rep"
+    rc = main(["evaluate", "--manifest", str(cohort / "m.csv"), "--maps", str(cohort / "maps"),
+               "-o", str(out), "--bootstrap", "50"])
+    assert rc == 0
+    assert "pixel AP" in capsys.readouterr().out
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n_cases"] == 4 and m["n_cases_with_lesion"] == 3
+    assert m["pixel"]["ap"] == 1.0  # lesions score >= 0.5, healthy voxels < 0.4
+    assert m["thresholds"]["n_volumes"] == 2
+    th = json.loads((out / "thresholds.json").read_text())
+    assert set(th["fpr"]) == {"0.01", "0.05", "0.1"}
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (out / "report.md").read_text()):
+        assert (out / link).is_file()
+    # refuses to overwrite, one clear line
+    rc = main(["evaluate", "--manifest", str(cohort / "m.csv"), "--maps", str(cohort / "maps"),
+               "-o", str(out)])
+    assert rc == 1 and "--overwrite" in capsys.readouterr().err
+
+
+def test_evaluate_missing_map_names_file(cohort, capsys) -> None:
+    (cohort / "maps" / "s3.nii.gz").unlink()
+    rc = main(["evaluate", "--manifest", str(cohort / "m.csv"), "--maps", str(cohort / "maps"),
+               "-o", str(cohort / "rep2"), "--bootstrap", "0"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "s3.nii.gz" in err and "no map" in err
+
+
+def test_save_thresholds_requires_checkpoint(cohort, capsys) -> None:
+    rc = main(["evaluate", "--manifest", str(cohort / "m.csv"), "--maps", str(cohort / "maps"),
+               "-o", str(cohort / "rep3"), "--save-thresholds"])
+    assert rc == 1 and "--checkpoint" in capsys.readouterr().err
