@@ -598,10 +598,13 @@ class DetectionResult:
         save_like(self.full(self.restored_cropped), self.scan, path, dtype=np.float32)
 
     def save_mask(self, path: str | Path, threshold: float) -> None:
-        """Write ``map >= threshold`` (brain only) as a uint8 NIfTI on the input's grid."""
+        """Write ``map > threshold`` (brain only) as a uint8 NIfTI on the input's grid.
+
+        The rule ``score > threshold`` is the one of :mod:`disyre.evaluation.thresholds`.
+        """
         from disyre.data.nifti import save_like
 
-        m = (self.map_cropped >= threshold) & self.mask_cropped
+        m = (self.map_cropped > threshold) & self.mask_cropped
         save_like(self.full(m.astype(np.uint8)), self.scan, path, dtype=np.uint8)
 
 
@@ -750,7 +753,8 @@ class Detector:
         return cls(model, cfg, device=device, reference=reference)
 
     def predict(self, scan: Any, mask: Any = None,
-                progress: Callable[[int], None] | None = None) -> DetectionResult:
+                progress: Callable[[int], None] | None = None,
+                on_total: Callable[[int], None] | None = None) -> DetectionResult:
         """Anomaly map of one scan, on the scan's own grid.
 
         Args:
@@ -758,6 +762,8 @@ class Detector:
             mask: Optional brain mask: a NIfTI path on the scan's grid, or a bool ``(D, H, W)``
                 axial-first array; default = non-zero voxels.
             progress: Called with the number of windows done after each network pass.
+            on_total: Called once, before the network runs, with the number of windows (or
+                slices, for ``window=0``) this scan needs (to size a progress bar).
 
         Returns:
             The :class:`DetectionResult`.
@@ -779,6 +785,8 @@ class Detector:
         msgs = sanity_warnings(scan, pre.image, pre.mask, self.reference)
         for m in msgs:
             warnings.warn(m, stacklevel=2)
+        if on_total is not None:
+            on_total(count_work(pre.mask, self.inference))
         gen = None
         if self.corruption is not None:
             gen = torch.Generator(device=self.device)
@@ -850,3 +858,56 @@ def _inference_corruption(cfg: RunConfig) -> InferenceInput | None:
     from disyre.corruption import make_corruption  # type: ignore[attr-defined]
 
     return make_corruption(cfg.corruption)
+
+
+def save_overlay_png(result: DetectionResult, path: str | Path, threshold: float | None = None,
+                     n_slices: int = 3) -> None:
+    """PNG of a few axial slices: the scan, the map as a heat overlay, the thresholded contour.
+
+    The slices are those with the highest map values (spread over the volume). Images are
+    shown in neurological convention: the patient's left on the left, anterior at the top.
+
+    Args:
+        result: A detection result.
+        path: Output ``.png`` (written atomically).
+        threshold: Contour level; default = half the map's maximum.
+        n_slices: Number of axial slices (rows).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from disyre.io_utils import atomic_path
+
+    amap, img = result.map_cropped, result.image_cropped
+    d = amap.shape[0]
+    per_slice = amap.reshape(d, -1).max(1)
+    order = [int(k) for k in np.argsort(-per_slice, kind="stable")]
+    chosen: list[int] = []
+    for k in order:  # highest slices first, at least d / (2 n) apart
+        if all(abs(k - c) >= max(1, d // (2 * n_slices)) for c in chosen):
+            chosen.append(k)
+        if len(chosen) == n_slices:
+            break
+    chosen.sort()
+    level = threshold if threshold is not None else 0.5 * float(amap.max() or 1.0)
+    vmax = max(float(amap.max()), 1e-6)
+    fig, axes = plt.subplots(len(chosen), 3, figsize=(9, 3 * len(chosen)), squeeze=False)
+    for row, k in zip(axes, chosen, strict=True):
+        for ax in row:
+            ax.imshow(img[k][::-1], cmap="gray", vmin=0, vmax=1)
+            ax.axis("off")
+        row[0].set_title(f"slice {k}: scan")
+        heat = np.ma.masked_where(amap[k] <= 0, amap[k])[::-1]
+        im = row[1].imshow(heat, cmap="inferno", alpha=0.7, vmin=0, vmax=vmax)
+        row[1].set_title("anomaly map")
+        if (amap[k] > level).any() and (amap[k] <= level).any():
+            row[2].contour(amap[k][::-1], levels=[level], colors="red", linewidths=1)
+        row[2].set_title(f"map > {level:.3g}")
+        fig.colorbar(im, ax=row[1], fraction=0.046)
+    fig.suptitle(f"{Path(str(result.scan.path)).name}  score {result.score:.3f}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
