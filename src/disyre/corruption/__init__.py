@@ -1,1 +1,20 @@
-"""Synthetic corruption of clean patches: schedule, shapes, texture, intensity bias, DAG."""
+"""Synthetic corruption of clean patches: schedule, shapes, texture, intensity bias, DAG.
+
+Public entry points: :func:`make_corruption` (``dag``, ``fpi``, ``bias``, ``gaussian``),
+:func:`augment` (pre-corruption augmentation), :func:`fit_codebook` (intensity codebook of the
+bias anomaly), and the level table in :mod:`disyre.corruption.schedule`.
+"""
+
+from disyre.corruption.augment import augment
+from disyre.corruption.base import VARIANTS, Corruption, CorruptionResult, make_corruption
+from disyre.corruption.bias import AUTHORS_CODEBOOK, fit_codebook
+
+__all__ = [
+    "AUTHORS_CODEBOOK",
+    "VARIANTS",
+    "Corruption",
+    "CorruptionResult",
+    "augment",
+    "fit_codebook",
+    "make_corruption",
+]

@@ -1,0 +1,92 @@
+"""The corruption interface shared by training and inference.
+
+A corruption turns clean patches ``x`` (B, 1, H, W) in [0, 1] into a
+:class:`CorruptionResult` holding the corrupted patches, the clean target, an anomaly-weight
+mask, the severity of each sample and its level (``schedule.level_of``).
+
+Example:
+    >>> import torch
+    >>> from disyre.config import CorruptionConfig
+    >>> corr = make_corruption(CorruptionConfig(name="fpi"))
+    >>> x = torch.zeros(2, 1, 64, 64); x[:, :, 8:56, 8:56] = 0.5
+    >>> res = corr(x, torch.Generator().manual_seed(0))
+    >>> tuple(res.corrupted.shape), res.level.dtype
+    ((2, 1, 64, 64), torch.int64)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from disyre.config import CorruptionConfig
+
+#: the corruption variants :func:`make_corruption` knows
+VARIANTS: tuple[str, ...] = ("dag", "fpi", "bias", "gaussian")
+
+
+@dataclass
+class CorruptionResult:
+    """One corrupted batch.
+
+    Attributes:
+        corrupted: (B, 1, H, W) network input.
+        clean: (B, 1, H, W) restoration target.
+        mask: (B, 1, H, W) anomaly weight in [0, 1] (where the anomaly was placed, whatever
+            its strength; all ones for ``gaussian``).
+        severity: (B,) float severity in [0, 1].
+        level: (B,) int64 level, ``schedule.level_of(severity)``.
+        params: The random draws behind the batch (e.g. ``a_tex``, ``a_bias``, ``top``,
+            ``left``), for inspection and tests.
+    """
+
+    corrupted: torch.Tensor
+    clean: torch.Tensor
+    mask: torch.Tensor
+    severity: torch.Tensor
+    level: torch.Tensor
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Corruption(Protocol):
+    """What training and inference need from a corruption."""
+
+    name: str
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator,
+                 alpha: float | torch.Tensor | None = None) -> CorruptionResult:
+        """Corrupt clean patches ``x`` (B, 1, H, W); ``alpha`` fixes the strengths."""
+        ...
+
+    def inference_input(self, x: torch.Tensor, level: torch.Tensor | int,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+        """The network input at test time for ``level`` (identity for synthetic anomalies)."""
+        ...
+
+
+def make_corruption(cfg: CorruptionConfig, codebook: Sequence[float] | None = None
+                    ) -> Corruption:
+    """Build the corruption named by ``cfg.name``.
+
+    Args:
+        cfg: Corruption config (``name`` in :data:`VARIANTS`, ``window``, ``codebook``).
+        codebook: Fitted intensity codebook (from :func:`~disyre.corruption.bias.fit_codebook`);
+            it overrides ``cfg.codebook``. With neither, the authors' codebook is used.
+
+    Returns:
+        A :class:`Corruption`. Pre-corruption augmentation (``cfg.augment``) is not part of it:
+        call :func:`disyre.corruption.augment.augment` on the clean patches first.
+    """
+    from disyre.corruption.dag import SyntheticAnomaly
+    from disyre.corruption.gaussian import GaussianNoise
+
+    if cfg.name not in VARIANTS:
+        raise ValueError(f"unknown corruption {cfg.name!r}; choose from {list(VARIANTS)}")
+    if cfg.name == "gaussian":
+        return GaussianNoise()
+    cb = codebook if codebook is not None else cfg.codebook
+    return SyntheticAnomaly(cfg.name, window=cfg.window, codebook=cb)

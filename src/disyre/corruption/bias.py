@@ -1,0 +1,111 @@
+"""Intensity-bias anomalies: a K-level codebook, coverage-weighted level picking, blurred bias.
+
+For a target window ``x`` and shape ``m``: quantise ``x`` to the codebook's nearest level,
+pick a random subset of levels (each with probability equal to its share of the weight of
+``m``, at least one), ``b = GaussianBlur_sigma=1(m * [level picked])``, and with
+``a_bias ~ U(0, 1)`` and a random sign ``x2 = clip(x1 + sign * a_bias * b, 0, 1)`` on brain
+pixels.
+
+Example:
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> vol = rng.choice([0.2, 0.5, 0.8], size=(4, 20, 20)) + rng.normal(0, 0.01, (4, 20, 20))
+    >>> [round(c, 1) for c in fit_codebook([vol], k=3)]
+    [0.2, 0.5, 0.8]
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from disyre.corruption.shapes import gaussian_blur, rand
+
+log = logging.getLogger(__name__)
+
+#: the authors' codebook (k-means centres of foreground intensities), used when none is fitted
+AUTHORS_CODEBOOK: tuple[float, ...] = (0.00565, 0.38284, 0.61224, 0.76921, 0.93855)
+#: sigma of the blur applied to the bias mask
+BIAS_SIGMA: float = 1.0
+
+
+def fit_codebook(volumes: Sequence[np.ndarray], k: int = 5, seed: int = 0,
+                 max_samples: int = 200_000) -> list[float]:
+    """Fit a ``k``-level intensity codebook by k-means on foreground intensities.
+
+    Args:
+        volumes: Arrays (any shape) in [0, 1] with background exactly 0 (e.g. the training
+            volumes, memory-mapped arrays are fine).
+        k: Number of levels.
+        seed: Seed of the voxel subsample and of k-means.
+        max_samples: Foreground voxels used at most (drawn uniformly).
+
+    Returns:
+        ``k`` centres in increasing order. If the volumes hold fewer than ``10 * k`` foreground
+        voxels, the authors' codebook :data:`AUTHORS_CODEBOOK` (when ``k == 5``) with a warning.
+    """
+    from sklearn.cluster import KMeans
+
+    if k < 1:
+        raise ValueError("codebook size k must be >= 1")
+    rng = np.random.default_rng(seed)
+    fg = [np.asarray(v, dtype=np.float32)[np.asarray(v) > 0] for v in volumes]
+    values = np.concatenate(fg) if fg else np.zeros(0, np.float32)
+    values = values[np.isfinite(values)]
+    if values.size < 10 * k:
+        if k != len(AUTHORS_CODEBOOK):
+            raise ValueError(f"too few foreground voxels ({values.size}) to fit {k} levels")
+        log.warning("too few foreground voxels (%d) to fit a codebook; using the authors' values",
+                    values.size)
+        return list(AUTHORS_CODEBOOK)
+    if values.size > max_samples:
+        values = rng.choice(values, size=max_samples, replace=False)
+    init = np.quantile(values, (np.arange(k) + 0.5) / k).reshape(-1, 1)
+    km = KMeans(n_clusters=k, init=init, n_init=1, random_state=seed)
+    km.fit(values.reshape(-1, 1))
+    return sorted(float(c) for c in km.cluster_centers_.ravel())
+
+
+def quantise(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Index (int64, same shape as ``x``) of the nearest codebook level (codebook sorted)."""
+    mids = (codebook[1:] + codebook[:-1]) / 2
+    return torch.bucketize(x.contiguous(), mids.to(x.dtype))
+
+
+def bias_field(x: torch.Tensor, m: torch.Tensor, codebook: torch.Tensor,
+               generator: torch.Generator) -> torch.Tensor:
+    """Blurred bias mask ``b`` in [0, 1] for target windows ``x`` and shapes ``m``.
+
+    Args:
+        x: (B, 1, S, S) target windows (quantised with ``codebook``).
+        m: (B, 1, S, S) shape weights.
+        codebook: (K,) sorted levels.
+        generator: Source of randomness.
+
+    Returns:
+        (B, 1, S, S) ``GaussianBlur_sigma=1(m * [x's level is picked])``.
+    """
+    b, K = x.shape[0], codebook.numel()
+    idx = quantise(x, codebook).flatten(1)  # (B, N)
+    mf = m.flatten(1).to(torch.float32)
+    cov = torch.zeros(b, K, device=x.device).scatter_add_(1, idx, mf)
+    share = cov / cov.sum(1, keepdim=True).clamp_min(1e-12)
+    u = rand((b, K + 1), generator, x.device)
+    picked = u[:, :K] < share
+    # at least one level: if none was picked, pick one with probability = its share
+    csum = share.cumsum(1)
+    one = torch.searchsorted(csum, (u[:, K:] * csum[:, -1:]).contiguous()).clamp(max=K - 1)
+    none = ~picked.any(1, keepdim=True)
+    picked = picked | (none & (torch.arange(K, device=x.device)[None] == one))
+    sel = picked.gather(1, idx).to(m.dtype).view_as(m)
+    return gaussian_blur(m * sel, BIAS_SIGMA).clamp_(0.0, 1.0)
+
+
+def apply_bias(x1: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor, sign: torch.Tensor,
+               brain: torch.Tensor) -> torch.Tensor:
+    """``clip(x1 + sign * alpha * b, 0, 1)`` on brain pixels (background stays 0)."""
+    w = (sign * alpha).to(x1.dtype)[:, None, None, None]
+    return (x1 + w * b).clamp(0.0, 1.0) * brain

@@ -1,0 +1,258 @@
+"""Batched anomaly shapes: window placement, rectangles, ellipses, organic blobs, soft edges.
+
+Everything here is vectorised over the batch (no Python loop over samples) and draws its
+randomness from an explicit ``torch.Generator``. Random numbers are drawn on the generator's
+device and moved to the data's device, so a CPU generator also drives CUDA data.
+
+Example:
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> m = random_shapes(4, 64, g)
+    >>> tuple(m.shape), bool(((m >= 0) & (m <= 1)).all())
+    ((4, 1, 64, 64), True)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+
+#: shape families, drawn with equal weight
+FAMILIES: tuple[str, ...] = ("rectangle", "ellipse", "blob")
+#: largest soft-edge blur sigma (pixels); sigma ~ U(0, MAX_EDGE_SIGMA)
+MAX_EDGE_SIGMA: float = 5.0
+#: probability that a shape's edge is softened
+EDGE_BLUR_P: float = 0.7
+_BLOB_HARMONICS: int = 5
+
+
+def rand(shape: tuple[int, ...], generator: torch.Generator,
+         device: torch.device | str | None = None) -> torch.Tensor:
+    """``U(0, 1)`` numbers drawn with ``generator`` (on its device), moved to ``device``."""
+    r = torch.rand(shape, generator=generator, device=generator.device)
+    return r if device is None else r.to(device)
+
+
+def randn(shape: tuple[int, ...], generator: torch.Generator,
+          device: torch.device | str | None = None) -> torch.Tensor:
+    """Standard normal numbers drawn with ``generator``, moved to ``device``."""
+    r = torch.randn(shape, generator=generator, device=generator.device)
+    return r if device is None else r.to(device)
+
+
+def gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
+    """Normalised 1D Gaussian kernels, one per sigma.
+
+    Args:
+        sigma: (B,) standard deviations in pixels; values near 0 give a unit impulse.
+        radius: Half-width; kernels have ``2 * radius + 1`` taps.
+
+    Returns:
+        (B, 2 * radius + 1) kernels summing to 1.
+    """
+    t = torch.arange(-radius, radius + 1, device=sigma.device, dtype=torch.float32)
+    s = sigma.float().clamp_min(1e-2)[:, None]
+    k = torch.exp(-0.5 * (t[None] / s) ** 2)
+    return k / k.sum(dim=1, keepdim=True)
+
+
+def _blur_matrix(sigma: torch.Tensor, radius: int, n: int) -> torch.Tensor:
+    """(B, n, n) banded matrices applying each sample's truncated kernel with zero padding."""
+    t = torch.arange(n, device=sigma.device, dtype=torch.float32)
+    d = t[:, None] - t[None, :]
+    s = sigma.float().clamp_min(1e-2)[:, None, None]
+    g = torch.exp(-0.5 * (d[None] / s) ** 2) * (d.abs() <= radius)
+    taps = torch.arange(-radius, radius + 1, device=sigma.device, dtype=torch.float32)
+    norm = torch.exp(-0.5 * (taps[None] / s[:, 0]) ** 2).sum(1)
+    return g / norm[:, None, None]
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor | float, max_sigma: float | None = None
+                  ) -> torch.Tensor:
+    """Separable Gaussian blur of each sample with its own sigma (zero padding).
+
+    Args:
+        x: (B, 1, H, W) images.
+        sigma: (B,) per-sample sigmas, or one float for all.
+        max_sigma: Largest sigma that can occur (sets the kernel radius ``ceil(3 max_sigma)``);
+            default: the largest given.
+
+    Returns:
+        (B, 1, H, W) blurred images (same dtype and device as ``x``).
+    """
+    b, c, h, w = x.shape
+    if c != 1:
+        raise ValueError(f"gaussian_blur expects (B, 1, H, W), got {tuple(x.shape)}")
+    sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device)
+    if sigma.ndim == 0:
+        sigma = sigma.expand(b)
+    if max_sigma is None:
+        max_sigma = float(sigma.max()) if b else 0.0
+    radius = max(1, math.ceil(3.0 * max_sigma))
+    if 4 * (2 * radius + 1) > min(h, w):
+        # wide kernels on small images: two batched matrix products are cheaper
+        return (_blur_matrix(sigma, radius, h).to(x.dtype) @ x[:, 0]
+                @ _blur_matrix(sigma, radius, w).to(x.dtype).transpose(1, 2)).unsqueeze(1)
+    k = gaussian_kernels(sigma, radius).to(x.dtype)
+    y = x.reshape(1, b, h, w)
+    y = F.conv2d(y, k.view(b, 1, -1, 1), padding=(radius, 0), groups=b)
+    y = F.conv2d(y, k.view(b, 1, 1, -1), padding=(0, radius), groups=b)
+    return y.reshape(b, 1, h, w)
+
+
+def sample_centres(brain: torch.Tensor, window: int, generator: torch.Generator
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-left corners of ``window`` x ``window`` windows centred on random brain pixels.
+
+    The centre pixel is drawn uniformly among the brain pixels whose window fits inside the
+    patch; a patch without such a pixel gets a uniformly random window.
+
+    Args:
+        brain: (B, 1, H, W) boolean brain mask (``H, W >= window``).
+        window: Window side in pixels.
+        generator: Source of randomness.
+
+    Returns:
+        ``(top, left)``, two (B,) int64 tensors with the window's first row and column.
+    """
+    b, _, h, w = brain.shape
+    if h < window or w < window:
+        raise ValueError(f"patches of {h}x{w} are smaller than the {window}px anomaly window")
+    half = window // 2
+    nh, nw = h - window + 1, w - window + 1
+    valid = brain[:, 0, half:half + nh, half:half + nw].reshape(b, -1).to(torch.int32)
+    csum = valid.cumsum(dim=1)
+    total = csum[:, -1]
+    u = rand((b,), generator, brain.device)
+    target = (u * total).floor().long().clamp(max=(total - 1).clamp_min(0)) + 1
+    idx = torch.searchsorted(csum, target[:, None].to(csum.dtype)).squeeze(1)
+    uniform = (u * (nh * nw)).floor().long().clamp(max=nh * nw - 1)
+    idx = torch.where(total > 0, idx, uniform)
+    return idx // nw, idx % nw
+
+
+def window_index(top: torch.Tensor, left: torch.Tensor, window: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Advanced-indexing tuple ``(batch, rows, cols)`` selecting each sample's window."""
+    ar = torch.arange(window, device=top.device)
+    bidx = torch.arange(top.shape[0], device=top.device)[:, None, None]
+    rows = (top[:, None] + ar)[:, :, None]
+    cols = (left[:, None] + ar)[:, None, :]
+    return bidx, rows, cols
+
+
+def extract_windows(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, window: int
+                    ) -> torch.Tensor:
+    """(B, 1, window, window) crops of ``x`` (B, 1, H, W) at the given corners."""
+    bidx, rows, cols = window_index(top, left, window)
+    return x[:, 0][bidx, rows, cols].unsqueeze(1)
+
+
+def paste_windows(x: torch.Tensor, win: torch.Tensor, top: torch.Tensor, left: torch.Tensor
+                  ) -> torch.Tensor:
+    """Copy of ``x`` (B, 1, H, W) with each sample's window replaced by ``win``."""
+    out = x.clone()
+    bidx, rows, cols = window_index(top, left, win.shape[-1])
+    out[:, 0][bidx, rows, cols] = win[:, 0].to(out.dtype)
+    return out
+
+
+def _grid(window: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    c = (window - 1) / 2.0
+    ar = torch.arange(window, device=device, dtype=torch.float32) - c
+    return ar[:, None].expand(window, window), ar[None, :].expand(window, window)
+
+
+@functools.lru_cache(maxsize=8)
+def _polar_basis(window: int, k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Radius (S, S) and angular basis ``[cos(j phi); sin(j phi)]``, j = 1..k, (2k, S*S)."""
+    yy, xx = _grid(window, device)
+    rho = torch.sqrt(yy ** 2 + xx ** 2)
+    phi = torch.atan2(yy, xx).reshape(1, -1)
+    j = torch.arange(1, k + 1, device=device, dtype=torch.float32)[:, None]
+    return rho, torch.cat([torch.cos(j * phi), torch.sin(j * phi)], dim=0)
+
+
+def random_shapes(batch: int, window: int, generator: torch.Generator,
+                  device: torch.device | str = "cpu", *, edge_blur_p: float = EDGE_BLUR_P,
+                  max_edge_sigma: float = MAX_EDGE_SIGMA,
+                  families: tuple[str, ...] = FAMILIES) -> torch.Tensor:
+    """Random anomaly shapes, centred in a ``window`` x ``window`` square.
+
+    One family per sample, with equal weight among ``families``:
+
+    - ``rectangle``: sides U(0.12, 0.75) x window, rotated by U(-15, 15) degrees half of the
+      time;
+    - ``ellipse``: semi-axes U(0.06, 0.4) x window, any orientation;
+    - ``blob``: an organic star-shaped region ``rho <= r(phi)`` with a random Fourier radius
+      ``r(phi) = r0 (1 + sum_k a_k cos(k phi + p_k))``, k = 1..5, amplitudes decaying as 1/k
+      and ``sum |a_k| <= 0.9`` (so the region is connected and contains its centre);
+      ``r0 = U(0.1, 0.25) x window``.
+
+    With probability ``edge_blur_p`` the edge is softened by a Gaussian blur with
+    sigma ~ U(0, ``max_edge_sigma``).
+
+    Args:
+        batch: Number of shapes.
+        window: Side of the square in pixels.
+        generator: Source of randomness.
+        device: Device of the result.
+        edge_blur_p: Probability of softening the edge.
+        max_edge_sigma: Largest soft-edge sigma.
+        families: Families to draw from (any of :data:`FAMILIES`).
+
+    Returns:
+        (B, 1, window, window) float32 weights in [0, 1].
+    """
+    unknown = set(families) - set(FAMILIES)
+    if unknown or not families:
+        raise ValueError(f"unknown shape families {sorted(unknown)}; choose from {FAMILIES}")
+    device = torch.device(device)
+    B, S, K = batch, window, _BLOB_HARMONICS
+    # one block of uniforms per batch keeps the draw count independent of the outcome
+    u = rand((B, 12 + 2 * K), generator, device)
+    yy, xx = _grid(S, device)
+    yy, xx = yy[None], xx[None]
+
+    fam_ids = torch.tensor([FAMILIES.index(f) for f in families], device=device)
+    fam = fam_ids[(u[:, 0] * len(families)).floor().long().clamp(max=len(families) - 1)]
+
+    # rectangle: rotated half of the time by up to +-15 degrees
+    rot = torch.where(u[:, 1] < 0.5, (u[:, 2] * 2 - 1) * math.radians(15.0),
+                      torch.zeros_like(u[:, 2]))
+    c, s = torch.cos(rot)[:, None, None], torch.sin(rot)[:, None, None]
+    ur, vr = c * xx + s * yy, -s * xx + c * yy
+    hx = (0.06 + 0.315 * u[:, 3])[:, None, None] * S
+    hy = (0.06 + 0.315 * u[:, 4])[:, None, None] * S
+    rect = (ur.abs() <= hx) & (vr.abs() <= hy)
+
+    # ellipse: any orientation
+    th = (u[:, 5] * math.pi)[:, None, None]
+    c, s = torch.cos(th), torch.sin(th)
+    ue, ve = c * xx + s * yy, -s * xx + c * yy
+    ax = (0.06 + 0.34 * u[:, 6])[:, None, None] * S
+    ay = (0.06 + 0.34 * u[:, 7])[:, None, None] * S
+    ell = (ue / ax) ** 2 + (ve / ay) ** 2 <= 1.0
+
+    # organic blob: star-shaped with a random Fourier radius (harmonics 1..K on a fixed
+    # angular basis, so one small matmul gives every sample's radius map)
+    rho, basis = _polar_basis(S, K, device)
+    kk = torch.arange(1, K + 1, device=device, dtype=torch.float32)
+    amp = u[:, 12:12 + K] / kk
+    amp = amp * (0.9 / amp.sum(dim=1, keepdim=True).clamp_min(0.9))
+    phase = u[:, 12 + K:12 + 2 * K] * 2 * math.pi
+    coef = torch.cat([amp * torch.cos(phase), -amp * torch.sin(phase)], dim=1)  # (B, 2K)
+    r0 = (0.1 + 0.15 * u[:, 10])[:, None] * S
+    radius = r0 * (1 + coef @ basis)
+    blob = (rho.reshape(1, -1) <= radius).view(B, S, S)
+
+    m = torch.where(fam[:, None, None] == 0, rect, torch.where(fam[:, None, None] == 1, ell, blob))
+    m = m.to(torch.float32).unsqueeze(1)
+    sigma = torch.where(u[:, 11] < edge_blur_p, rand((B,), generator, device) * max_edge_sigma,
+                        torch.zeros(B, device=device))
+    if edge_blur_p > 0 and max_edge_sigma > 0:
+        m = gaussian_blur(m, sigma, max_sigma=max_edge_sigma).clamp_(0.0, 1.0)
+    return m
