@@ -1,0 +1,187 @@
+"""Training batches as reproducible shards: the data of a step depends on (seed, step) only.
+
+The global batch of ``n_volumes x n_slices`` patches is made of ``n_slices`` *shards*; a shard
+is one random axial slice from each of ``n_volumes`` random volumes (so every shard mixes
+subjects, and the foreign textures of the anomalies come from other subjects), corrupted.
+Shard ``i`` of step ``s`` is drawn from generators seeded by ``(seed, s, i)``, so
+
+- one process with 2 accumulation micro-batches and 2 DDP processes with 1 micro-batch each
+  see exactly the same patches and corruptions (a micro-batch is a run of consecutive shards);
+- changing ``grad_accum`` (to fit memory) does not change what the network is trained on;
+- a resumed run draws the same batches as a straight run, with no sampler state to save.
+
+For that the corruption must be stateless: the synthetic anomalies are built without a
+foreign-patch bank (``bank_size=0``: textures come from the other images of the shard).
+
+Example:
+    >>> micro_batch_shards(n_shards=12, world_size=2, grad_accum=2, rank=1)
+    [[6, 7, 8], [9, 10, 11]]
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from disyre.config import ConfigError, RunConfig, SamplerConfig
+from disyre.runtime import make_generator
+
+log = logging.getLogger(__name__)
+
+#: stream ids mixed into shard seeds so that training and validation never share draws
+TRAIN_STREAM = 0
+VAL_STREAM = 1
+
+
+def shard_seed(seed: int, step: int, shard: int, stream: int = TRAIN_STREAM) -> int:
+    """A 63-bit seed for shard ``shard`` of step ``step`` (independent streams per tuple)."""
+    ss = np.random.SeedSequence([int(seed), int(stream), int(step), int(shard)])
+    return int(ss.generate_state(2, dtype=np.uint32).astype(np.uint64) @ [1 << 31, 1])
+
+
+def micro_batch_shards(n_shards: int, world_size: int, grad_accum: int,
+                       rank: int) -> list[list[int]]:
+    """Shard indices of each micro-batch of ``rank``.
+
+    Args:
+        n_shards: Shards per global batch (``SamplerConfig.n_slices``).
+        world_size: Number of DDP processes.
+        grad_accum: Micro-batches per process and step.
+        rank: This process's rank.
+
+    Returns:
+        ``grad_accum`` lists of consecutive shard indices.
+
+    Raises:
+        ConfigError: ``n_shards`` is not a multiple of ``world_size * grad_accum``.
+    """
+    parts = world_size * grad_accum
+    if grad_accum < 1 or n_shards % parts:
+        raise ConfigError(
+            f"sampler.n_slices={n_shards} must be a multiple of world size ({world_size}) x "
+            f"train.grad_accum ({grad_accum})"
+        )
+    k = n_shards // parts
+    first = rank * grad_accum
+    return [list(range((first + i) * k, (first + i + 1) * k)) for i in range(grad_accum)]
+
+
+@dataclass
+class Batch:
+    """A corrupted training batch.
+
+    Attributes:
+        corrupted: Network input ``(B, 1, P, P)``.
+        clean: Target ``(B, 1, P, P)``.
+        level: Corruption levels ``(B,)`` int64.
+    """
+
+    corrupted: torch.Tensor
+    clean: torch.Tensor
+    level: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.clean.shape[0])
+
+
+def training_corruption(cfg: RunConfig, codebook: Sequence[float] | None = None) -> Any:
+    """The corruption of ``cfg.corruption`` in its stateless form (no foreign-patch bank)."""
+    try:
+        from disyre.corruption import make_corruption
+    except ImportError:
+        from disyre.corruption.base import make_corruption
+
+    if cfg.corruption.name in ("dag", "fpi", "bias"):
+        from disyre.corruption.dag import SyntheticAnomaly
+
+        cb = codebook if codebook is not None else cfg.corruption.codebook
+        return SyntheticAnomaly(cfg.corruption.name, window=cfg.corruption.window,
+                                codebook=cb, bank_size=0)
+    return make_corruption(cfg.corruption, codebook)
+
+
+SamplerFactory = Callable[[Sequence[np.ndarray], SamplerConfig, int], Any]
+
+
+class BatchSource:
+    """Draws shards: patches from the data layer's sampler, corrupted by the corruption stage.
+
+    Args:
+        volumes: Training volumes ``(d, h, w)`` float32 in [0, 1].
+        cfg: Run config (sampler, corruption).
+        codebook: Intensity codebook for the bias anomaly (``None``: corruption default).
+        device: Where corruption runs (its generator lives there).
+        sampler_factory: ``(volumes, shard_cfg, seed) -> sampler`` with ``.sample()`` and a
+            ``numpy.random.Generator`` in ``.rng``; default
+            :class:`disyre.data.sampler.PatchSampler`.
+        corruption: ``(x, generator) -> CorruptionResult``; default
+            ``disyre.corruption.make_corruption(cfg.corruption, codebook)``.
+    """
+
+    def __init__(self, volumes: Sequence[np.ndarray], cfg: RunConfig,
+                 codebook: Sequence[float] | None = None,
+                 device: torch.device | str = "cpu", *,
+                 sampler_factory: SamplerFactory | None = None,
+                 corruption: Callable[..., Any] | None = None) -> None:
+        if len(volumes) == 0:
+            raise ConfigError("no volumes to draw training patches from")
+        self.volumes = list(volumes)
+        self.device = torch.device(device)
+        self.shard_cfg = SamplerConfig(n_volumes=cfg.sampler.n_volumes, n_slices=1,
+                                       patch_size=cfg.sampler.patch_size)
+        self.n_shards = cfg.sampler.n_slices
+        if sampler_factory is None:
+            from disyre.data.sampler import PatchSampler
+
+            sampler_factory = PatchSampler
+        if corruption is None:
+            corruption = training_corruption(cfg, codebook)
+        self.sampler_factory = sampler_factory
+        # built once (it indexes the brain slices of every volume); reseeded per shard
+        self.sampler = sampler_factory(self.volumes, self.shard_cfg, 0)
+        if not hasattr(self.sampler, "rng"):
+            raise TypeError("the patch sampler must keep its numpy Generator in .rng")
+        self.corruption = corruption
+        self.augment: Callable[..., torch.Tensor] | None = None
+        if cfg.corruption.augment:
+            try:
+                from disyre.corruption.augment import augment
+            except ImportError:  # pragma: no cover - the augmentation module is optional
+                log.warning("disyre.corruption.augment is unavailable: training patches are "
+                            "not augmented")
+            else:
+                self.augment = augment
+
+    def sample_shard(self, seed: int) -> torch.Tensor:
+        """Clean patches ``(n_slices, 1, P, P)`` of one shard (no corruption)."""
+        self.sampler.rng = np.random.default_rng(seed)
+        return self.sampler.sample()
+
+    def corrupt(self, x: torch.Tensor, seed: int) -> Batch:
+        """Augment (if configured) and corrupt clean patches; generator seeded by ``seed``."""
+        g = make_generator(seed, self.device)
+        x = x.to(self.device, non_blocking=True)
+        if self.augment is not None:
+            x = self.augment(x, g)
+        r = self.corruption(x, g)
+        return Batch(r.corrupted, r.clean, r.level.to(self.device).long())
+
+    def shard(self, seed: int, step: int, index: int, stream: int = TRAIN_STREAM) -> Batch:
+        """Shard ``index`` of step ``step`` of the run with seed ``seed``."""
+        s = shard_seed(seed, step, index, stream)
+        x = self.sample_shard(s)
+        return self.corrupt(x, s ^ 0x5DEECE66D)
+
+    def micro_batch(self, seed: int, step: int, shards: Sequence[int],
+                    stream: int = TRAIN_STREAM) -> Batch:
+        """The concatenation of the given shards of step ``step``."""
+        parts = [self.shard(seed, step, i, stream) for i in shards]
+        if len(parts) == 1:
+            return parts[0]
+        return Batch(torch.cat([p.corrupted for p in parts]), torch.cat([p.clean for p in parts]),
+                     torch.cat([p.level for p in parts]))

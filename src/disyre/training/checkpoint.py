@@ -1,0 +1,208 @@
+"""Checkpoints: written atomically, enough to rebuild the model alone or to resume a run.
+
+Layout of a run folder::
+
+    run.json                       run config + status (marks the folder as a run)
+    train_log.csv                  step, loss, lr, patches_per_s, val_loss[, val_loss_ema]
+    checkpoints/step_0001000/      model.safetensors  (weights of the network)
+                                   ema.safetensors    (EMA weights, when EMA is on)
+                                   config.json        {"run", "codebook", "step",
+                                                       "provenance", "n_parameters"}
+                                   state.pt           optimizer, scheduler, EMA, RNG, step
+    checkpoints/last -> step_0001000
+
+A checkpoint folder is written under a hidden temporary name and renamed into place; ``last``
+is a symbolic link replaced atomically. A failure while saving leaves the previous checkpoint
+and ``last`` untouched.
+
+Example:
+    >>> # model, cfg = load_model("runs/t2", device="cpu")   # a run folder or a step folder
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from disyre.config import ConfigError, RunConfig
+from disyre.io_utils import provenance
+
+log = logging.getLogger(__name__)
+
+_STEP_RE = re.compile(r"^step_(\d+)$")
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+CONFIG_FILE = "config.json"
+STATE_FILE = "state.pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or read."""
+
+
+def step_dir_name(step: int) -> str:
+    """Folder name of the checkpoint at ``step``."""
+    return f"step_{step:07d}"
+
+
+def list_checkpoints(ckpt_root: str | Path) -> list[Path]:
+    """Complete checkpoint folders under ``ckpt_root``, oldest first."""
+    root = Path(ckpt_root)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir()
+             if (m := _STEP_RE.match(p.name)) and p.is_dir() and (p / CONFIG_FILE).is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(path: str | Path) -> Path | None:
+    """The newest checkpoint of a run folder (or ``path`` itself if it is a checkpoint)."""
+    path = Path(path)
+    if (path / CONFIG_FILE).is_file() and (path / MODEL_FILE).is_file():
+        return path
+    root = path / "checkpoints"
+    last = root / "last"
+    if last.exists() and (last / CONFIG_FILE).is_file():
+        return root / os.readlink(last) if last.is_symlink() else last
+    found = list_checkpoints(root)
+    return found[-1] if found else None
+
+
+def _state_dict_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+
+
+def save_checkpoint(ckpt_root: str | Path, *, step: int, model: nn.Module, cfg: RunConfig,
+                    codebook: list[float] | None, state: dict[str, Any],
+                    ema: nn.Module | None = None, keep_last: int = 3) -> Path:
+    """Write the checkpoint of ``step`` atomically, point ``last`` at it, prune old ones.
+
+    Args:
+        ckpt_root: The run's ``checkpoints`` folder.
+        step: Number of optimizer steps done.
+        model: The network (unwrapped, not DDP).
+        cfg: The run config.
+        codebook: Intensity codebook used by the corruption.
+        state: Resume state (optimizer, scheduler, RNG, ...), saved with ``torch.save``.
+        ema: The EMA network (its weights go to ``ema.safetensors``), if any.
+        keep_last: Number of checkpoints to keep (older ones are deleted; ``<= 0`` keeps all).
+
+    Returns:
+        The checkpoint folder.
+
+    Raises:
+        CheckpointError: Writing failed; the previous checkpoint is intact.
+    """
+    root = Path(ckpt_root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / step_dir_name(step)
+    tmp = root / f".tmp_{final.name}_{os.getpid()}"
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        meta = {
+            "run": cfg.to_dict(),
+            "codebook": None if codebook is None else [float(c) for c in codebook],
+            "step": int(step),
+            "provenance": provenance(),
+            "n_parameters": sum(p.numel() for p in model.parameters()),
+            "ema": ema is not None,
+        }
+        save_file(_state_dict_cpu(model), str(tmp / MODEL_FILE), metadata={"step": str(step)})
+        if ema is not None:
+            save_file(_state_dict_cpu(ema.module), str(tmp / EMA_FILE),
+                      metadata={"step": str(step)})
+        torch.save(state, tmp / STATE_FILE)
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if final.exists():  # re-saving a step (a resumed run): swap out the old folder
+            old = root / f".old_{final.name}_{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        link_tmp = root / f".last_{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            link_tmp.unlink()
+        os.symlink(final.name, link_tmp)
+        os.replace(link_tmp, root / "last")
+    except Exception as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        prev = latest_checkpoint(root.parent)
+        raise CheckpointError(
+            f"{final}: could not write checkpoint ({e}); "
+            + (f"the previous checkpoint {prev} is intact" if prev else "no earlier checkpoint")
+        ) from e
+    if keep_last > 0:
+        for old in list_checkpoints(root)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def read_checkpoint_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """Find the checkpoint at ``path`` (run or checkpoint folder) and read its config.json."""
+    path = Path(path)
+    ckpt = latest_checkpoint(path)
+    if ckpt is None:
+        raise FileNotFoundError(f"{path}: no checkpoint found (expected a run folder with "
+                                f"checkpoints/ or a checkpoint folder with {CONFIG_FILE})")
+    try:
+        meta = json.loads((ckpt / CONFIG_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{ckpt / CONFIG_FILE}: unreadable checkpoint config ({e})") from e
+    return ckpt, meta
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", *,
+               weights: str = "auto") -> tuple[nn.Module, RunConfig]:
+    """Rebuild the trained network from a checkpoint's config.json and safetensors alone.
+
+    Args:
+        path: A checkpoint folder, or a run folder (its newest checkpoint is used).
+        device: Where to put the model (``"auto"``: CUDA if available).
+        weights: ``"auto"`` (EMA weights when the run kept them, else the raw ones),
+            ``"ema"`` or ``"model"``.
+
+    Returns:
+        ``(model in eval mode, RunConfig of the run)``.
+
+    Raises:
+        FileNotFoundError: No checkpoint at ``path``.
+        CheckpointError: The files are unreadable or do not match the stored config.
+    """
+    from disyre.model import build_model
+    from disyre.runtime import resolve_device
+
+    ckpt, meta = read_checkpoint_meta(path)
+    try:
+        cfg = RunConfig.from_dict(meta["run"])
+    except (KeyError, ConfigError) as e:
+        raise CheckpointError(f"{ckpt / CONFIG_FILE}: invalid run config ({e})") from e
+    if weights not in ("auto", "ema", "model"):
+        raise ValueError(f"weights must be auto, ema or model, got {weights!r}")
+    file = MODEL_FILE
+    if weights == "ema" or (weights == "auto" and (ckpt / EMA_FILE).is_file()):
+        file = EMA_FILE
+    if not (ckpt / file).is_file():
+        raise CheckpointError(f"{ckpt / file}: missing")
+    model = build_model(cfg.model)
+    try:
+        model.load_state_dict(load_file(str(ckpt / file)))
+    except RuntimeError as e:
+        raise CheckpointError(f"{ckpt / file}: weights do not match the model config ({e})") \
+            from e
+    return model.to(resolve_device(device)).eval(), cfg

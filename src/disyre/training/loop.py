@@ -1,0 +1,467 @@
+"""The training loop: AdamW + cosine warm-up, MSE on x0, EMA, autocast, DDP, resume.
+
+Single process::
+
+    disyre train --cache CACHE -o runs/t2 --preset small
+
+Several processes (one per GPU, or CPU processes with gloo)::
+
+    torchrun --nproc_per_node=4 -m disyre train --cache CACHE -o runs/t2
+
+Python::
+
+    from disyre.training import train
+    result = train(cfg, train_volumes, val_volumes, "runs/t2")
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from disyre.config import ConfigError, RunConfig
+from disyre.io_utils import atomic_write_json, prepare_output_dir, provenance
+from disyre.model import build_model, count_parameters
+from disyre.runtime import autocast, resolve_device, resolve_precision
+from disyre.training import distributed as ddp
+from disyre.training.batches import VAL_STREAM, Batch, BatchSource, micro_batch_shards
+from disyre.training.checkpoint import (
+    STATE_FILE,
+    read_checkpoint_meta,
+    save_checkpoint,
+)
+
+log = logging.getLogger(__name__)
+
+RUN_MARKER = "run.json"
+LOG_FILE = "train_log.csv"
+LOG_FIELDS = ["step", "loss", "lr", "patches_per_s", "val_loss", "val_loss_ema"]
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        out_dir: The run folder.
+        checkpoint: The last checkpoint folder written (``None`` on ranks other than 0).
+        step: Optimizer steps done in total.
+        losses: Training loss of each step run by this call (global-batch mean).
+        val_losses: ``(step, val_loss)`` pairs.
+        wall_s: Seconds spent in this call.
+        patches_per_s: Training throughput of this call (global patches).
+    """
+
+    out_dir: Path
+    checkpoint: Path | None
+    step: int
+    losses: list[float] = field(default_factory=list)
+    val_losses: list[tuple[int, float]] = field(default_factory=list)
+    wall_s: float = 0.0
+    patches_per_s: float = 0.0
+
+    def summary(self) -> str:
+        """A few human-readable lines about the run."""
+        last = f"{self.losses[-1]:.5f}" if self.losses else "n/a"
+        val = f", val loss {self.val_losses[-1][1]:.5f}" if self.val_losses else ""
+        return (f"trained to step {self.step} in {self.wall_s:.1f} s "
+                f"({self.patches_per_s:.1f} patches/s); last loss {last}{val}\n"
+                f"checkpoint: {self.checkpoint}")
+
+
+def lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Multiplier of the base learning rate: linear warm-up then cosine decay to 0.
+
+    Example:
+        >>> f = lr_lambda(10, 110)
+        >>> f(0), f(9), round(f(60), 3), f(110)
+        (0.1, 1.0, 0.5, 0.0)
+    """
+    def f(s: int) -> float:
+        if s < warmup_steps:
+            return (s + 1) / warmup_steps
+        span = max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (s - warmup_steps) / span)))
+    return f
+
+
+def make_optimizer(model: nn.Module, cfg: RunConfig) -> tuple[torch.optim.Optimizer,
+                                                              torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW and the warm-up + cosine scheduler of ``cfg.train``."""
+    t = cfg.train
+    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas),
+                            weight_decay=t.weight_decay, eps=t.eps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t.warmup_steps, t.steps))
+    return opt, sched
+
+
+def _to_input(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    if channels_last and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
+               micro_batches: Sequence[Batch] | Callable[[int], Batch], n_micro: int, *,
+               global_size: int, device: torch.device, precision: str = "auto",
+               grad_clip: float | None = 1.0, channels_last: bool = False,
+               world: ddp.DistInfo | None = None,
+               timings: dict[str, float] | None = None) -> float:
+    """One optimizer step over ``n_micro`` micro-batches (gradient accumulation).
+
+    Each micro-batch's MSE is weighted by its share of the global batch, so the summed
+    gradient equals that of the whole global batch (averaged over DDP ranks when ``model`` is
+    wrapped in ``DistributedDataParallel``).
+
+    Args:
+        model: The network, possibly DDP-wrapped.
+        optimizer: Its optimizer (the scheduler is stepped by the caller).
+        micro_batches: The micro-batches, or a function ``i -> Batch`` drawing them lazily.
+        n_micro: Number of micro-batches.
+        global_size: Patches in the global batch (all ranks).
+        device: Compute device.
+        precision: ``auto``/``fp32``/``bf16`` autocast.
+        grad_clip: Max gradient norm (``None``/``<= 0``: no clipping).
+        channels_last: Feed 2D inputs in channels-last layout.
+        world: Distributed info (``None``: a world of one).
+        timings: If given, seconds spent in ``batch``/``forward``/``backward``/``optimizer``
+            are added to it (CUDA is synchronised around each phase).
+
+    Returns:
+        The global-batch mean training loss of this step (same value on every rank).
+    """
+    world = world or ddp.DistInfo()
+    sync = torch.cuda.synchronize if (timings is not None and device.type == "cuda") else None
+
+    def tick() -> float:
+        if sync is not None:
+            sync()
+        return time.perf_counter()
+
+    optimizer.zero_grad(set_to_none=True)
+    local_size = global_size / world.world_size
+    total = torch.zeros((), device=device)
+    for i in range(n_micro):
+        t0 = tick()
+        b = micro_batches(i) if callable(micro_batches) else micro_batches[i]
+        x = _to_input(b.corrupted.to(device, non_blocking=True), channels_last)
+        y = b.clean.to(device, non_blocking=True)
+        lvl = b.level.to(device, non_blocking=True)
+        t1 = tick()
+        last = i == n_micro - 1
+        ctx = model.no_sync() if (isinstance(model, DistributedDataParallel) and not last) \
+            else _null()
+        with ctx:
+            with autocast(device, precision):
+                pred = model(x, lvl)
+            loss = torch.nn.functional.mse_loss(pred.float(), y.float())
+            weighted = loss * (len(b) / local_size)
+            t2 = tick()
+            weighted.backward()
+        t3 = tick()
+        total += weighted.detach()
+        if timings is not None:
+            for k, v in (("batch", t1 - t0), ("forward", t2 - t1), ("backward", t3 - t2)):
+                timings[k] = timings.get(k, 0.0) + v
+    t4 = tick()
+    if grad_clip and grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    t5 = tick()
+    if timings is not None:
+        timings["optimizer"] = timings.get("optimizer", 0.0) + t5 - t4
+    return float(ddp.all_reduce_mean(total, world))
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: Any) -> None:
+        return None
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Sequence[Batch], device: torch.device,
+             precision: str = "auto", channels_last: bool = False) -> float:
+    """Mean MSE of ``model``'s restorations over fixed ``batches`` (patch-weighted)."""
+    was_training = model.training
+    model.eval()
+    tot, n = 0.0, 0
+    for b in batches:
+        x = _to_input(b.corrupted.to(device), channels_last)
+        with autocast(device, precision):
+            pred = model(x, b.level.to(device))
+        tot += float(torch.nn.functional.mse_loss(pred.float(), b.clean.to(device).float(),
+                                                  reduction="sum")) / b.clean[0].numel()
+        n += len(b)
+    model.train(was_training)
+    return tot / max(n, 1)
+
+
+def _check_precision(cfg: RunConfig, device: torch.device) -> None:
+    if cfg.train.precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"train.precision must be auto, fp32 or bf16, got "
+                          f"{cfg.train.precision!r}")
+    resolve_precision(cfg.train.precision, device)
+
+
+def _check_resume_config(cfg: RunConfig, saved: RunConfig, ckpt: Path) -> None:
+    if saved.model != cfg.model:
+        raise ConfigError(
+            f"{ckpt}: checkpoint was made with another model config "
+            f"(preset {saved.model.preset!r}, channels {saved.model.channels}) than requested "
+            f"(preset {cfg.model.preset!r}, channels {cfg.model.channels}); resume with the "
+            "same model settings or train into a new folder"
+        )
+    for sec in ("sampler", "corruption"):
+        if getattr(saved, sec) != getattr(cfg, sec):
+            log.warning("%s: resuming with a different %s config than the checkpoint's", ckpt,
+                        sec)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log rows after ``step`` (written by a run killed after its last checkpoint)."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    keep = [r for r in rows if int(r["step"]) <= step]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        w.writeheader()
+        w.writerows(keep)
+
+
+def train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
+          val_volumes: Sequence[np.ndarray] | None, out_dir: str | Path, *,
+          resume: bool = False, overwrite: bool = False,
+          codebook: Sequence[float] | None = None, progress: bool = True,
+          batch_source: BatchSource | None = None) -> TrainResult:
+    """Train the restoration network of ``cfg`` on healthy volumes.
+
+    Args:
+        cfg: Run config (model, sampler, corruption, train sections are used).
+        train_volumes: Healthy training volumes ``(d, h, w)`` float32 in [0, 1].
+        val_volumes: Held-out healthy volumes for the validation loss (``None``/empty: none).
+        out_dir: Run folder (checkpoints, log, ``run.json``).
+        resume: Continue from the newest checkpoint in ``out_dir`` (fresh start if none).
+        overwrite: Allow a folder that already holds a run (its checkpoints may be replaced).
+        codebook: Intensity codebook of the bias anomaly (stored in the checkpoint).
+        progress: Show a progress bar (rank 0 only).
+        batch_source: Replace the default :class:`BatchSource` (tests, benchmarks).
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        OutputExistsError: ``out_dir`` holds a run and neither ``resume`` nor ``overwrite``.
+        ConfigError: Invalid settings, or a checkpoint of another model config on resume.
+        CheckpointError: A checkpoint could not be written (the previous one is intact).
+    """
+    t = cfg.train
+    device = resolve_device(t.device)
+    _check_precision(cfg, device)
+    world = ddp.init_distributed(device)
+    device = ddp.local_device(device, world)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    out_dir = Path(out_dir)
+    old_threads = torch.get_num_threads()
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    try:
+        return _train(cfg, train_volumes, val_volumes, out_dir, device, world, resume=resume,
+                      overwrite=overwrite, codebook=codebook, progress=progress,
+                      batch_source=batch_source)
+    finally:
+        torch.set_num_threads(old_threads)
+        ddp.cleanup(world)
+
+
+def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
+           val_volumes: Sequence[np.ndarray] | None, out_dir: Path, device: torch.device,
+           world: ddp.DistInfo, *, resume: bool, overwrite: bool,
+           codebook: Sequence[float] | None, progress: bool,
+           batch_source: BatchSource | None) -> TrainResult:
+    t = cfg.train
+    shards = micro_batch_shards(cfg.sampler.n_slices, world.world_size, t.grad_accum,
+                                world.rank)
+    global_size = cfg.sampler.n_volumes * cfg.sampler.n_slices
+    codebook = None if codebook is None else [float(c) for c in codebook]
+    if world.is_main:
+        prepare_output_dir(out_dir, overwrite=overwrite or resume, marker=RUN_MARKER)
+    ddp.barrier(world)
+    ckpt_root = out_dir / "checkpoints"
+
+    # --- model, optimizer, EMA (same initial weights on every rank: seeded build) ---
+    torch.manual_seed(t.seed)
+    model = build_model(cfg.model).to(device)
+    if t.channels_last and cfg.model.spatial_dims == 2:
+        model = model.to(memory_format=torch.channels_last)
+    opt, sched = make_optimizer(model, cfg)
+    ema = None
+    if t.ema_decay:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay),
+                            use_buffers=True)
+    step = 0
+    ckpt_path = None
+    if resume:
+        try:
+            ckpt_path, meta = read_checkpoint_meta(out_dir)
+        except FileNotFoundError:
+            log.info("%s: no checkpoint to resume from; starting a new run", out_dir)
+        if ckpt_path is not None:
+            _check_resume_config(cfg, RunConfig.from_dict(meta["run"]), ckpt_path)
+            state = torch.load(ckpt_path / STATE_FILE, map_location=device, weights_only=False)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            if ema is not None:
+                if state.get("ema") is None:
+                    raise ConfigError(f"{ckpt_path}: checkpoint has no EMA state but "
+                                      "train.ema_decay is set")
+                ema.load_state_dict(state["ema"])
+            torch.set_rng_state(state["torch_rng"])
+            step = int(state["step"])
+            if codebook is None:
+                codebook = meta.get("codebook")
+            log.info("resuming from %s (step %d)", ckpt_path, step)
+    if world.is_main:
+        atomic_write_json(out_dir / RUN_MARKER, {
+            "run": cfg.to_dict(), "codebook": codebook, "status": "training",
+            "world_size": world.world_size, "provenance": provenance(),
+            "n_parameters": count_parameters(model)})
+        if step > 0:
+            _truncate_log(out_dir / LOG_FILE, step)
+    net: nn.Module = model
+    if world.enabled:
+        net = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    src = batch_source or BatchSource(train_volumes, cfg, codebook, device)
+    val_batches: list[Batch] = []
+    if world.is_main and val_volumes is not None and len(val_volumes) and t.val_batches > 0:
+        vsrc = BatchSource(val_volumes, cfg, codebook, device,
+                           sampler_factory=src.sampler_factory, corruption=src.corruption)
+        all_shards = list(range(cfg.sampler.n_slices))
+        val_batches = [vsrc.micro_batch(t.seed, i, all_shards, VAL_STREAM)
+                       for i in range(t.val_batches)]
+
+    # --- logging ---
+    log_f = writer = tb = None
+    if world.is_main:
+        new = not (out_dir / LOG_FILE).is_file() or step == 0
+        log_f = open(out_dir / LOG_FILE, "w" if new else "a", newline="")
+        writer = csv.DictWriter(log_f, fieldnames=LOG_FIELDS)
+        if new:
+            writer.writeheader()
+        if t.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                tb = SummaryWriter(str(out_dir / "tensorboard"))
+            except ImportError:
+                log.warning("tensorboard is not installed; logging to %s only", LOG_FILE)
+    bar = None
+    if progress and world.is_main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=t.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+
+    result = TrainResult(out_dir=out_dir, checkpoint=ckpt_path, step=step)
+    t_start = time.perf_counter()
+    t_log, steps_since, loss_acc = t_start, 0, 0.0
+    n_done = 0
+
+    def save(at: int) -> Path:
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                 "scheduler": sched.state_dict(),
+                 "ema": None if ema is None else ema.state_dict(),
+                 "torch_rng": torch.get_rng_state(), "step": at}
+        return save_checkpoint(ckpt_root, step=at, model=model, cfg=cfg, codebook=codebook,
+                               state=state, ema=ema, keep_last=t.keep_last)
+
+    try:
+        while step < t.steps:
+            s = step
+            loss = train_step(
+                net, opt, lambda i, s=s: src.micro_batch(t.seed, s, shards[i]),
+                len(shards), global_size=global_size, device=device,
+                precision=t.precision, grad_clip=t.grad_clip,
+                channels_last=t.channels_last and cfg.model.spatial_dims == 2, world=world)
+            lr = opt.param_groups[0]["lr"]
+            sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            step += 1
+            n_done += 1
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss} at step {step}; "
+                                         "lower train.lr or use train.precision=fp32")
+            result.losses.append(loss)
+            loss_acc += loss
+            steps_since += 1
+            do_val = bool(val_batches) and (step % t.val_every == 0 or step == t.steps)
+            do_log = step % t.log_every == 0 or step == t.steps or do_val
+            row: dict[str, Any] = {}
+            if do_val:
+                vl = evaluate(model, val_batches, device, t.precision)
+                row["val_loss"] = f"{vl:.6g}"
+                result.val_losses.append((step, vl))
+                if ema is not None:
+                    row["val_loss_ema"] = f"{evaluate(ema.module, val_batches, device, t.precision):.6g}"  # noqa: E501
+            if do_log and world.is_main:
+                now = time.perf_counter()
+                pps = steps_since * global_size / max(now - t_log, 1e-9)
+                row.update(step=step, loss=f"{loss_acc / steps_since:.6g}", lr=f"{lr:.4g}",
+                           patches_per_s=f"{pps:.3g}")
+                writer.writerow(row)
+                log_f.flush()
+                if tb is not None:
+                    tb.add_scalar("loss/train", loss_acc / steps_since, step)
+                    tb.add_scalar("lr", lr, step)
+                    if "val_loss" in row:
+                        tb.add_scalar("loss/val", float(row["val_loss"]), step)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss_acc / steps_since:.4g}", lr=f"{lr:.2e}",
+                                    pps=f"{pps:.1f}")
+                t_log, steps_since, loss_acc = now, 0, 0.0
+            if bar is not None:
+                bar.update(1)
+            if step % t.ckpt_every == 0 or step == t.steps:
+                if world.is_main:
+                    result.checkpoint = save(step)
+                ddp.barrier(world)
+    finally:
+        if bar is not None:
+            bar.close()
+        if log_f is not None:
+            log_f.close()
+        if tb is not None:
+            tb.close()
+    result.step = step
+    result.wall_s = time.perf_counter() - t_start
+    result.patches_per_s = n_done * global_size / max(result.wall_s, 1e-9)
+    if world.is_main:
+        atomic_write_json(out_dir / RUN_MARKER, {
+            "run": cfg.to_dict(), "codebook": codebook, "status": "done", "step": step,
+            "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+            "world_size": world.world_size, "provenance": provenance(),
+            "n_parameters": count_parameters(model)})
+        log.info("%s", result.summary())
+    else:
+        result.checkpoint = None
+    return result

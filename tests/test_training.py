@@ -1,0 +1,261 @@
+"""Tests of the training loop: learning, resume, accumulation, checkpoints and bad input."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from disyre.config import ConfigError, ModelConfig, RunConfig, SamplerConfig
+from disyre.io_utils import OutputExistsError
+from disyre.training import (
+    BatchSource,
+    CheckpointError,
+    latest_checkpoint,
+    load_model,
+    lr_lambda,
+    micro_batch_shards,
+    train,
+)
+from disyre.training import checkpoint as ckpt_mod
+
+
+# ---------------------------------------------------------------- helpers (also used by DDP test)
+def synthetic_cohort(n: int, seed: int, shape: tuple[int, int, int] = (6, 40, 40)
+                     ) -> list[np.ndarray]:
+    """``n`` 'brains': ellipsoids with a smooth tissue texture, background exactly 0."""
+    rng = np.random.default_rng(seed)
+    d, h, w = shape
+    zz, yy, xx = np.meshgrid(np.linspace(-1, 1, d), np.linspace(-1, 1, h), np.linspace(-1, 1, w),
+                             indexing="ij")
+    vols = []
+    for _ in range(n):
+        ry, rx = rng.uniform(0.75, 0.95, 2)
+        r2 = (yy / ry) ** 2 + (xx / rx) ** 2
+        f1, f2, ph = rng.uniform(2, 4), rng.uniform(2, 4), rng.uniform(0, 2 * np.pi)
+        tissue = 0.55 + 0.25 * np.sin(f1 * np.pi * yy + ph) * np.cos(f2 * np.pi * xx)
+        v = np.where(r2 + 0.3 * zz**2 < 1, tissue * (0.6 + 0.4 * np.clip(1 - r2, 0, 1) ** 0.3),
+                     0.0)
+        vols.append(np.clip(v, 0, 1).astype(np.float32))
+    return vols
+
+
+def tiny_config(steps: int = 6, **train_kw: object) -> RunConfig:
+    """The ``tiny`` network on 32-px patches, 4 volumes x 2 slices per step, on the CPU."""
+    cfg = RunConfig()
+    cfg.model = ModelConfig.from_preset("tiny")
+    cfg.sampler = SamplerConfig(n_volumes=4, n_slices=2, patch_size=32)
+    cfg.corruption.window = 16
+    cfg.corruption.augment = False
+    t = cfg.train
+    t.steps, t.lr, t.warmup_steps, t.device = steps, 2e-3, 2, "cpu"
+    t.val_every, t.val_batches, t.ckpt_every, t.log_every = 1000, 1, 1000, 1
+    t.channels_last = False
+    for k, v in train_kw.items():
+        setattr(t, k, v)
+    return cfg
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    model, _ = load_model(path, "cpu", weights="model")
+    return model.state_dict()
+
+
+@pytest.fixture(scope="module")
+def cohort() -> list[np.ndarray]:
+    return synthetic_cohort(6, seed=0)
+
+
+# ---------------------------------------------------------------- pure helpers
+def test_lr_schedule_warmup_then_cosine() -> None:
+    f = lr_lambda(4, 104)
+    assert [f(i) for i in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert f(54) == pytest.approx(0.5)
+    assert f(104) == pytest.approx(0.0)
+    vals = [f(i) for i in range(4, 105)]
+    assert all(a >= b for a, b in zip(vals, vals[1:], strict=False))
+
+
+def test_micro_batches_partition_the_shards() -> None:
+    one = micro_batch_shards(12, world_size=1, grad_accum=2, rank=0)
+    two = [micro_batch_shards(12, world_size=2, grad_accum=1, rank=r)[0] for r in range(2)]
+    assert one == two == [list(range(6)), list(range(6, 12))]
+    with pytest.raises(ConfigError, match="n_slices=12 must be a multiple"):
+        micro_batch_shards(12, world_size=1, grad_accum=5, rank=0)
+
+
+def test_shards_depend_only_on_seed_step_index(cohort: Sequence[np.ndarray]) -> None:
+    cfg = tiny_config()
+    a, b = BatchSource(cohort, cfg), BatchSource(cohort, cfg)
+    b.shard(0, 0, 1)  # drawing other shards first changes nothing
+    s1, s2 = a.shard(0, 3, 0), b.shard(0, 3, 0)
+    assert torch.equal(s1.corrupted, s2.corrupted) and torch.equal(s1.level, s2.level)
+    assert not torch.equal(a.shard(0, 4, 0).clean, s1.clean)
+    assert s1.corrupted.shape == (4, 1, 32, 32)  # one slice of each of n_volumes volumes
+
+
+# ---------------------------------------------------------------- learning
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, cohort: Sequence[np.ndarray]):
+    out = tmp_path_factory.mktemp("run") / "learn"
+    cfg = tiny_config(steps=120, lr=3e-3, warmup_steps=10, val_every=60, log_every=20)
+    return out, train(cfg, cohort[:4], cohort[4:], out, progress=False)
+
+
+def test_loss_falls(trained) -> None:
+    _, res = trained
+    first, last = np.mean(res.losses[:10]), np.mean(res.losses[-20:])
+    assert last < 0.2 * first  # measured about 0.05
+    assert res.val_losses[-1][1] < res.val_losses[0][1] * 1.05
+    log = (trained[0] / "train_log.csv").read_text().splitlines()
+    assert log[0].startswith("step,loss,lr,patches_per_s,val_loss")
+    assert len(log) == 1 + 120 // 20
+
+
+def test_trained_model_restores_planted_anomaly_better_than_identity(
+        trained, cohort: Sequence[np.ndarray]) -> None:
+    from disyre.corruption.dag import SyntheticAnomaly
+    from disyre.data.sampler import PatchSampler
+
+    out, _ = trained
+    model, cfg = load_model(out, "cpu")
+    x = PatchSampler(cohort[4:], SamplerConfig(2, 8, 32), seed=123).sample()
+    res = SyntheticAnomaly("dag", window=16, bank_size=0)(x, torch.Generator().manual_seed(5),
+                                                          alpha=0.8)
+    with torch.no_grad():
+        y = model(res.corrupted, res.level)
+    m = res.mask > 0.5
+    assert m.sum() > 100
+    err_model = ((y - res.clean)[m] ** 2).mean()
+    err_identity = ((res.corrupted - res.clean)[m] ** 2).mean()
+    assert err_model < 0.6 * err_identity  # measured about 0.32
+
+
+# ---------------------------------------------------------------- resume, accumulation
+def _kill_after(monkeypatch: pytest.MonkeyPatch, n_steps: int) -> None:
+    """Make the training loop die (like a killed job) when it starts step ``n_steps + 1``."""
+    from disyre.training import loop
+
+    real, calls = loop.train_step, {"n": 0}
+
+    def dying(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] > n_steps:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(loop, "train_step", dying)
+
+
+def test_resume_is_bit_identical_to_straight_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 cohort: Sequence[np.ndarray]) -> None:
+    cfg = tiny_config(steps=6, ckpt_every=3, ema_decay=0.9)
+    straight = train(cfg, cohort[:4], None, tmp_path / "a", progress=False)
+    with monkeypatch.context() as mp:
+        _kill_after(mp, 4)  # dies after step 4: the last checkpoint is step 3
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, cohort[:4], None, tmp_path / "b", progress=False)
+    assert latest_checkpoint(tmp_path / "b").name == "step_0000003"
+    with pytest.raises(OutputExistsError, match="--resume"):
+        train(cfg, cohort[:4], None, tmp_path / "b", progress=False)
+    rest = train(cfg, cohort[:4], None, tmp_path / "b", resume=True, progress=False)
+    assert rest.step == 6
+    assert rest.losses == straight.losses[3:]
+    wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    ea, _ = load_model(tmp_path / "a", "cpu", weights="ema")
+    eb, _ = load_model(tmp_path / "b", "cpu", weights="ema")
+    assert all(torch.equal(p, q) for p, q in zip(ea.parameters(), eb.parameters(), strict=True))
+    assert not torch.equal(next(ea.parameters()), wa[next(iter(wa))])  # EMA != raw weights
+    rows = (tmp_path / "b" / "train_log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == [str(i) for i in range(1, 7)]
+
+
+def test_grad_accumulation_matches_one_big_batch(tmp_path: Path,
+                                                 cohort: Sequence[np.ndarray]) -> None:
+    one = train(tiny_config(steps=4), cohort[:4], None, tmp_path / "a", progress=False)
+    two = train(tiny_config(steps=4, grad_accum=2), cohort[:4], None, tmp_path / "b",
+                progress=False)
+    np.testing.assert_allclose(two.losses, one.losses, rtol=1e-5)
+    wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    for k in wa:
+        # Adam divides by sqrt(v): float-order differences on near-zero gradients grow a little
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-3, atol=2e-5)
+
+
+# ---------------------------------------------------------------- checkpoints
+def test_checkpoint_round_trip_and_keep_last(tmp_path: Path,
+                                            cohort: Sequence[np.ndarray]) -> None:
+    cfg = tiny_config(steps=4, ckpt_every=1, keep_last=2)
+    res = train(cfg, cohort[:4], None, tmp_path, progress=False)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["last", "step_0000003", "step_0000004"]
+    assert res.checkpoint == tmp_path / "checkpoints" / "step_0000004"
+    model, cfg2 = load_model(tmp_path, "cpu")
+    assert cfg2 == cfg
+    state = torch.load(res.checkpoint / "state.pt", weights_only=False)
+    assert all(torch.equal(v, state["model"][k]) for k, v in model.state_dict().items())
+    # the rebuilt model needs only config.json + model.safetensors
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        os.link(res.checkpoint / f, alone / f)
+    m2, _ = load_model(alone)
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(m2(x, torch.tensor([3, 70])), model(x, torch.tensor([3, 70])))
+
+
+def test_failed_save_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               cohort: Sequence[np.ndarray]) -> None:
+    real, calls = ckpt_mod.save_file, {"n": 0}
+
+    def flaky(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            real(*a, **kw)  # a half-written file, then the disk fills up
+            raise OSError(28, "No space left on device")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(ckpt_mod, "save_file", flaky)
+    cfg = tiny_config(steps=4, ckpt_every=2)
+    with pytest.raises(CheckpointError, match="step_0000002 is intact"):
+        train(cfg, cohort[:4], None, tmp_path, progress=False)
+    root = tmp_path / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["last", "step_0000002"]
+    assert latest_checkpoint(tmp_path).name == "step_0000002"
+    model, _ = load_model(tmp_path)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    monkeypatch.setattr(ckpt_mod, "save_file", real)
+    res = train(cfg, cohort[:4], None, tmp_path, resume=True, progress=False)
+    assert res.step == 4 and latest_checkpoint(tmp_path).name == "step_0000004"
+
+
+# ---------------------------------------------------------------- bad input
+def test_resume_with_another_model_config_is_refused(tmp_path: Path,
+                                                     cohort: Sequence[np.ndarray]) -> None:
+    train(tiny_config(steps=1), cohort[:4], None, tmp_path, progress=False)
+    other = tiny_config(steps=2)
+    other.model = ModelConfig.from_preset("tiny", channels=[8, 16, 32])
+    with pytest.raises(ConfigError, match="another model config"):
+        train(other, cohort[:4], None, tmp_path, resume=True, progress=False)
+
+
+def test_bad_settings_are_refused(tmp_path: Path, cohort: Sequence[np.ndarray]) -> None:
+    with pytest.raises(ConfigError, match="grad_accum"):
+        train(tiny_config(grad_accum=3), cohort[:4], None, tmp_path / "a", progress=False)
+    with pytest.raises(ConfigError, match="precision"):
+        train(tiny_config(precision="fp16"), cohort[:4], None, tmp_path / "b", progress=False)
+    with pytest.raises(ConfigError, match="no volumes"):
+        train(tiny_config(), [], None, tmp_path / "c", progress=False)
+
+
+def test_bf16_autocast_on_cpu_trains(tmp_path: Path, cohort: Sequence[np.ndarray]) -> None:
+    res = train(tiny_config(steps=3, precision="bf16"), cohort[:4], cohort[4:], tmp_path,
+                progress=False)
+    assert all(np.isfinite(res.losses))
+    assert load_model(tmp_path)[0].unet.conv_in.conv.weight.dtype == torch.float32
