@@ -2,7 +2,9 @@
 
 Each patch is a ``P x P`` window of an axial slice that contains brain, placed at random inside
 that slice's foreground bounding box; where the box is smaller than ``P`` the patch holds the
-whole box at a random offset and is zero-padded. The per-slice boxes are computed once, when
+whole box at a random offset and is zero-padded. (Should a window miss the brain of a slice
+whose brain is scattered, it is re-drawn around a random brain pixel, so every patch holds
+brain.) The per-slice boxes are computed once, when
 the sampler is built; a batch then costs one slice copy per patch (no per-pixel Python), which
 keeps data loading a small fraction of a training step even for memory-mapped volumes.
 
@@ -110,16 +112,21 @@ class PatchSampler:
             bx = boxes[pick]
             tops = self._start(bx[:, 0], bx[:, 1])
             lefts = self._start(bx[:, 2], bx[:, 3])
-            for z, box, t, left in zip(idx[pick], bx, tops, lefts, strict=True):
+            for z, t, left in zip(idx[pick], tops, lefts, strict=True):
                 self._fill(out[k, 0], vol[z], t, left)
-                tries = 0
-                while not out[k, 0].any() and tries < 20:  # box holds brain, window missed it
-                    tries += 1
-                    t = self._start(box[:1], box[1:2])[0]
-                    left = self._start(box[2:3], box[3:4])[0]
-                    self._fill(out[k, 0], vol[z], t, left)
+                if not out[k, 0].any():  # rare: the box holds brain but the window missed it
+                    self._fill_on_brain(out[k, 0], vol[z])
                 k += 1
         return out
+
+    def _fill_on_brain(self, dst: np.ndarray, sl: np.ndarray) -> None:
+        """Window around a random brain pixel of the slice (fallback for sparse slices)."""
+        p = dst.shape[0]
+        rr, cc = np.nonzero(np.asarray(sl) > 0)
+        i = int(self.rng.integers(rr.size))
+        t = int(rr[i]) - int(self.rng.integers(p))
+        left = int(cc[i]) - int(self.rng.integers(p))
+        self._fill(dst, sl, t, left)
 
     @staticmethod
     def _fill(dst: np.ndarray, sl: np.ndarray, t: int, left: int) -> None:
