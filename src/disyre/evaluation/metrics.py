@@ -199,13 +199,11 @@ def binary_counts(score: np.ndarray, label: np.ndarray, mask: np.ndarray | None,
         int64 array ``(len(thresholds), 4)``.
     """
     pos, neg = brain_values(score, label, mask)
-    pos = np.sort(pos)
-    neg = np.sort(neg)
-    side = "right" if strict else "left"
+    op = np.greater if strict else np.greater_equal
     out = np.zeros((len(thresholds), 4), np.int64)
     for i, t in enumerate(thresholds):
-        tp = len(pos) - np.searchsorted(pos, t, side=side)
-        fp = len(neg) - np.searchsorted(neg, t, side=side)
+        tp = int(np.count_nonzero(op(pos, t)))
+        fp = int(np.count_nonzero(op(neg, t)))
         out[i] = (tp, fp, len(pos) - tp, len(neg) - fp)
     return out
 
@@ -254,7 +252,7 @@ class PixelAccumulator:
         hist_bins: Bins of the per-volume histograms kept for the bootstrap.
     """
 
-    def __init__(self, spill_dir: str | Path | None = None, chunk: int = 1 << 23,
+    def __init__(self, spill_dir: str | Path | None = None, chunk: int = 1 << 21,
                  hist_bins: int = HIST_BINS) -> None:
         fd, name = tempfile.mkstemp(prefix="disyre-neg-", suffix=".f32",
                                     dir=None if spill_dir is None else str(spill_dir))
