@@ -221,3 +221,10 @@ def test_save_like_failure_leaves_nothing_behind(write_nifti, brain_volume, tmp_
         save_like(scan.data * 0.5, scan, out_dir / "map.nii.gz")
     assert [p.name for p in out_dir.iterdir()] == ["map.nii.gz"]
     assert (out_dir / "map.nii.gz").read_bytes() == before
+
+
+@pytest.mark.parametrize("name,expected", [("LPS", (1.5, 1.0, 1.0)), ("PIR", (1.3, 0.9, 1.1)),
+                                           ("RAS", (2.0, 1.2, 1.0))])
+def test_spacing_follows_the_dhw_axes(name, expected, write_nifti, brain_volume):
+    scan = load_scan(write_nifti(f"sp_{name}.nii", brain_volume((9, 11, 7)), AFFINES[name]))
+    assert scan.spacing == pytest.approx(expected)
