@@ -1,0 +1,322 @@
+"""Several methods, one harness: train each with the same budget, detect, evaluate, compare.
+
+Methods:
+
+- ``dag`` (alias ``disyre``): DISYRE v2, the restoration network trained on the disentangled
+  anomaly generator;
+- ``gaussian``: the same network trained on Gaussian noise (the DDPM-style foil);
+- ``fpi``, ``bias``: the ablations (texture only, intensity bias only);
+- ``reference``: non-learned, voxel-wise deviation from the healthy training population.
+
+Every learned method gets the same :class:`~disyre.config.RunConfig` apart from
+``corruption.name`` (same network, steps, batch, seed). Thresholds are calibrated on the
+healthy validation scans (split ``val``) of the cache; the test split holds lesioned scans
+(evaluated) and, optionally, healthy scans (their false-positive rate at the calibrated
+thresholds is reported). Everything is computed on the cache's preprocessed volumes.
+
+Layout of ``out_dir``::
+
+    <method>/run/          checkpoints and training log (learned methods)
+    <method>/reference.npz (the reference method)
+    <method>/report/       metrics.json, cases.csv, report.md, figures/, thresholds.json
+    comparison/            comparison.md, comparison.csv, figures/
+    benchmark.json         settings, timings, report paths, provenance
+
+Example:
+    >>> from disyre.benchmark import run_benchmark   # doctest: +SKIP
+    >>> res = run_benchmark("dag,gaussian,reference", cache, "bench")  # doctest: +SKIP
+    >>> print(res.table())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from disyre.config import ConfigError, RunConfig
+from disyre.io_utils import atomic_write_json, prepare_output_dir, provenance
+
+log = logging.getLogger(__name__)
+
+LEARNED = ("dag", "gaussian", "fpi", "bias")
+METHODS = (*LEARNED, "reference")
+ALIASES = {"disyre": "dag"}
+MARKER = "benchmark.json"
+
+
+def normalise_methods(methods: Sequence[str] | str) -> list[str]:
+    """Parse a method list (``"dag,gaussian"`` or a sequence), resolving aliases.
+
+    Raises:
+        ConfigError: An unknown or repeated method, or an empty list.
+    """
+    if isinstance(methods, str):
+        methods = [m for m in methods.split(",")]
+    out: list[str] = []
+    for m in methods:
+        m = ALIASES.get(m.strip().lower(), m.strip().lower())
+        if m not in METHODS:
+            raise ConfigError(f"unknown method {m!r}; choose from {list(METHODS)} "
+                              f"(or {list(ALIASES)})")
+        if m in out:
+            raise ConfigError(f"method {m!r} listed twice")
+        out.append(m)
+    if not out:
+        raise ConfigError("no methods to benchmark")
+    return out
+
+
+@dataclass
+class BenchmarkResult:
+    """What :func:`run_benchmark` produced.
+
+    Attributes:
+        out_dir: The benchmark folder.
+        metrics: Method -> its ``metrics.json`` document.
+        reports: Method -> path of its ``report.md``.
+        comparison: Path of ``comparison.md``.
+        timings: Method -> ``{"train_s", "detect_s"}``.
+    """
+
+    out_dir: Path
+    metrics: dict[str, dict[str, Any]]
+    reports: dict[str, Path]
+    comparison: Path
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Headline numbers per method (pixel AP, oracle Dice, Dice and held-out FPR at 1 %)."""
+        out = []
+        for name, m in self.metrics.items():
+            cal = (m.get("calibrated") or {}).get("0.01") or {}
+            held = (m.get("healthy_heldout") or {}).get("0.01") or {}
+            sl = (m.get("slice_level") or {}).get("mean") or {}
+            px = m.get("pixel") or {}
+            out.append({"method": name, "pixel_ap": px.get("ap"), "auroc": px.get("auroc"),
+                        "best_dice_oracle": px.get("best_dice_oracle"),
+                        "dice_at_1pct": cal.get("dice"),
+                        "heldout_fpr_at_1pct": held.get("fpr"), "slice_auroc": sl.get("auroc")})
+        return out
+
+    def table(self) -> str:
+        """A short plain-text table of :meth:`rows`."""
+        head = ["method", "pixel AP", "best Dice*", "Dice@1%", "healthy FPR@1%", "slice AUROC"]
+        keys = ["pixel_ap", "best_dice_oracle", "dice_at_1pct", "heldout_fpr_at_1pct",
+                "slice_auroc"]
+        lines = ["  ".join(f"{h:>14}" if i else f"{h:<10}" for i, h in enumerate(head))]
+        for r in self.rows():
+            cells = [f"{r['method']:<10}"]
+            for k in keys:
+                v = r[k]
+                if v is None:
+                    cells.append(f"{'-':>14}")
+                elif k == "heldout_fpr_at_1pct":
+                    cells.append(f"{100 * v:>13.2f}%")
+                else:
+                    cells.append(f"{v:>14.3f}")
+            lines.append("  ".join(cells))
+        lines.append("* oracle: threshold chosen on the test labels; Dice@1% uses a threshold "
+                     "set on healthy validation scans")
+        return "\n".join(lines)
+
+
+def _split_entries(cache: Any, val_split: str, test_split: str, train_split: str
+                   ) -> tuple[list, list, list, list]:
+    train = [e for e in cache.entries if e.split == train_split]
+    val = [e for e in cache.entries if e.split == val_split and e.files.get("lesion") is None]
+    test = [e for e in cache.entries if e.split == test_split]
+    lesioned = [e for e in test if e.files.get("lesion") is not None]
+    healthy_test = [e for e in test if e.files.get("lesion") is None]
+    if not train:
+        raise ConfigError(f"no scans of split {train_split!r} to train on")
+    if not val:
+        raise ConfigError(f"no healthy scans of split {val_split!r} to calibrate thresholds on")
+    if not lesioned:
+        raise ConfigError(f"no scans of split {test_split!r} with a lesion mask to evaluate")
+    return train, val, lesioned, healthy_test
+
+
+def _full(entry: Any, arr: np.ndarray) -> np.ndarray:
+    out = np.zeros(tuple(entry.full_shape), np.float32)
+    out[entry.slices] = arr
+    return out
+
+
+class _Mapper:
+    """Computes a method's map for a cache entry (cropped grid)."""
+
+    def __init__(self, name: str, *, run_dir: Path | None = None, reference: Any = None,
+                 device: str = "auto", seed: int = 0) -> None:
+        self.name = name
+        self.reference = reference
+        self.detector = None
+        if run_dir is not None:
+            from disyre.inference import Detector
+
+            self.detector = Detector.from_checkpoint(run_dir, device=device)
+            self.detector.seed = seed
+
+    def work(self, entry: Any) -> int:
+        if self.detector is None:
+            return 1
+        return self.detector.work(np.asarray(entry.mask()))
+
+    def __call__(self, entry: Any, progress: Callable[[int], None] | None = None) -> np.ndarray:
+        image = np.array(entry.image(), dtype=np.float32)  # writable copy of the memmap
+        mask = np.array(entry.mask(), dtype=bool)
+        if self.detector is None:
+            amap = self.reference.predict(_full(entry, image), _full(entry, mask) > 0)
+            if progress:
+                progress(1)
+            return np.asarray(amap[entry.slices], np.float32) * mask
+        import torch
+
+        from disyre.inference import predict_volume
+
+        d = self.detector
+        gen = None
+        if d.corruption is not None:
+            gen = torch.Generator(device=d.device)
+            gen.manual_seed(d.seed)
+        return predict_volume(d.model, image, mask, d.inference, d.corruption, gen, d.device,
+                              d.channels_last, progress)
+
+
+def _display(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    vals = img[mask]
+    hi = float(np.percentile(vals, 99)) if vals.size else 1.0
+    return np.clip(img / (hi if hi > 0 else 1.0), 0, 1).astype(np.float32)
+
+
+def _evaluate(mapper: _Mapper, val: list, lesioned: list, healthy_test: list, *,
+              n_boot: int, seed: int, progress: bool, label: str) -> Any:
+    from tqdm.auto import tqdm
+
+    from disyre.evaluation import evaluate_cases
+
+    total = sum(mapper.work(e) for e in (*val, *lesioned, *healthy_test))
+    bar = tqdm(total=total, desc=f"detect {label}", unit="win", disable=not progress)
+
+    def healthy(entries: list) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for e in entries:
+            yield mapper(e, bar.update), np.asarray(e.mask(), bool)
+
+    def cases() -> Iterator[tuple]:
+        for e in lesioned:
+            mask = np.asarray(e.mask(), bool)
+            yield (e.subject, mapper(e, bar.update), np.asarray(e.lesion(), bool), mask,
+                   _display(np.asarray(e.image()), mask))
+
+    try:
+        return evaluate_cases(cases(), healthy(val),
+                              healthy_test_maps=healthy(healthy_test) if healthy_test else None,
+                              n_boot=n_boot, seed=seed,
+                              source=f"{len(val)} healthy validation scans")
+    finally:
+        bar.close()
+
+
+def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path, *,
+                  cfg: RunConfig | None = None, steps: int | None = None, seed: int = 0,
+                  train_split: str = "train", val_split: str = "val", test_split: str = "test",
+                  device: str = "auto", n_boot: int = 200, overwrite: bool = False,
+                  progress: bool = True, title: str = "Benchmark") -> BenchmarkResult:
+    """Train, detect and evaluate several methods the same way; write reports + a comparison.
+
+    Args:
+        methods: Subset of :data:`METHODS` (``"dag,gaussian,reference"`` or a list).
+        cache: A :class:`~disyre.data.cache.VolumeCache` holding the train/val/test splits.
+        out_dir: Benchmark folder (refused if it holds a benchmark, unless ``overwrite``).
+        cfg: Base run config shared by the learned methods (default: ``RunConfig()``).
+        steps: Training budget (optimizer steps) of each learned method; default
+            ``cfg.train.steps``.
+        seed: Seed of training, noising and bootstrap.
+        train_split, val_split, test_split: Split names in the cache.
+        device: ``auto`` | ``cpu`` | ``cuda``.
+        n_boot: Bootstrap resamples for the confidence intervals.
+        overwrite: Replace an existing benchmark in ``out_dir``.
+        progress: Show progress bars.
+        title: Heading of the comparison.
+
+    Returns:
+        A :class:`BenchmarkResult`.
+    """
+    from disyre.evaluation.report import write_comparison, write_report
+    from disyre.evaluation.thresholds import save_thresholds
+
+    names = normalise_methods(methods)
+    base = copy.deepcopy(cfg) if cfg is not None else RunConfig()
+    if steps is not None:
+        if steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {steps}")
+        base.train.steps = int(steps)
+    base.train.seed = int(seed)
+    base.train.device = device
+    base.inference.device = device
+    train_e, val_e, lesioned, healthy_test = _split_entries(cache, val_split, test_split,
+                                                            train_split)
+    out = prepare_output_dir(out_dir, overwrite=overwrite, marker=MARKER)
+    train_vols = [e.image() for e in train_e]
+    codebook = None
+    metrics: dict[str, dict[str, Any]] = {}
+    reports: dict[str, Path] = {}
+    timings: dict[str, dict[str, float]] = {}
+    for name in names:
+        t0 = time.perf_counter()
+        mdir = out / name
+        if name == "reference":
+            from disyre.evaluation.baselines import fit_reference
+
+            ref = fit_reference(_full(e, np.asarray(e.image())) for e in train_e)
+            ref.save(mdir / "reference.npz")
+            mapper = _Mapper(name, reference=ref)
+            run_cfg: dict[str, Any] = {"method": "reference", "n_train": len(train_e)}
+        else:
+            from disyre.training import train
+
+            rc = copy.deepcopy(base)
+            rc.corruption.name = name
+            if name in ("dag", "bias") and rc.corruption.codebook is None:
+                if codebook is None:
+                    from disyre.corruption import fit_codebook
+
+                    codebook = fit_codebook(train_vols, seed=seed)
+                cb: list[float] | None = codebook
+            else:
+                cb = None
+            train(rc, train_vols, [e.image() for e in val_e], mdir / "run",
+                  overwrite=overwrite, codebook=cb, progress=progress)
+            mapper = _Mapper(name, run_dir=mdir / "run", device=device, seed=seed)
+            run_cfg = {"method": name, "run": rc.to_dict()}
+        t1 = time.perf_counter()
+        res = _evaluate(mapper, val_e, lesioned, healthy_test, n_boot=n_boot, seed=seed,
+                        progress=progress, label=name)
+        t2 = time.perf_counter()
+        config = {**run_cfg, "cache": str(cache.directory), "n_val": len(val_e),
+                  "n_test_lesion": len(lesioned), "n_test_healthy": len(healthy_test)}
+        reports[name] = write_report(mdir / "report", res, config=config, overwrite=overwrite,
+                                     title=f"{title}: {name}")
+        if res.thresholds is not None:
+            save_thresholds(mdir / "report" / "thresholds.json", res.thresholds)
+        metrics[name] = res.to_dict()
+        timings[name] = {"train_s": round(t1 - t0, 2), "detect_s": round(t2 - t1, 2)}
+        log.info("%s: pixel AP %.4f (train %.0f s, detect+evaluate %.0f s)", name,
+                 res.pixel.ap, t1 - t0, t2 - t1)
+    comparison = write_comparison(out / "comparison", metrics, title=title, overwrite=overwrite)
+    result = BenchmarkResult(out_dir=out, metrics=metrics, reports=reports,
+                             comparison=comparison, timings=timings)
+    atomic_write_json(out / MARKER, {
+        "methods": names, "steps": base.train.steps, "seed": seed, "device": device,
+        "splits": {"train": len(train_e), "val": len(val_e), "test_lesion": len(lesioned),
+                   "test_healthy": len(healthy_test)},
+        "run": base.to_dict(), "timings": timings, "summary": result.rows(),
+        "reports": {k: str(v.relative_to(out)) for k, v in reports.items()},
+        "comparison": str(comparison.relative_to(out)), "provenance": provenance()})
+    return result

@@ -1,0 +1,170 @@
+"""``disyre demo``: the whole method on a generated cohort, in one folder.
+
+Steps: build the cohort (:mod:`disyre.demo.cohort`, reused when it exists with the same
+parameters) -> manifest -> preprocessing cache -> benchmark (:mod:`disyre.benchmark`: DISYRE
+``small`` vs the Gaussian-noise baseline at the same budget vs the non-learned reference)
+-> one report per method and a comparison table + figures.
+
+Sizing (a 2-core CPU, under 15 minutes in total, training the largest part): 2 mm voxels
+(99 x 117 x 95, about 80 x 100 pixels per axial slice after cropping), so training patches
+and inference windows are 64 px (``sampler.patch_size=64``, ``inference.window=64``,
+``inference.stride=32``) instead of the authors' 128 px at 1 mm; the same field of view in mm.
+
+Layout of the output folder::
+
+    cohort/        NIfTI images, lesion masks, manifest.csv, cohort.json (reusable cache)
+    cache/         preprocessed volumes (.npy)
+    benchmark/     <method>/run, <method>/report, comparison/ (see disyre.benchmark)
+    demo.json      settings, table, paths
+
+Example:
+    >>> from disyre.demo.run import DemoSettings, run_demo   # doctest: +SKIP
+    >>> res = run_demo("demo_out", DemoSettings.quick())       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from disyre.config import ModelConfig, RunConfig
+from disyre.demo.cohort import CohortSpec, build_cohort
+from disyre.io_utils import OutputExistsError, atomic_write_json, provenance
+
+log = logging.getLogger(__name__)
+
+DEMO_MARKER = "demo.json"
+
+
+@dataclass
+class DemoSettings:
+    """What the demo builds and how long it trains.
+
+    Attributes:
+        cohort: The generated cohort.
+        preset: Network preset (``small`` by default, ``tiny`` for ``--quick``).
+        steps: Training budget of each learned method.
+        methods: Methods compared.
+        patch: Training patch side = inference window side (pixels).
+        stride: Inference window stride.
+        n_volumes, n_slices: Training batch = ``n_volumes * n_slices`` patches.
+        levels: Ensemble levels of the v2 restoration.
+        n_boot: Bootstrap resamples for the confidence intervals.
+        device: ``auto`` | ``cpu`` | ``cuda``.
+        seed: Seed of training and evaluation.
+    """
+
+    cohort: CohortSpec = field(default_factory=CohortSpec)
+    preset: str = "small"
+    steps: int = 1500
+    methods: list[str] = field(default_factory=lambda: ["dag", "gaussian", "reference"])
+    patch: int = 64
+    stride: int = 32
+    n_volumes: int = 8
+    n_slices: int = 4
+    levels: list[int] = field(default_factory=lambda: [0, 20, 40, 60, 80])
+    n_boot: int = 200
+    device: str = "auto"
+    seed: int = 0
+
+    @classmethod
+    def quick(cls, **kw: Any) -> DemoSettings:
+        """The seconds-long variant: tiny network, few steps, few small-cohort subjects."""
+        base: dict[str, Any] = dict(
+            cohort=CohortSpec(n_train=2, n_val=1, n_test_healthy=1, n_test_lesion=2,
+                              lesion_kinds=["tumour", "stroke"]),
+            preset="tiny", steps=4, patch=32, stride=32, n_volumes=2, n_slices=2,
+            levels=[0, 50], n_boot=20)
+        base.update(kw)
+        return cls(**base)
+
+    def run_config(self) -> RunConfig:
+        """The :class:`RunConfig` shared by the learned methods."""
+        cfg = RunConfig()
+        cfg.model = ModelConfig.from_preset(self.preset)
+        cfg.sampler.patch_size = self.patch
+        cfg.sampler.n_volumes = self.n_volumes
+        cfg.sampler.n_slices = self.n_slices
+        cfg.corruption.window = max(8, self.patch // 2)
+        cfg.train.steps = self.steps
+        cfg.train.warmup_steps = min(cfg.train.warmup_steps, max(1, self.steps // 10))
+        cfg.train.val_every = max(1, self.steps // 5)
+        cfg.train.ckpt_every = self.steps
+        cfg.train.val_batches = 2
+        cfg.train.log_every = max(1, self.steps // 50)
+        cfg.train.seed = self.seed
+        cfg.train.device = self.device
+        cfg.inference.window = self.patch
+        cfg.inference.stride = self.stride
+        cfg.inference.levels = list(self.levels)
+        cfg.inference.batch_size = 64
+        cfg.inference.device = self.device
+        return cfg
+
+
+@dataclass
+class DemoResult:
+    """Paths and numbers of a demo run."""
+
+    out_dir: Path
+    comparison: Path
+    reports: dict[str, Path]
+    table: str
+    rows: list[dict[str, Any]]
+    cohort_reused: bool
+
+
+def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *,
+             cohort_dir: str | Path | None = None, overwrite: bool = False,
+             progress: bool = True) -> DemoResult:
+    """Build the cohort, train, detect, evaluate and report, all into ``out_dir``.
+
+    Args:
+        out_dir: Demo folder (refused if it holds a demo run, unless ``overwrite``; the
+            cohort in it is reused when its parameters match).
+        settings: What to run (default :class:`DemoSettings`).
+        cohort_dir: Where the cohort lives (default ``out_dir/cohort``); share one between
+            runs to skip regenerating it.
+        overwrite: Replace a previous demo run in ``out_dir``.
+        progress: Show progress bars.
+
+    Returns:
+        A :class:`DemoResult`.
+    """
+    from disyre.benchmark import normalise_methods, run_benchmark
+    from disyre.data.cache import prepare_cache
+    from disyre.data.manifest import read_manifest
+
+    s = settings or DemoSettings()
+    normalise_methods(s.methods)
+    s.cohort.validate()
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out}: exists and is not a folder")
+    if (out / DEMO_MARKER).exists() and not overwrite:
+        raise OutputExistsError(f"{out}: holds a demo run; pass --overwrite to replace it "
+                                "(the cohort is reused)")
+    if out.is_dir() and not overwrite and any(p.name not in ("cohort",) for p in out.iterdir()):
+        raise OutputExistsError(f"{out}: folder already holds files; choose an empty folder "
+                                "or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    cohort = build_cohort(s.cohort, cohort_dir or out / "cohort", progress=progress)
+    log.info("cohort %s at %s", "reused" if cohort.reused else "built", cohort.root)
+    rows = read_manifest(cohort.manifest)
+    cfg = s.run_config()
+    cache = prepare_cache(rows, out / "cache", cfg.preprocess)
+    bench = run_benchmark(s.methods, cache, out / "benchmark", cfg=cfg, steps=s.steps,
+                          seed=s.seed, device=s.device, n_boot=s.n_boot, overwrite=overwrite,
+                          progress=progress,
+                          title=f"disyre demo ({s.cohort.contrast.upper()}-like cohort, "
+                                f"{s.steps} steps)")
+    table = bench.table()
+    atomic_write_json(out / DEMO_MARKER, {
+        "settings": asdict(s), "cohort": str(cohort.root), "cohort_reused": cohort.reused,
+        "comparison": str(bench.comparison), "reports": {k: str(v) for k, v in
+                                                         bench.reports.items()},
+        "summary": bench.rows(), "timings": bench.timings, "provenance": provenance()})
+    return DemoResult(out_dir=out, comparison=bench.comparison, reports=bench.reports,
+                      table=table, rows=bench.rows(), cohort_reused=cohort.reused)
