@@ -1,0 +1,82 @@
+"""Corruption throughput: patches per second for each variant and for the augmentation.
+
+Batch of 96 patches of 128x128 (the authors' 8 volumes x 12 slices) with an elliptical
+synthetic brain; median of ``--repeats`` timed runs after one warm-up; CPU with
+``--threads`` intra-op threads, and CUDA when available.
+
+Usage:
+    python benchmarks/bench_corruption.py [--threads 2] [--repeats 5] [--batch 96] [--size 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from disyre.config import CorruptionConfig
+from disyre.corruption import VARIANTS, augment, make_corruption
+from disyre.runtime import make_generator
+
+
+def synthetic_batch(batch: int, size: int, device: torch.device) -> torch.Tensor:
+    """(batch, 1, size, size) brain-like patches: an ellipse of smooth texture, background 0."""
+    g = make_generator(0)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    c = (size - 1) / 2
+    inside = ((yy - c) / (0.45 * size)) ** 2 + ((xx - c) / (0.37 * size)) ** 2 < 1
+    tex = torch.rand(batch, 1, size // 8, size // 8, generator=g)
+    tex = torch.nn.functional.interpolate(tex, size=(size, size), mode="bilinear")
+    return ((0.1 + 0.85 * tex) * inside).float().to(device)
+
+
+def time_it(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median seconds of ``repeats`` calls of ``fn`` after one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--batch", type=int, default=96)
+    p.add_argument("--size", type=int, default=128)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    print(f"batch {args.batch} x {args.size}x{args.size}, {args.threads} CPU threads, "
+          f"median of {args.repeats}")
+    print(f"{'device':<6} {'stage':<10} {'ms/batch':>9} {'patches/s':>10}")
+    for dev in devices:
+        for name, seconds in bench_device(dev, args.batch, args.size, args.repeats).items():
+            print(f"{dev.type:<6} {name:<10} {1000 * seconds:9.1f} {args.batch / seconds:10.0f}")
+
+
+def bench_device(dev: torch.device, batch: int, size: int, repeats: int) -> dict[str, float]:
+    """Median seconds per batch of every corruption variant, augmentation, and both."""
+    x = synthetic_batch(batch, size, dev)
+    g = make_generator(0, dev)
+    stages: dict[str, Callable[[], object]] = {}
+    for name in VARIANTS:
+        corr = make_corruption(CorruptionConfig(name=name))
+        stages[name] = lambda corr=corr: corr(x, g)
+    stages["augment"] = lambda: augment(x, g)
+    dag = make_corruption(CorruptionConfig(name="dag"))
+    stages["aug+dag"] = lambda: dag(augment(x, g), g)
+    return {name: time_it(fn, dev, repeats) for name, fn in stages.items()}
+
+if __name__ == "__main__":
+    main()
