@@ -272,3 +272,37 @@ def test_bf16_autocast_on_cpu_trains(tmp_path: Path, cohort: Sequence[np.ndarray
                 progress=False)
     assert all(np.isfinite(res.losses))
     assert load_model(tmp_path)[0].unet.conv_in.conv.weight.dtype == torch.float32
+
+
+# ---------------------------------------------------------------- command line
+def test_cli_trains_and_refuses_bad_input(tmp_path: Path, cohort: Sequence[np.ndarray],
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import nibabel as nib
+
+    from disyre.cli import main
+
+    lines = ["subject,image,lesion_mask,brain_mask,split,contrast"]
+    for i, v in enumerate(cohort[:3]):
+        nib.save(nib.Nifti1Image(np.ascontiguousarray(v.transpose(2, 1, 0)) * 900, np.eye(4)),
+                 tmp_path / f"s{i}.nii.gz")
+        lines.append(f"s{i},s{i}.nii.gz,,,{'val' if i == 2 else 'train'},t2")
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "test.csv").write_text("\n".join(lines).replace(",train,", ",test,") + "\n")
+    small = ["--preset", "tiny", "--steps", "2", "--no-progress", "--set", "sampler.patch_size=32",
+             "--set", "sampler.n_slices=2", "--set", "corruption.window=16"]
+    run = str(tmp_path / "run")
+    assert main(["train", "--manifest", str(tmp_path / "m.csv"), "-o", run, *small]) == 0
+    model, cfg = load_model(run)
+    assert cfg.model.preset == "tiny" and cfg.train.steps == 2
+    assert main(["train", "--manifest", str(tmp_path / "m.csv"), "-o", run, *small]) == 1
+    assert "already holds outputs" in capsys.readouterr().err
+    assert main(["train", "--manifest", str(tmp_path / "test.csv"), "-o",
+                 str(tmp_path / "r2"), *small]) == 1
+    assert "test.csv: no healthy training subjects" in capsys.readouterr().err
+    cache = str(tmp_path / "run" / "cache")
+    assert main(["train", "--cache", cache, "-o", str(tmp_path / "r3"), *small,
+                 "--set", "sampler.patch_size=128"]) == 1
+    assert "more than 2x the largest cropped slice" in capsys.readouterr().err
+    assert main(["train", "--cache", cache, "-o", run, *small, "--resume",
+                 "--set", "model.channels=[8,16,32]"]) == 1
+    assert "another model config" in capsys.readouterr().err
