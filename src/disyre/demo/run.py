@@ -49,6 +49,7 @@ class DemoSettings:
         methods: Methods compared.
         patch: Training patch side = inference window side (pixels).
         stride: Inference window stride.
+        window: Inference window side (``None`` = ``patch``; 0 = whole slices at once).
         n_volumes, n_slices: Training batch = ``n_volumes * n_slices`` patches.
         levels: Ensemble levels of the v2 restoration.
         n_boot: Bootstrap resamples for the confidence intervals.
@@ -62,6 +63,7 @@ class DemoSettings:
     methods: list[str] = field(default_factory=lambda: ["dag", "gaussian", "reference"])
     patch: int = 64
     stride: int = 32
+    window: int | None = None
     n_volumes: int = 8
     n_slices: int = 4
     levels: list[int] = field(default_factory=lambda: [0, 20, 40, 60, 80])
@@ -75,7 +77,7 @@ class DemoSettings:
         base: dict[str, Any] = dict(
             cohort=CohortSpec(n_train=2, n_val=1, n_test_healthy=1, n_test_lesion=2,
                               lesion_kinds=["tumour", "stroke"]),
-            preset="tiny", steps=4, patch=32, stride=32, n_volumes=2, n_slices=2,
+            preset="tiny", steps=4, patch=32, stride=32, window=0, n_volumes=2, n_slices=2,
             levels=[0, 50], n_boot=20)
         base.update(kw)
         return cls(**base)
@@ -96,7 +98,7 @@ class DemoSettings:
         cfg.train.log_every = max(1, self.steps // 50)
         cfg.train.seed = self.seed
         cfg.train.device = self.device
-        cfg.inference.window = self.patch
+        cfg.inference.window = self.patch if self.window is None else self.window
         cfg.inference.stride = self.stride
         cfg.inference.levels = list(self.levels)
         cfg.inference.batch_size = 64

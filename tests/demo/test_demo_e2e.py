@@ -1,0 +1,68 @@
+"""End to end: ``disyre demo --quick`` runs every stage and writes a complete report."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("nilearn")
+
+from disyre.cli import main  # noqa: E402
+
+
+def _linked_files(md: Path) -> list[Path]:
+    text = md.read_text()
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    return [md.parent / link for link in links if not link.startswith("http")]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    rc = main(["demo", "--out", str(out), "--quick", "--no-progress"])
+    return rc, out
+
+
+def test_quick_demo_writes_reports_with_every_file_they_name(demo_run, capsys):
+    rc, out = demo_run
+    assert rc == 0
+    meta = json.loads((out / "demo.json").read_text())
+    comparison = Path(meta["comparison"])
+    assert comparison.is_file()
+    for md in [comparison, *map(Path, meta["reports"].values())]:
+        assert md.is_file()
+        links = _linked_files(md)
+        assert links, f"{md} names no figures"
+        missing = [str(p) for p in links if not p.is_file()]
+        assert not missing, f"{md} names missing files: {missing}"
+    assert set(meta["reports"]) == {"dag", "gaussian", "reference"}
+    for name in meta["reports"]:
+        m = json.loads((out / "benchmark" / name / "report" / "metrics.json").read_text())
+        assert 0.0 <= m["pixel"]["ap"] <= 1.0
+        assert m["n_cases_with_lesion"] == 2
+        # held-out healthy scan evaluated at the calibrated 1 % threshold
+        assert math.isfinite(m["healthy_heldout"]["0.01"]["fpr"])
+        assert (out / "benchmark" / name / "report" / "thresholds.json").is_file()
+    for r in meta["summary"]:
+        assert r["pixel_ap"] is not None and r["best_dice_oracle"] is not None
+
+
+def test_quick_demo_refuses_to_overwrite_then_reuses_cohort(demo_run, capsys):
+    rc, out = demo_run
+    assert rc == 0
+    capsys.readouterr()
+    assert main(["demo", "--out", str(out), "--quick", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and str(out) in err
+    img = out / "cohort" / "images" / "demo-000.nii.gz"
+    mtime = img.stat().st_mtime_ns
+    assert main(["demo", "--out", str(out), "--quick", "--no-progress", "--overwrite",
+                 "--methods", "reference"]) == 0
+    printed = capsys.readouterr().out
+    assert "reference" in printed and "report:" in printed
+    assert img.stat().st_mtime_ns == mtime  # cohort reused, not regenerated
+    assert json.loads((out / "demo.json").read_text())["cohort_reused"] is True
