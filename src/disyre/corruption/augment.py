@@ -37,7 +37,8 @@ def augment(x: torch.Tensor, generator: torch.Generator, *, p_spatial: float = 0
         p_spatial: Probability of each of elastic deformation, rotation and scaling.
         p_mirror: Probability of a left-right flip.
         p_intensity: Probability of each intensity transform.
-        elastic_px: Standard deviation (pixels) of the smooth elastic displacement.
+        elastic_px: Standard deviation (pixels) of the smooth elastic displacement
+            (a 5x5 random field interpolated bilinearly).
 
     Returns:
         (B, 1, H, W) augmented patches in [0, 1] with background 0 (a new tensor).
@@ -60,10 +61,13 @@ def augment(x: torch.Tensor, generator: torch.Generator, *, p_spatial: float = 0
         zero = torch.zeros_like(c)
         theta = torch.stack([torch.stack([c, -s, zero], 1), torch.stack([s, c, zero], 1)], 1)
         grid = F.affine_grid(theta.to(dt), [idx.numel(), 1, H, W], align_corners=False)
-        disp = F.interpolate(coarse[idx], size=(H, W), mode="bicubic", align_corners=True)
-        disp = disp * torch.tensor([2.0 * elastic_px / W, 2.0 * elastic_px / H], device=dev
-                                   )[None, :, None, None]
-        grid = grid + (disp * do_el[idx, None, None, None]).permute(0, 2, 3, 1).to(dt)
+        el = torch.nonzero(do_el[idx]).flatten()
+        if el.numel():
+            disp = F.interpolate(coarse[idx[el]], size=(H, W), mode="bilinear",
+                                 align_corners=True)
+            scale_px = torch.tensor([2.0 * elastic_px / W, 2.0 * elastic_px / H], device=dev)
+            grid[el] = grid[el] + (disp * scale_px[None, :, None, None]).permute(0, 2, 3, 1
+                                                                                ).to(dt)
         x[idx] = F.grid_sample(x[idx], grid, mode="bilinear", padding_mode="zeros",
                                align_corners=False)
     flip = (u[:, 5] < p_mirror)[:, None, None, None]
@@ -72,12 +76,15 @@ def augment(x: torch.Tensor, generator: torch.Generator, *, p_spatial: float = 0
 
     # intensity
     p = p_intensity
-    x = x * torch.where(u[:, 6] < p, 0.9 + 0.2 * u[:, 7], 1.0)[:, None, None, None]
-    x = x.clamp(0.0, 1.0)
-    gam = (0.5 + 1.5 * u[:, 9])[:, None, None, None]
-    x = torch.where((u[:, 8] < p)[:, None, None, None], x ** gam, x)
-    igam = (0.5 + 1.5 * u[:, 11])[:, None, None, None]
-    x = torch.where((u[:, 10] < p)[:, None, None, None], 1 - (1 - x) ** igam, x)
+    idx = torch.nonzero(u[:, 6] < p).flatten()
+    if idx.numel():
+        x[idx] = (x[idx] * (0.9 + 0.2 * u[idx, 7])[:, None, None, None]).clamp(0.0, 1.0)
+    idx = torch.nonzero(u[:, 8] < p).flatten()
+    if idx.numel():
+        x[idx] = x[idx] ** (0.5 + 1.5 * u[idx, 9])[:, None, None, None]
+    idx = torch.nonzero(u[:, 10] < p).flatten()
+    if idx.numel():
+        x[idx] = 1 - (1 - x[idx]) ** (0.5 + 1.5 * u[idx, 11])[:, None, None, None]
     idx = torch.nonzero(u[:, 12] < p).flatten()
     if idx.numel():
         std = torch.sqrt(0.05 * u[idx, 13])[:, None, None, None]

@@ -92,10 +92,9 @@ class SyntheticAnomaly:
     def __repr__(self) -> str:
         return f"SyntheticAnomaly({self.name!r}, window={self.window})"
 
-    def _foreign(self, x: torch.Tensor, brain: torch.Tensor, generator: torch.Generator
-                 ) -> torch.Tensor:
+    def _foreign(self, x: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
+                 generator: torch.Generator) -> torch.Tensor:
         b, S = x.shape[0], self.window
-        top, left = sample_centres(brain, S, generator)
         own = extract_windows(x, top, left, S)
         donors = donor_index(b, generator, x.device)
         use_bank = self.bank is not None and len(self.bank) >= b
@@ -124,7 +123,8 @@ class SyntheticAnomaly:
             raise ValueError(f"expected patches of shape (B, 1, H, W), got {tuple(x.shape)}")
         dev, S, B = x.device, self.window, x.shape[0]
         brain = x > 0
-        top, left = sample_centres(brain, S, generator)
+        tops, lefts = sample_centres(brain, S, generator, draws=2)  # anomaly, donor windows
+        top, left = tops[0], lefts[0]
         xw = extract_windows(x, top, left, S)
         bw = extract_windows(brain, top, left, S).to(x.dtype)
         m = random_shapes(B, S, generator, dev, edge_blur_p=self.edge_blur_p) * bw
@@ -136,7 +136,7 @@ class SyntheticAnomaly:
 
         x1 = xw
         if self.texture:
-            f = self._foreign(x, brain, generator)
+            f = self._foreign(x, tops[1], lefts[1], generator)
             if self.name == "dag":
                 f = match_range(f, xw, m)
             x1 = blend(xw, f, m, a_tex)
@@ -149,7 +149,7 @@ class SyntheticAnomaly:
         change = (x2 - x1).abs().flatten(1).amax(1)
         severity = torch.maximum(a_tex, change) if self.texture else change
         corrupted = paste_windows(x, x2, top, left)
-        mask = paste_windows(torch.zeros_like(x), wmask, top, left)
+        mask = paste_windows(torch.zeros_like(x), wmask, top, left, inplace=True)
         return CorruptionResult(
             corrupted=corrupted, clean=x, mask=mask, severity=severity,
             level=schedule.level_of(severity),

@@ -59,15 +59,14 @@ def gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
     return k / k.sum(dim=1, keepdim=True)
 
 
-def _blur_matrix(sigma: torch.Tensor, radius: int, n: int) -> torch.Tensor:
-    """(B, n, n) banded matrices applying each sample's truncated kernel with zero padding."""
-    t = torch.arange(n, device=sigma.device, dtype=torch.float32)
-    d = t[:, None] - t[None, :]
-    s = sigma.float().clamp_min(1e-2)[:, None, None]
-    g = torch.exp(-0.5 * (d[None] / s) ** 2) * (d.abs() <= radius)
-    taps = torch.arange(-radius, radius + 1, device=sigma.device, dtype=torch.float32)
-    norm = torch.exp(-0.5 * (taps[None] / s[:, 0]) ** 2).sum(1)
-    return g / norm[:, None, None]
+def _blur_matrix(kernels: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, n, n) banded matrices applying (B, 2r+1) ``kernels`` with zero padding."""
+    radius = (kernels.shape[1] - 1) // 2
+    t = torch.arange(n, device=kernels.device)
+    d = t[None, :] - t[:, None]  # column minus row: the tap used at (row, col)
+    band = d.abs() <= radius
+    idx = (d + radius).clamp(0, 2 * radius).flatten()
+    return kernels[:, idx].view(-1, n, n) * band
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor | float, max_sigma: float | None = None
@@ -94,8 +93,10 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor | float, max_sigma: float
     radius = max(1, math.ceil(3.0 * max_sigma))
     if 4 * (2 * radius + 1) > min(h, w):
         # wide kernels on small images: two batched matrix products are cheaper
-        return (_blur_matrix(sigma, radius, h).to(x.dtype) @ x[:, 0]
-                @ _blur_matrix(sigma, radius, w).to(x.dtype).transpose(1, 2)).unsqueeze(1)
+        k = gaussian_kernels(sigma, radius).to(x.dtype)
+        gh = _blur_matrix(k, h)
+        gw = gh if w == h else _blur_matrix(k, w)
+        return (gh @ x[:, 0] @ gw.transpose(1, 2)).unsqueeze(1)
     k = gaussian_kernels(sigma, radius).to(x.dtype)
     y = x.reshape(1, b, h, w)
     y = F.conv2d(y, k.view(b, 1, -1, 1), padding=(radius, 0), groups=b)
@@ -103,8 +104,8 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor | float, max_sigma: float
     return y.reshape(b, 1, h, w)
 
 
-def sample_centres(brain: torch.Tensor, window: int, generator: torch.Generator
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_centres(brain: torch.Tensor, window: int, generator: torch.Generator,
+                   draws: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-left corners of ``window`` x ``window`` windows centred on random brain pixels.
 
     The centre pixel is drawn uniformly among the brain pixels whose window fits inside the
@@ -114,50 +115,55 @@ def sample_centres(brain: torch.Tensor, window: int, generator: torch.Generator
         brain: (B, 1, H, W) boolean brain mask (``H, W >= window``).
         window: Window side in pixels.
         generator: Source of randomness.
+        draws: Number of independent windows per patch (``None``: one, without that axis).
 
     Returns:
-        ``(top, left)``, two (B,) int64 tensors with the window's first row and column.
+        ``(top, left)``, two int64 tensors, (B,) or (draws, B), with the window's first row
+        and column.
     """
     b, _, h, w = brain.shape
     if h < window or w < window:
         raise ValueError(f"patches of {h}x{w} are smaller than the {window}px anomaly window")
     half = window // 2
     nh, nw = h - window + 1, w - window + 1
-    valid = brain[:, 0, half:half + nh, half:half + nw].reshape(b, -1).to(torch.int32)
-    csum = valid.cumsum(dim=1)
+    valid = brain[:, 0, half:half + nh, half:half + nw].reshape(b, -1)
+    csum = valid.cumsum(dim=1, dtype=torch.int32)
     total = csum[:, -1]
-    u = rand((b,), generator, brain.device)
-    target = (u * total).floor().long().clamp(max=(total - 1).clamp_min(0)) + 1
-    idx = torch.searchsorted(csum, target[:, None].to(csum.dtype)).squeeze(1)
+    k = 1 if draws is None else draws
+    u = rand((k, b), generator, brain.device)
+    target = (u * total).floor().long().clamp(max=(total - 1).clamp_min(0)) + 1  # (k, B)
+    idx = torch.searchsorted(csum, target.T.contiguous().to(csum.dtype)).T  # (k, B)
     uniform = (u * (nh * nw)).floor().long().clamp(max=nh * nw - 1)
     idx = torch.where(total > 0, idx, uniform)
+    if draws is None:
+        idx = idx[0]
     return idx // nw, idx % nw
 
 
-def window_index(top: torch.Tensor, left: torch.Tensor, window: int
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Advanced-indexing tuple ``(batch, rows, cols)`` selecting each sample's window."""
+def _flat_index(top: torch.Tensor, left: torch.Tensor, window: int, width: int
+                ) -> torch.Tensor:
     ar = torch.arange(window, device=top.device)
-    bidx = torch.arange(top.shape[0], device=top.device)[:, None, None]
     rows = (top[:, None] + ar)[:, :, None]
     cols = (left[:, None] + ar)[:, None, :]
-    return bidx, rows, cols
+    return (rows * width + cols).flatten(1)
 
 
 def extract_windows(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, window: int
                     ) -> torch.Tensor:
     """(B, 1, window, window) crops of ``x`` (B, 1, H, W) at the given corners."""
-    bidx, rows, cols = window_index(top, left, window)
-    return x[:, 0][bidx, rows, cols].unsqueeze(1)
+    b, _, _, w = x.shape
+    idx = _flat_index(top, left, window, w)
+    return x.reshape(b, -1).gather(1, idx).view(b, 1, window, window)
 
 
-def paste_windows(x: torch.Tensor, win: torch.Tensor, top: torch.Tensor, left: torch.Tensor
-                  ) -> torch.Tensor:
-    """Copy of ``x`` (B, 1, H, W) with each sample's window replaced by ``win``."""
-    out = x.clone()
-    bidx, rows, cols = window_index(top, left, win.shape[-1])
-    out[:, 0][bidx, rows, cols] = win[:, 0].to(out.dtype)
-    return out
+def paste_windows(x: torch.Tensor, win: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
+                  inplace: bool = False) -> torch.Tensor:
+    """``x`` (B, 1, H, W) with each sample's window replaced by ``win`` (a copy by default)."""
+    b, _, _, w = x.shape
+    idx = _flat_index(top, left, win.shape[-1], w)
+    out = x.reshape(b, -1) if inplace else x.reshape(b, -1).clone()
+    out.scatter_(1, idx, win.reshape(b, -1).to(x.dtype))
+    return out.view_as(x)
 
 
 def _grid(window: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
