@@ -72,7 +72,7 @@ def child(preset: str, batch: int, precision: str, reps: int, device: str, accum
     src.corrupt = timed("corruption", real_corrupt)
     torch.manual_seed(0)
     model = build_model(cfg.model).to(dev)
-    channels_last = cfg.train.channels_last
+    channels_last = cfg.train.channels_last and dev.type == "cuda"  # as the loop does
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt, _ = make_optimizer(model, cfg)

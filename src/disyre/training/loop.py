@@ -309,7 +309,9 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
     # --- model, optimizer, EMA (same initial weights on every rank: seeded build) ---
     torch.manual_seed(t.seed)
     model = build_model(cfg.model).to(device)
-    if t.channels_last and cfg.model.spatial_dims == 2:
+    # channels-last helps CUDA convolutions; on the CPU it measured ~40 % slower: CUDA only
+    use_cl = t.channels_last and cfg.model.spatial_dims == 2 and device.type == "cuda"
+    if use_cl:
         model = model.to(memory_format=torch.channels_last)
     opt, sched = make_optimizer(model, cfg)
     ema = None
@@ -401,7 +403,7 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
                 net, opt, lambda i, s=s: src.micro_batch(t.seed, s, shards[i]),
                 len(shards), global_size=global_size, device=device,
                 precision=t.precision, grad_clip=t.grad_clip,
-                channels_last=t.channels_last and cfg.model.spatial_dims == 2, world=world)
+                channels_last=use_cl, world=world)
             lr = opt.param_groups[0]["lr"]
             sched.step()
             if ema is not None:
