@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from disyre.config import CorruptionConfig
 from disyre.corruption import Corruption, augment, fit_codebook, make_corruption, schedule
-from disyre.corruption.bias import AUTHORS_CODEBOOK, bias_field
+from disyre.corruption.bias import AUTHORS_CODEBOOK, bias_field, quantise
 from disyre.corruption.dag import SyntheticAnomaly
 from disyre.corruption.gaussian import GaussianNoise
 from disyre.corruption.shapes import gaussian_blur, random_shapes, sample_centres
@@ -136,6 +136,13 @@ def test_dag_texture_takes_target_range_and_fpi_does_not() -> None:
         xf = x[i][fpi.mask[i] > 0]
         outside += int((f_in > xf.max() + 1e-3).any() or (f_in < xf.min() - 1e-3).any())
     assert outside >= 4  # plain FPI keeps the donor's intensities
+
+
+def test_quantise_picks_nearest_level() -> None:
+    cb = torch.tensor(AUTHORS_CODEBOOK)
+    x = torch.rand(4, 1, 32, 32, generator=gen(21))
+    nearest = (x[..., None] - cb).abs().argmin(-1)
+    assert torch.equal(quantise(x, cb), nearest)
 
 
 def test_bias_changes_only_picked_levels_near_the_mask() -> None:

@@ -95,12 +95,13 @@ def run(args: argparse.Namespace) -> int:
     fig, axes = plt.subplots(len(rows), ncol, figsize=(1.9 * ncol, 1.9 * len(rows) * clean.shape[0]
                                                        / clean.shape[1] + 0.6), squeeze=False)
     for r, (name, imgs) in enumerate(rows.items()):
-        axes[r, 0].imshow(clean, cmap="gray", vmin=0, vmax=1)
+        # rows run posterior -> anterior: origin "lower" shows anterior at the top
+        axes[r, 0].imshow(clean, cmap="gray", vmin=0, vmax=1, origin="lower")
         axes[r, 0].set_ylabel(name, fontsize=10)
         for c, im in enumerate(imgs.numpy()):
             ax = axes[r, c + 1]
             cmap = "magma" if name.endswith("mask") else "gray"
-            ax.imshow(im, cmap=cmap, vmin=0, vmax=1)
+            ax.imshow(im, cmap=cmap, vmin=0, vmax=1, origin="lower")
             if r == 0:
                 ax.set_title(f"alpha = {GALLERY_ALPHAS[c]:g}", fontsize=9)
     axes[0, 0].set_title("clean", fontsize=9)

@@ -71,8 +71,13 @@ def fit_codebook(volumes: Sequence[np.ndarray], k: int = 5, seed: int = 0,
 
 def quantise(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     """Index (int64, same shape as ``x``) of the nearest codebook level (codebook sorted)."""
-    mids = (codebook[1:] + codebook[:-1]) / 2
-    return torch.bucketize(x.contiguous(), mids.to(x.dtype))
+    mids = ((codebook[1:] + codebook[:-1]) / 2).tolist()
+    if len(mids) > 254:
+        return torch.bucketize(x.contiguous(), torch.tensor(mids, device=x.device))
+    idx = torch.zeros(x.shape, dtype=torch.uint8, device=x.device)
+    for mid in mids:  # K - 1 comparisons beat a binary search for a handful of levels
+        idx += x > mid
+    return idx.long()
 
 
 def bias_field(x: torch.Tensor, m: torch.Tensor, codebook: torch.Tensor,

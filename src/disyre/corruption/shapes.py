@@ -217,48 +217,58 @@ def random_shapes(batch: int, window: int, generator: torch.Generator,
     if unknown or not families:
         raise ValueError(f"unknown shape families {sorted(unknown)}; choose from {FAMILIES}")
     device = torch.device(device)
-    B, S, K = batch, window, _BLOB_HARMONICS
+    B, S = batch, window
     # one block of uniforms per batch keeps the draw count independent of the outcome
-    u = rand((B, 12 + 2 * K), generator, device)
-    yy, xx = _grid(S, device)
-    yy, xx = yy[None], xx[None]
-
+    u = rand((B, 12 + 2 * _BLOB_HARMONICS), generator, device)
     fam_ids = torch.tensor([FAMILIES.index(f) for f in families], device=device)
     fam = fam_ids[(u[:, 0] * len(families)).floor().long().clamp(max=len(families) - 1)]
+    m = torch.zeros(B, S, S, device=device)
+    for fid, draw in enumerate((_rectangles, _ellipses, _blobs)):
+        sel = torch.nonzero(fam == fid).flatten()
+        if sel.numel():
+            m[sel] = draw(u[sel], S).to(m.dtype)
+    m = m.unsqueeze(1)
+    sigma = rand((B,), generator, device) * max_edge_sigma
+    sel = torch.nonzero((u[:, 11] < edge_blur_p) & (sigma > 0)).flatten()
+    if sel.numel():
+        m[sel] = gaussian_blur(m[sel], sigma[sel], max_sigma=max_edge_sigma).clamp_(0.0, 1.0)
+    return m
 
-    # rectangle: rotated half of the time by up to +-15 degrees
-    rot = torch.where(u[:, 1] < 0.5, (u[:, 2] * 2 - 1) * math.radians(15.0),
-                      torch.zeros_like(u[:, 2]))
+
+def _rectangles(u: torch.Tensor, S: int) -> torch.Tensor:
+    """Rectangles, rotated by up to +-15 degrees half of the time (u: (n, >=5) uniforms)."""
+    yy, xx = _grid(S, u.device)
+    rot = torch.where(u[:, 1] < 0.5, (u[:, 2] * 2 - 1) * math.radians(15.0), 0.0)
     c, s = torch.cos(rot)[:, None, None], torch.sin(rot)[:, None, None]
     ur, vr = c * xx + s * yy, -s * xx + c * yy
     hx = (0.06 + 0.315 * u[:, 3])[:, None, None] * S
     hy = (0.06 + 0.315 * u[:, 4])[:, None, None] * S
-    rect = (ur.abs() <= hx) & (vr.abs() <= hy)
+    return (ur.abs() <= hx) & (vr.abs() <= hy)
 
-    # ellipse: any orientation
+
+def _ellipses(u: torch.Tensor, S: int) -> torch.Tensor:
+    """Ellipses of any orientation (u: (n, >=8) uniforms)."""
+    yy, xx = _grid(S, u.device)
     th = (u[:, 5] * math.pi)[:, None, None]
     c, s = torch.cos(th), torch.sin(th)
     ue, ve = c * xx + s * yy, -s * xx + c * yy
     ax = (0.06 + 0.34 * u[:, 6])[:, None, None] * S
     ay = (0.06 + 0.34 * u[:, 7])[:, None, None] * S
-    ell = (ue / ax) ** 2 + (ve / ay) ** 2 <= 1.0
+    return (ue / ax) ** 2 + (ve / ay) ** 2 <= 1.0
 
-    # organic blob: star-shaped with a random Fourier radius (harmonics 1..K on a fixed
-    # angular basis, so one small matmul gives every sample's radius map)
-    rho, basis = _polar_basis(S, K, device)
-    kk = torch.arange(1, K + 1, device=device, dtype=torch.float32)
+
+def _blobs(u: torch.Tensor, S: int) -> torch.Tensor:
+    """Organic star-shaped blobs with a random Fourier radius (u: (n, 12 + 2K) uniforms).
+
+    Harmonics 1..K live on a fixed angular basis, so one small matmul gives every radius map.
+    """
+    K = _BLOB_HARMONICS
+    rho, basis = _polar_basis(S, K, u.device)
+    kk = torch.arange(1, K + 1, device=u.device, dtype=torch.float32)
     amp = u[:, 12:12 + K] / kk
     amp = amp * (0.9 / amp.sum(dim=1, keepdim=True).clamp_min(0.9))
     phase = u[:, 12 + K:12 + 2 * K] * 2 * math.pi
-    coef = torch.cat([amp * torch.cos(phase), -amp * torch.sin(phase)], dim=1)  # (B, 2K)
+    coef = torch.cat([amp * torch.cos(phase), -amp * torch.sin(phase)], dim=1)  # (n, 2K)
     r0 = (0.1 + 0.15 * u[:, 10])[:, None] * S
     radius = r0 * (1 + coef @ basis)
-    blob = (rho.reshape(1, -1) <= radius).view(B, S, S)
-
-    m = torch.where(fam[:, None, None] == 0, rect, torch.where(fam[:, None, None] == 1, ell, blob))
-    m = m.to(torch.float32).unsqueeze(1)
-    sigma = torch.where(u[:, 11] < edge_blur_p, rand((B,), generator, device) * max_edge_sigma,
-                        torch.zeros(B, device=device))
-    if edge_blur_p > 0 and max_edge_sigma > 0:
-        m = gaussian_blur(m, sigma, max_sigma=max_edge_sigma).clamp_(0.0, 1.0)
-    return m
+    return (rho.reshape(1, -1) <= radius).view(-1, S, S)
