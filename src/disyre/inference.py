@@ -296,6 +296,13 @@ def _foreground_field(
     return num / den
 
 
+def _inputs_per_pass(cfg: InferenceConfig) -> int:
+    """Windows (or slices) per network pass: ``batch_size`` counts network inputs, and the
+    v2 ensemble sends every window once per level in the same pass."""
+    n = len(cfg.levels) if cfg.method == "ensemble" else 1
+    return max(1, cfg.batch_size // max(n, 1))
+
+
 def _windowed(
     model: nn.Module,
     vol: torch.Tensor,
@@ -328,8 +335,9 @@ def _windowed(
                     jobs.append((k, y, x, f if cfg.foreground_weighting else 1.0))
     num = torch.zeros((n, h, w), device=vol.device)
     rnum = torch.zeros((n, h, w), device=vol.device)
-    for s in range(0, len(jobs), cfg.batch_size):
-        chunk = jobs[s:s + cfg.batch_size]
+    per = _inputs_per_pass(cfg)
+    for s in range(0, len(jobs), per):
+        chunk = jobs[s:s + per]
         batch = torch.stack([vol[k, y:y + win, x:x + win] for k, y, x, _ in chunk]).unsqueeze(1)
         amap, rest = restore(model, batch, cfg, corruption, generator, channels_last)
         for (k, y, x, f), a, r in zip(chunk, amap[:, 0], rest[:, 0], strict=True):
@@ -352,8 +360,9 @@ def _whole_slices(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Whole-slice maps of padded slices ``vol (N, H, W)`` (multiples of the network's size)."""
     amaps, rests = [], []
-    for s in range(0, vol.shape[0], cfg.batch_size):
-        a, r = restore(model, vol[s:s + cfg.batch_size].unsqueeze(1), cfg, corruption,
+    per = _inputs_per_pass(cfg)
+    for s in range(0, vol.shape[0], per):
+        a, r = restore(model, vol[s:s + per].unsqueeze(1), cfg, corruption,
                        generator, channels_last)
         amaps.append(a[:, 0])
         rests.append(r[:, 0])
