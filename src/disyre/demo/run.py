@@ -57,16 +57,17 @@ class DemoSettings:
         seed: Seed of training and evaluation.
     """
 
-    cohort: CohortSpec = field(default_factory=CohortSpec)
+    cohort: CohortSpec = field(default_factory=lambda: CohortSpec(
+        n_train=16, n_val=3, n_test_healthy=3, n_test_lesion=6))
     preset: str = "small"
-    steps: int = 1500
+    steps: int = 800
     methods: list[str] = field(default_factory=lambda: ["dag", "gaussian", "reference"])
     patch: int = 64
     stride: int = 32
     window: int | None = None
     n_volumes: int = 8
     n_slices: int = 4
-    levels: list[int] = field(default_factory=lambda: [0, 20, 40, 60, 80])
+    levels: list[int] = field(default_factory=lambda: [0, 25, 50, 75])
     n_boot: int = 200
     device: str = "auto"
     seed: int = 0
