@@ -283,3 +283,19 @@ def test_augment_keeps_background_range_and_is_seeded() -> None:
     z = augment(x, gen(20))
     assert torch.equal(z, augment(x, gen(20)))
     assert ((z >= 0) & (z <= 1)).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", (*SYNTHETIC, "gaussian"))
+def test_cuda_matches_contract(name: str) -> None:
+    x = brains(8).cuda()
+    corr = make_corruption(CorruptionConfig(name=name))
+    for g in (torch.Generator(device="cuda").manual_seed(0), gen(0)):
+        res = corr(x, g)
+        assert res.corrupted.device.type == "cuda" and res.level.device.type == "cuda"
+        assert torch.equal(res.level, schedule.level_of(res.severity))
+        if name != "gaussian":
+            assert (res.corrupted[x == 0] == 0).all()
+            assert res.corrupted.min() >= 0 and res.corrupted.max() <= 1
+    y = augment(x, torch.Generator(device="cuda").manual_seed(1))
+    assert (y >= 0).all() and (y <= 1).all()

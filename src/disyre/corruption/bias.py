@@ -106,7 +106,7 @@ def bias_field(x: torch.Tensor, m: torch.Tensor, codebook: torch.Tensor,
     none = ~picked.any(1, keepdim=True)
     picked = picked | (none & (torch.arange(K, device=x.device)[None] == one))
     sel = picked.gather(1, idx).to(m.dtype).view_as(m)
-    return gaussian_blur(m * sel, BIAS_SIGMA).clamp_(0.0, 1.0)
+    return gaussian_blur(m * sel, BIAS_SIGMA, max_sigma=BIAS_SIGMA).clamp_(0.0, 1.0)
 
 
 def apply_bias(x1: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor, sign: torch.Tensor,
