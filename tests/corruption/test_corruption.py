@@ -90,6 +90,16 @@ def test_severity_and_level_follow_schedule(name: str) -> None:
     assert (res.level[order].diff() >= 0).all()
 
 
+@pytest.mark.parametrize("name", SYNTHETIC)
+def test_empty_patch_is_left_alone_with_severity_zero(name: str) -> None:
+    x = brains(4)
+    x[1] = 0
+    res = SyntheticAnomaly(name)(x, gen(22), alpha=0.8)
+    assert torch.equal(res.corrupted[1], x[1]) and res.severity[1] == 0 and res.level[1] == 0
+    assert (res.severity[[0, 2, 3]] >= (0.8 if name != "bias" else 0.0)).all()
+    assert (res.mask[1] == 0).all()
+
+
 def test_fpi_level_distribution_matches_uniform_severity() -> None:
     """a_tex ~ U(0, 1): P(level k) is the width of k's nearest-severity bin within [0, 1]."""
     corr = SyntheticAnomaly("fpi", bank_size=0, edge_blur_p=0.0)

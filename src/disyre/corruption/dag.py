@@ -11,6 +11,9 @@ Variants:
 - ``fpi``: texture without rescaling, no bias (severity = ``a_tex``);
 - ``bias``: bias only (severity = ``max |x2 - x|``).
 
+A patch whose shape covers no brain pixel (e.g. an empty patch) is returned unchanged with
+severity 0.
+
 All work is done inside the windows (the anomaly never leaves its window), batched.
 
 Example:
@@ -147,7 +150,9 @@ class SyntheticAnomaly:
             x2 = apply_bias(x1, b, a_bias, sign, bw)
             wmask = torch.maximum(m, b * bw)
         change = (x2 - x1).abs().flatten(1).amax(1)
-        severity = torch.maximum(a_tex, change) if self.texture else change
+        # a window without brain under the shape gets no anomaly: severity 0, not a_tex
+        placed = m.flatten(1).amax(1) > 0
+        severity = torch.maximum(torch.where(placed, a_tex, 0.0), change)
         corrupted = paste_windows(x, x2, top, left)
         mask = paste_windows(torch.zeros_like(x), wmask, top, left, inplace=True)
         return CorruptionResult(
