@@ -41,7 +41,8 @@ def fit_codebook(volumes: Sequence[np.ndarray], k: int = 5, seed: int = 0,
             volumes, memory-mapped arrays are fine).
         k: Number of levels.
         seed: Seed of the voxel subsample and of k-means.
-        max_samples: Foreground voxels used at most (drawn uniformly).
+        max_samples: Foreground voxels used at most (an equal share drawn uniformly from
+            each volume, so memory stays bounded for large cohorts).
 
     Returns:
         ``k`` centres in increasing order. If the volumes hold fewer than ``10 * k`` foreground
@@ -52,9 +53,16 @@ def fit_codebook(volumes: Sequence[np.ndarray], k: int = 5, seed: int = 0,
     if k < 1:
         raise ValueError("codebook size k must be >= 1")
     rng = np.random.default_rng(seed)
-    fg = [np.asarray(v, dtype=np.float32)[np.asarray(v) > 0] for v in volumes]
+    volumes = list(volumes)
+    per_volume = max(1, -(-max_samples // max(len(volumes), 1)))
+    fg = []
+    for v in volumes:  # one volume in memory at a time; at most per_volume voxels kept
+        a = np.asarray(v, dtype=np.float32)
+        vals = a[(a > 0) & np.isfinite(a)]
+        if vals.size > per_volume:
+            vals = rng.choice(vals, size=per_volume, replace=False)
+        fg.append(vals)
     values = np.concatenate(fg) if fg else np.zeros(0, np.float32)
-    values = values[np.isfinite(values)]
     if values.size < 10 * k:
         if k != len(AUTHORS_CODEBOOK):
             raise ValueError(f"too few foreground voxels ({values.size}) to fit {k} levels")
