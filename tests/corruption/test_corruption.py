@@ -209,6 +209,29 @@ def test_shapes_families_are_filled_connected_and_centred() -> None:
     assert 0.55 < frac_soft < 0.85  # edges softened with p = 0.7
 
 
+def test_rectangles_rotated_half_the_time_by_at_most_15_degrees() -> None:
+    m = random_shapes(400, 64, gen(23), edge_blur_p=0.0, families=("rectangle",))[:, 0] > 0
+    rows, cols = m.any(2), m.any(1)
+    bbox_area = rows.sum(1) * cols.sum(1)
+    aligned = m.sum((1, 2)) == bbox_area  # an unrotated rectangle fills its bounding box
+    assert 0.42 < aligned.float().mean() < 0.58
+    # rotated ones: the principal axis of an elongated rectangle is tilted by its rotation
+    checked = 0
+    for i in torch.nonzero(~aligned).flatten()[:40].tolist():
+        ys, xs = torch.nonzero(m[i], as_tuple=True)
+        yc, xc = ys.float().mean(), xs.float().mean()
+        cov = torch.cov(torch.stack([xs.float() - xc, ys.float() - yc]))
+        evals, evecs = torch.linalg.eigh(cov)
+        if evals[1] < 1.3 * evals[0]:
+            continue  # nearly square: principal axis undefined
+        v = evecs[:, 1]
+        tilt = math.degrees(math.atan2(abs(v[1]), abs(v[0])))
+        tilt = min(tilt, 90 - tilt)
+        assert tilt <= 16.5
+        checked += 1
+    assert checked >= 10
+
+
 def test_window_centres_are_brain_pixels_where_window_fits() -> None:
     brain = torch.zeros(50, 1, 100, 100, dtype=torch.bool)
     brain[:, :, 60:, 20:40] = True  # centres must fit: rows/cols in [32, 68]
