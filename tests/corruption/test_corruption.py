@@ -281,6 +281,9 @@ def test_synthetic_inference_input_is_identity_and_protocol() -> None:
         assert isinstance(corr, Corruption) and corr.name == name
     corr = make_corruption(CorruptionConfig(name="dag"))
     assert corr.inference_input(x, 40) is x
+    stateless = make_corruption(CorruptionConfig(name="fpi"), bank_size=0)
+    a, b = stateless(x, gen(3)), stateless(x, gen(3))
+    assert torch.equal(a.corrupted, b.corrupted)  # no state carried between calls
     with pytest.raises(ValueError, match="unknown corruption"):
         make_corruption(CorruptionConfig(name="noise"))
 

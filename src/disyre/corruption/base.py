@@ -68,14 +68,17 @@ class Corruption(Protocol):
         ...
 
 
-def make_corruption(cfg: CorruptionConfig, codebook: Sequence[float] | None = None
-                    ) -> Corruption:
+def make_corruption(cfg: CorruptionConfig, codebook: Sequence[float] | None = None, *,
+                    bank_size: int = 512) -> Corruption:
     """Build the corruption named by ``cfg.name``.
 
     Args:
         cfg: Corruption config (``name`` in :data:`VARIANTS`, ``window``, ``codebook``).
         codebook: Fitted intensity codebook (from :func:`~disyre.corruption.bias.fit_codebook`);
             it overrides ``cfg.codebook``. With neither, the authors' codebook is used.
+        bank_size: Foreign-patch bank of the texture variants; 0 makes the corruption
+            stateless (textures from the other images of each batch), so that a batch depends
+            on its generator only.
 
     Returns:
         A :class:`Corruption`. Pre-corruption augmentation (``cfg.augment``) is not part of it:
@@ -89,4 +92,4 @@ def make_corruption(cfg: CorruptionConfig, codebook: Sequence[float] | None = No
     if cfg.name == "gaussian":
         return GaussianNoise()
     cb = codebook if codebook is not None else cfg.codebook
-    return SyntheticAnomaly(cfg.name, window=cfg.window, codebook=cb)
+    return SyntheticAnomaly(cfg.name, window=cfg.window, codebook=cb, bank_size=bank_size)
