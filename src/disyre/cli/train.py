@@ -109,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
     check_volumes(cfg, train_vols, source)
     codebook = cfg.corruption.codebook or fit_codebook(train_vols, k=5, seed=cfg.train.seed)
     # train() logs its summary (checkpoint, duration, losses) at the end
+    contrasts = sorted({e.contrast for e in cache.select("train") if e.contrast})
     train(cfg, train_vols, val_vols, args.output, resume=args.resume, overwrite=args.overwrite,
-          codebook=codebook, progress=not args.no_progress)
+          codebook=codebook, progress=not args.no_progress,
+          data_info={"contrast": ",".join(contrasts) or None})
     return 0

@@ -143,3 +143,19 @@ def uncrop(arr: np.ndarray, pre: Preprocessed, fill: float = 0) -> np.ndarray:
     out = np.full(pre.full_shape, fill, dtype=arr.dtype)
     out[tuple(pre.bbox)] = arr
     return out
+
+
+#: Deciles used to compare a scan's foreground intensities with the training data's.
+SIGNATURE_QUANTILES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def intensity_signature(image: np.ndarray, mask: np.ndarray) -> list[float]:
+    """Quantiles (:data:`SIGNATURE_QUANTILES`) of a normalised volume's brain intensities.
+
+    Training records the mean signature of its volumes in the checkpoint's ``config.json``
+    (``"data": {"intensity_quantiles": [...]}``); :class:`Detector` compares each scan with it.
+    """
+    fg = np.asarray(image)[np.asarray(mask, bool)]
+    if fg.size == 0:
+        return [0.0] * len(SIGNATURE_QUANTILES)
+    return [float(v) for v in np.quantile(fg, SIGNATURE_QUANTILES)]

@@ -84,7 +84,8 @@ def _state_dict_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(ckpt_root: str | Path, *, step: int, model: nn.Module, cfg: RunConfig,
                     codebook: list[float] | None, state: dict[str, Any],
-                    ema: nn.Module | None = None, keep_last: int = 3) -> Path:
+                    ema: nn.Module | None = None, keep_last: int = 3,
+                    data: dict[str, Any] | None = None) -> Path:
     """Write the checkpoint of ``step`` atomically, point ``last`` at it, prune old ones.
 
     Args:
@@ -96,6 +97,7 @@ def save_checkpoint(ckpt_root: str | Path, *, step: int, model: nn.Module, cfg: 
         state: Resume state (optimizer, scheduler, RNG, ...), saved with ``torch.save``.
         ema: The EMA network (its weights go to ``ema.safetensors``), if any.
         keep_last: Number of checkpoints to keep (older ones are deleted; ``<= 0`` keeps all).
+        data: Description of the training data (contrast, intensity signature), if known.
 
     Returns:
         The checkpoint folder.
@@ -118,6 +120,7 @@ def save_checkpoint(ckpt_root: str | Path, *, step: int, model: nn.Module, cfg: 
             "provenance": provenance(),
             "n_parameters": sum(p.numel() for p in model.parameters()),
             "ema": ema is not None,
+            "data": data or {},
         }
         save_file(_state_dict_cpu(model), str(tmp / MODEL_FILE), metadata={"step": str(step)})
         if ema is not None:

@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from disyre.config import ConfigError, RunConfig
+from disyre.data.preprocess import intensity_signature
 from disyre.io_utils import atomic_write_json, prepare_output_dir, provenance
 from disyre.model import build_model, count_parameters
 from disyre.runtime import autocast, resolve_device, resolve_precision
@@ -245,11 +246,32 @@ def _truncate_log(path: Path, step: int) -> None:
         w.writerows(keep)
 
 
+def describe_training_data(volumes: Sequence[np.ndarray],
+                           extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a checkpoint records about its training data (``config.json``'s ``"data"``).
+
+    Args:
+        volumes: Preprocessed training volumes (brain = non-zero voxels).
+        extra: Further fields to record (``contrast``, ``spacing``, ...).
+
+    Returns:
+        ``extra`` plus ``intensity_quantiles`` (mean signature over up to 32 volumes) and
+        ``n_volumes``.
+    """
+    out = dict(extra or {})
+    sigs = [intensity_signature(v, np.asarray(v) > 0) for v in list(volumes)[:32]]
+    if sigs:
+        out.setdefault("intensity_quantiles", [float(q) for q in np.mean(sigs, axis=0)])
+    out.setdefault("n_volumes", len(volumes))
+    return out
+
+
 def train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
           val_volumes: Sequence[np.ndarray] | None, out_dir: str | Path, *,
           resume: bool = False, overwrite: bool = False,
           codebook: Sequence[float] | None = None, progress: bool = True,
-          batch_source: BatchSource | None = None) -> TrainResult:
+          batch_source: BatchSource | None = None,
+          data_info: dict[str, Any] | None = None) -> TrainResult:
     """Train the restoration network of ``cfg`` on healthy volumes.
 
     Args:
@@ -262,6 +284,10 @@ def train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
         codebook: Intensity codebook of the bias anomaly (stored in the checkpoint).
         progress: Show a progress bar (rank 0 only).
         batch_source: Replace the default :class:`BatchSource` (tests, benchmarks).
+        data_info: Description of the training data stored in every checkpoint's
+            ``config.json`` under ``"data"`` (e.g. ``{"contrast": "t2"}``); the mean
+            :func:`~disyre.data.preprocess.intensity_signature` of ``train_volumes`` is added
+            as ``intensity_quantiles``, so that detection can warn about unlike scans.
 
     Returns:
         A :class:`TrainResult`.
@@ -274,6 +300,7 @@ def train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
     t = cfg.train
     device = resolve_device(t.device)
     _check_precision(cfg, device)
+    data = describe_training_data(train_volumes, data_info)
     world = ddp.init_distributed(device)
     device = ddp.local_device(device, world)
     if device.type == "cuda":
@@ -285,7 +312,7 @@ def train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
     try:
         return _train(cfg, train_volumes, val_volumes, out_dir, device, world, resume=resume,
                       overwrite=overwrite, codebook=codebook, progress=progress,
-                      batch_source=batch_source)
+                      batch_source=batch_source, data=data)
     finally:
         torch.set_num_threads(old_threads)
         ddp.cleanup(world)
@@ -295,7 +322,7 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
            val_volumes: Sequence[np.ndarray] | None, out_dir: Path, device: torch.device,
            world: ddp.DistInfo, *, resume: bool, overwrite: bool,
            codebook: Sequence[float] | None, progress: bool,
-           batch_source: BatchSource | None) -> TrainResult:
+           batch_source: BatchSource | None, data: dict[str, Any]) -> TrainResult:
     t = cfg.train
     shards = micro_batch_shards(cfg.sampler.n_slices, world.world_size, t.grad_accum,
                                 world.rank)
@@ -394,7 +421,7 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
                  "ema": None if ema is None else ema.state_dict(),
                  "torch_rng": torch.get_rng_state(), "step": at}
         return save_checkpoint(ckpt_root, step=at, model=model, cfg=cfg, codebook=codebook,
-                               state=state, ema=ema, keep_last=t.keep_last)
+                               state=state, ema=ema, keep_last=t.keep_last, data=data)
 
     try:
         while step < t.steps:

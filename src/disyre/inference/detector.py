@@ -1,0 +1,382 @@
+"""The user's API: :class:`Detector` maps a NIfTI scan to an anomaly map on the scan's own grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from disyre.config import ConfigError, InferenceConfig, RunConfig
+from disyre.data.preprocess import intensity_signature
+from disyre.inference.restoration import InferenceInput
+from disyre.inference.windows import count_work, predict_volume
+from disyre.runtime import resolve_device
+
+#: Number of highest map values averaged into a volume's score (see :class:`DetectionResult`).
+SCORE_TOP_K: int = 1000
+
+# --------------------------------------------------------------------------------------------
+# 3. The user's API
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DetectionResult:
+    """What :meth:`Detector.predict` returns for one scan.
+
+    Attributes:
+        anomaly_map: float32 map in [0, 1] on the input file's own voxel grid (same shape,
+            orientation and affine as the file; write it with
+            ``disyre.data.nifti.save_like(result.map_dhw_full, result.scan, path)`` or
+            :meth:`save_map`).
+        restored: The restored image, float32 in [0, 1] (intensity-normalised), native grid.
+        score: Volume-level anomaly score in [0, 1]: the mean of the ``SCORE_TOP_K`` (1000)
+            highest map values (all of them for smaller brains), i.e. the typical residual in
+            the most abnormal ~1 cm^3 of brain. Higher = more likely to hold an anomaly.
+        map_cropped: The map on the cropped axial-first grid ``(d, h, w)``.
+        restored_cropped: The restoration on the same grid.
+        image_cropped: The normalised input on the same grid.
+        mask_cropped: The brain mask on the same grid.
+        scan: The loaded :class:`~disyre.data.nifti.Scan`.
+        pre: The :class:`~disyre.data.preprocess.Preprocessed` volume (holds the crop box).
+        warnings: Sanity-check messages (contrast, orientation) raised for this scan.
+    """
+
+    anomaly_map: np.ndarray
+    restored: np.ndarray
+    score: float
+    map_cropped: np.ndarray
+    restored_cropped: np.ndarray
+    image_cropped: np.ndarray
+    mask_cropped: np.ndarray
+    scan: Any
+    pre: Any
+    warnings: list[str] = field(default_factory=list)
+
+    def full(self, arr_cropped: np.ndarray) -> np.ndarray:
+        """Put a cropped ``(d, h, w)`` array back on the scan's full axial-first grid."""
+        from disyre.data.preprocess import uncrop
+
+        return uncrop(arr_cropped, self.pre)
+
+    def save_map(self, path: str | Path) -> None:
+        """Write the anomaly map as a float32 NIfTI on the input's grid (atomic)."""
+        from disyre.data.nifti import save_like
+
+        save_like(self.full(self.map_cropped), self.scan, path, dtype=np.float32)
+
+    def save_restored(self, path: str | Path) -> None:
+        """Write the restored image as a float32 NIfTI on the input's grid (atomic)."""
+        from disyre.data.nifti import save_like
+
+        save_like(self.full(self.restored_cropped), self.scan, path, dtype=np.float32)
+
+    def save_mask(self, path: str | Path, threshold: float) -> None:
+        """Write ``map > threshold`` (brain only) as a uint8 NIfTI on the input's grid.
+
+        The rule ``score > threshold`` is the one of :mod:`disyre.evaluation.thresholds`.
+        """
+        from disyre.data.nifti import save_like
+
+        m = (self.map_cropped > threshold) & self.mask_cropped
+        save_like(self.full(m.astype(np.uint8)), self.scan, path, dtype=np.uint8)
+
+
+def volume_score(amap: np.ndarray, top_k: int = SCORE_TOP_K) -> float:
+    """Mean of the ``top_k`` highest values of a map (in [0, 1] for maps in [0, 1])."""
+    flat = np.asarray(amap, np.float32).ravel()
+    if flat.size == 0:
+        return 0.0
+    k = min(top_k, flat.size)
+    return float(np.clip(np.partition(flat, flat.size - k)[flat.size - k:].mean(), 0, 1))
+
+
+#: Largest tolerated difference between a scan's and the training data's intensity deciles.
+SIGNATURE_TOLERANCE: float = 0.15
+
+
+def sanity_warnings(scan: Any, image: np.ndarray, mask: np.ndarray,
+                    reference: dict[str, Any]) -> list[str]:
+    """Warnings that a scan looks unlike the model's training data (header and intensities).
+
+    Checks: (1) voxel size very anisotropic (slices > 3x thicker than in-plane) or an
+    oblique affine (> 20 degrees from the nearest axis-aligned orientation): the axial
+    slices are then not what the model saw; (2) when ``reference`` holds
+    ``intensity_quantiles`` (training data), a decile of the scan's normalised brain
+    intensities differs by more than :data:`SIGNATURE_TOLERANCE` — typically another
+    contrast (T1 vs T2) or a badly skull-stripped scan; (3) ``reference["spacing"]``
+    differing by more than 50 %.
+
+    Args:
+        scan: The loaded scan (``affine``, ``spacing``, ``path``).
+        image: Its normalised cropped volume.
+        mask: Its brain mask.
+        reference: Training-data description from the checkpoint (may be empty).
+
+    Returns:
+        Messages, each starting with the scan's path.
+    """
+    out: list[str] = []
+    name = str(getattr(scan, "path", "scan"))
+    aff = np.asarray(scan.affine, float)[:3, :3]
+    norms = np.sqrt((aff ** 2).sum(0))
+    if norms.min() > 0 and norms.max() / norms.min() > 3:
+        out.append(f"{name}: voxel size {tuple(np.round(norms, 2))} mm is very anisotropic; "
+                   "the model was trained on near-isotropic axial slices")
+    if norms.min() > 0:
+        cosines = np.abs(aff / norms).max(0)
+        angle = float(np.degrees(np.arccos(np.clip(cosines.min(), -1, 1))))
+        if angle > 20:
+            out.append(f"{name}: oblique orientation ({angle:.0f} degrees from the nearest "
+                       "axis); axial slices are only approximately axial")
+    ref_spacing = reference.get("spacing")
+    if ref_spacing is not None:
+        sp = np.asarray(getattr(scan, "spacing", norms), float)
+        rs = np.asarray(ref_spacing, float)
+        if np.any(np.abs(sp - rs) > 0.5 * rs):
+            out.append(f"{name}: voxel size {tuple(np.round(sp, 2))} mm differs from the "
+                       f"training data's {tuple(np.round(rs, 2))} mm")
+    ref_q = reference.get("intensity_quantiles")
+    if ref_q is not None:
+        q = np.asarray(intensity_signature(image, mask))
+        diff = float(np.abs(q - np.asarray(ref_q, float)).max())
+        if diff > SIGNATURE_TOLERANCE:
+            contrast = reference.get("contrast") or "the training data"
+            out.append(f"{name}: brain intensity distribution differs from {contrast} "
+                       f"(decile difference {diff:.2f} > {SIGNATURE_TOLERANCE}); is it the "
+                       "same contrast and skull-stripped? the map may be unreliable")
+    return out
+
+
+class Detector:
+    """A trained model ready to map scans: ``Detector.from_checkpoint(path).predict(scan)``.
+
+    Args:
+        model: Network with ``forward(x, level)``.
+        cfg: Run config of the model (its ``inference`` section is used, its ``preprocess``
+            section normalises scans, its ``corruption`` gives the network inputs).
+        device: Where to compute (``"auto"``: CUDA if available).
+        reference: Training-data description for the sanity checks (``contrast``,
+            ``intensity_quantiles``, ``spacing``); see :func:`sanity_warnings`.
+        channels_last: Feed the network channels-last tensors (default: on CUDA only).
+        seed: Seed of the generator for noising corruptions (the Gaussian baseline).
+
+    Example:
+        >>> # det = Detector.from_checkpoint("runs/t2", device="auto", levels=[0, 25, 50, 75])
+        >>> # res = det.predict("sub-01_T2w.nii.gz")
+        >>> # res.save_map("maps/sub-01_T2w.nii.gz"); print(res.score)
+    """
+
+    def __init__(self, model: nn.Module, cfg: RunConfig, device: str | torch.device = "auto",
+                 reference: dict[str, Any] | None = None, channels_last: bool | None = None,
+                 seed: int = 0) -> None:
+        self.device = resolve_device(device)
+        self.cfg = cfg
+        self.channels_last = (self.device.type == "cuda") if channels_last is None \
+            else channels_last
+        model = model.to(self.device).eval()
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.reference = dict(reference or {})
+        self.seed = seed
+        self.corruption = _inference_corruption(cfg)
+
+    @property
+    def inference(self) -> InferenceConfig:
+        """The inference settings in use."""
+        return self.cfg.inference
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto",
+                        **overrides: Any) -> Detector:
+        """Load a trained model (a run folder or a checkpoint folder).
+
+        Args:
+            path: Run folder (its newest checkpoint) or checkpoint folder.
+            device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
+            **overrides: Fields of :class:`~disyre.config.InferenceConfig` to change
+                (``levels=[0, 25, 50, 75]``, ``method="multistep"``, ``window=0``, ...).
+
+        Returns:
+            The detector.
+
+        Raises:
+            FileNotFoundError: Nothing at ``path``.
+            ValueError: ``path`` is not a disyre checkpoint, or an override is unknown.
+        """
+        model, cfg, meta = load_checkpoint(path, device)
+        cfg = with_inference_overrides(cfg, overrides)
+        reference = dict(meta.get("data") or {})
+        if "contrast" not in reference:
+            reference["contrast"] = meta.get("contrast")
+        return cls(model, cfg, device=device, reference=reference)
+
+    def predict(self, scan: Any, mask: Any = None,
+                progress: Callable[[int], None] | None = None,
+                on_total: Callable[[int], None] | None = None) -> DetectionResult:
+        """Anomaly map of one scan, on the scan's own grid.
+
+        Args:
+            scan: A :class:`~disyre.data.nifti.Scan` or a NIfTI path.
+            mask: Optional brain mask: a NIfTI path on the scan's grid, or a bool ``(D, H, W)``
+                axial-first array; default = non-zero voxels.
+            progress: Called with the number of windows done after each network pass.
+            on_total: Called once, before the network runs, with the number of windows (or
+                slices, for ``window=0``) this scan needs (to size a progress bar).
+
+        Returns:
+            The :class:`DetectionResult`.
+
+        Raises:
+            disyre.data.nifti.InputError: The file is unreadable or invalid.
+        """
+        from disyre.data.nifti import InputError, Scan, load_mask, load_scan
+        from disyre.data.preprocess import preprocess
+
+        if not isinstance(scan, Scan):
+            scan = load_scan(scan, nan_policy=self.cfg.preprocess.nan_policy)
+        if isinstance(mask, str | Path):
+            mask = load_mask(mask, like=scan)
+        try:
+            pre = preprocess(scan.data, mask, self.cfg.preprocess)
+        except ValueError as e:
+            raise InputError(f"{scan.path}: {e}") from e
+        msgs = sanity_warnings(scan, pre.image, pre.mask, self.reference)
+        for m in msgs:
+            warnings.warn(m, stacklevel=2)
+        if on_total is not None:
+            on_total(count_work(pre.mask, self.inference))
+        gen = None
+        if self.corruption is not None:
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(self.seed)
+        amap, rest = predict_volume(self.model, pre.image, pre.mask, self.inference,
+                                    self.corruption, gen, self.device, self.channels_last,
+                                    progress, return_restored=True)
+        res = DetectionResult(
+            anomaly_map=np.empty(0, np.float32), restored=np.empty(0, np.float32),
+            score=volume_score(amap[pre.mask]), map_cropped=amap, restored_cropped=rest,
+            image_cropped=pre.image, mask_cropped=pre.mask, scan=scan, pre=pre, warnings=msgs)
+        from disyre.data.nifti import to_native
+
+        res.anomaly_map = to_native(res.full(amap), scan).astype(np.float32)
+        res.restored = to_native(res.full(rest), scan).astype(np.float32)
+        return res
+
+    def work(self, pre_mask: np.ndarray) -> int:
+        """Number of network inputs (windows or slices) :meth:`predict` runs for a brain mask."""
+        return count_work(pre_mask, self.inference)
+
+
+def with_inference_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """Copy of ``cfg`` with fields of its ``inference`` section replaced (validated)."""
+    from disyre.config import apply_overrides
+
+    if not overrides:
+        return cfg
+    names = {f.name for f in dataclasses.fields(InferenceConfig)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ConfigError(f"unknown inference setting(s) {unknown}; choose from {sorted(names)}")
+    import json
+
+    return apply_overrides(cfg, [f"inference.{k}={json.dumps(v)}" for k, v in overrides.items()])
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "auto"
+                    ) -> tuple[nn.Module, RunConfig, dict[str, Any]]:
+    """Load a disyre checkpoint: ``(model in eval mode, RunConfig, config.json contents)``.
+
+    Raises:
+        FileNotFoundError: Nothing at ``path``.
+        ValueError: ``path`` exists but is not a disyre model (message names the path).
+    """
+    try:
+        from disyre.training import load_model, read_checkpoint_meta  # type: ignore[attr-defined]
+    except ImportError:
+        from disyre.training.checkpoint import load_model, read_checkpoint_meta
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: checkpoint not found")
+    try:
+        _, meta = read_checkpoint_meta(p)
+        model, cfg = load_model(p, device)
+    except FileNotFoundError as e:
+        raise ValueError(f"{p}: not a disyre model ({e})") from e
+    except (RuntimeError, KeyError, ConfigError, OSError) as e:
+        raise ValueError(f"{p}: not a disyre model or a damaged checkpoint ({e})") from e
+    if not isinstance(meta, dict) or "run" not in meta:
+        raise ValueError(f"{p}: not a disyre model (config.json has no 'run' section)")
+    return model, cfg, meta
+
+
+def _inference_corruption(cfg: RunConfig) -> InferenceInput | None:
+    """The corruption whose ``inference_input`` feeds the network; ``None`` = the image itself."""
+    if cfg.corruption.name != "gaussian":
+        return None  # synthetic anomalies: the network sees the image as it is
+    from disyre.corruption import make_corruption  # type: ignore[attr-defined]
+
+    return make_corruption(cfg.corruption)
+
+
+def save_overlay_png(result: DetectionResult, path: str | Path, threshold: float | None = None,
+                     n_slices: int = 3) -> None:
+    """PNG of a few axial slices: the scan, the map as a heat overlay, the thresholded contour.
+
+    The slices are those with the highest map values (spread over the volume). Images are
+    shown in neurological convention: the patient's left on the left, anterior at the top.
+
+    Args:
+        result: A detection result.
+        path: Output ``.png`` (written atomically).
+        threshold: Contour level; default = half the map's maximum.
+        n_slices: Number of axial slices (rows).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from disyre.io_utils import atomic_path
+
+    amap, img = result.map_cropped, result.image_cropped
+    d = amap.shape[0]
+    per_slice = amap.reshape(d, -1).max(1)
+    order = [int(k) for k in np.argsort(-per_slice, kind="stable")]
+    chosen: list[int] = []
+    for k in order:  # highest slices first, at least d / (2 n) apart
+        if all(abs(k - c) >= max(1, d // (2 * n_slices)) for c in chosen):
+            chosen.append(k)
+        if len(chosen) == n_slices:
+            break
+    chosen.sort()
+    level = threshold if threshold is not None else 0.5 * float(amap.max() or 1.0)
+    vmax = max(float(amap.max()), 1e-6)
+    fig, axes = plt.subplots(len(chosen), 3, figsize=(9, 3 * len(chosen)), squeeze=False)
+    for row, k in zip(axes, chosen, strict=True):
+        for ax in row:
+            ax.imshow(img[k][::-1], cmap="gray", vmin=0, vmax=1)
+            ax.axis("off")
+        row[0].set_title(f"slice {k}: scan")
+        heat = np.ma.masked_where(amap[k] <= 0, amap[k])[::-1]
+        im = row[1].imshow(heat, cmap="inferno", alpha=0.7, vmin=0, vmax=vmax)
+        row[1].set_title("anomaly map")
+        if (amap[k] > level).any() and (amap[k] <= level).any():
+            row[2].contour(amap[k][::-1], levels=[level], colors="red", linewidths=1)
+        row[2].set_title(f"map > {level:.3g}")
+        fig.colorbar(im, ax=row[1], fraction=0.046)
+    fig.suptitle(f"{Path(str(result.scan.path)).name}  score {result.score:.3f}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
+

@@ -1,0 +1,180 @@
+"""Restoration of a batch of images: the v2 ensembled single-step score and v1 multi-step
+restoration (METHOD.md, "Inference").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from disyre.config import ConfigError, InferenceConfig
+from disyre.corruption.schedule import multistep_levels, severity_of
+from disyre.runtime import autocast
+
+
+class InferenceInput(Protocol):
+    """What restoration needs from a corruption: the network input at a given level."""
+
+    def inference_input(
+        self, x: torch.Tensor, level: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor: ...
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Restoration of a batch of images
+# --------------------------------------------------------------------------------------------
+
+
+def _net_input(
+    x: torch.Tensor,
+    level: torch.Tensor,
+    corruption: InferenceInput | None,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    if corruption is None:
+        return x
+    return corruption.inference_input(x, level, generator)
+
+
+def _forward(
+    model: nn.Module, x: torch.Tensor, level: torch.Tensor, precision: str, channels_last: bool
+) -> torch.Tensor:
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(x.device, precision):
+        out = model(x, level)
+    return out.float().contiguous()
+
+
+def restore_ensemble(
+    model: nn.Module,
+    x: torch.Tensor,
+    levels: Sequence[int],
+    corruption: InferenceInput | None = None,
+    generator: torch.Generator | None = None,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    batch_levels: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ensembled single-step restoration (DISYRE v2).
+
+    The map is ``mean_k |x - P(x_k, k)|`` where ``x_k`` is the network input at level ``k``
+    (``x`` itself for synthetic-anomaly corruptions; noised ``x`` for the Gaussian baseline).
+
+    Args:
+        model: Network with ``forward(x (B,1,H,W), level (B,) long) -> x0_hat``.
+        x: Images ``(B, 1, H, W)`` in [0, 1].
+        levels: Corruption levels of the ensemble (see :mod:`disyre.corruption.schedule`).
+        corruption: Gives the network input at a level; ``None`` = identity.
+        generator: Randomness for noising corruptions.
+        precision: ``fp32`` | ``bf16`` | ``auto`` (autocast of the forward pass).
+        channels_last: Feed the network channels-last tensors.
+        batch_levels: Send the ``B x n`` (image, level) pairs through the network as one
+            batch (default); ``False`` loops over the levels (same result, for testing).
+
+    Returns:
+        ``(anomaly_map, restored)``, both ``(B, 1, H, W)`` float32; the map lies in [0, 1]
+        for images in [0, 1] and ``restored`` is the mean prediction over the levels.
+    """
+    if len(levels) == 0:
+        raise ConfigError("inference.levels must hold at least one level")
+    b = x.shape[0]
+    n = len(levels)
+    lv = torch.as_tensor(list(levels), dtype=torch.long, device=x.device)
+    if batch_levels:
+        # level-major tiling: rows [i*b:(i+1)*b] are level i
+        xs = x.repeat(n, 1, 1, 1)
+        ls = lv.repeat_interleave(b)
+        pred = _forward(model, _net_input(xs, ls, corruption, generator), ls, precision,
+                        channels_last)
+        pred = pred.clamp(0, 1).view(n, b, *x.shape[1:])
+    else:
+        outs = []
+        for k in lv:
+            ls = k.expand(b)
+            outs.append(_forward(model, _net_input(x, ls, corruption, generator), ls,
+                                 precision, channels_last).clamp(0, 1))
+        pred = torch.stack(outs)
+    amap = (x.unsqueeze(0) - pred).abs().mean(0)
+    return amap, pred.mean(0)
+
+
+def restore_multistep(
+    model: nn.Module,
+    x: torch.Tensor,
+    steps: int,
+    corruption: InferenceInput | None = None,
+    generator: torch.Generator | None = None,
+    precision: str = "fp32",
+    channels_last: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-step cold-diffusion restoration (DISYRE v1).
+
+    Starting from ``x_T = x`` at the most severe level of
+    :func:`~disyre.corruption.schedule.multistep_levels`, each step predicts
+    ``x0_hat = P(x_t, t)`` and moves to the next milder level with
+    ``x_prev = x0_hat + (a_prev / a_t) (x_t - x0_hat)`` (``a`` = severity, ``a_prev = 0`` after
+    the last level), clipped to [0, 1]. The map is the mean of ``|x_t - x0_hat|`` over the steps.
+
+    Args:
+        model: Network with ``forward(x, level)``.
+        x: Images ``(B, 1, H, W)`` in [0, 1].
+        steps: Number of levels walked.
+        corruption: Gives the network input at the first level (noising for ``gaussian``).
+        generator: Randomness for noising corruptions.
+        precision: Autocast precision of the forward passes.
+        channels_last: Feed the network channels-last tensors.
+
+    Returns:
+        ``(anomaly_map, restored)``, both ``(B, 1, H, W)`` float32; ``restored`` is the last
+        ``x0_hat``.
+    """
+    levels = multistep_levels(steps)
+    b = x.shape[0]
+    first = torch.full((b,), levels[0], dtype=torch.long, device=x.device)
+    xt = _net_input(x, first, corruption, generator)
+    amap = torch.zeros_like(x)
+    x0 = x
+    for i, t in enumerate(levels):
+        lt = torch.full((b,), t, dtype=torch.long, device=x.device)
+        x0 = _forward(model, xt, lt, precision, channels_last).clamp(0, 1)
+        amap += (xt - x0).abs()
+        a_t = float(severity_of(t))
+        a_prev = float(severity_of(levels[i + 1])) if i + 1 < len(levels) else 0.0
+        xt = (x0 + (a_prev / a_t) * (xt - x0)).clamp(0, 1)
+    return (amap / len(levels)).clamp(0, 1), x0
+
+
+def restore(
+    model: nn.Module,
+    x: torch.Tensor,
+    cfg: InferenceConfig,
+    corruption: InferenceInput | None = None,
+    generator: torch.Generator | None = None,
+    channels_last: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Restore a batch with the method of ``cfg`` (``ensemble`` = v2, ``multistep`` = v1).
+
+    Args:
+        model: Network with ``forward(x, level)``.
+        x: Images ``(B, 1, H, W)`` in [0, 1].
+        cfg: ``method``, ``levels``, ``steps`` and ``precision`` are read.
+        corruption: Gives the network input at a level; ``None`` = identity.
+        generator: Randomness for noising corruptions.
+        channels_last: Feed the network channels-last tensors.
+
+    Returns:
+        ``(anomaly_map, restored)``, both ``(B, 1, H, W)`` float32.
+    """
+    if cfg.method == "ensemble":
+        return restore_ensemble(model, x, cfg.levels, corruption, generator, cfg.precision,
+                                channels_last)
+    if cfg.method == "multistep":
+        return restore_multistep(model, x, cfg.steps, corruption, generator, cfg.precision,
+                                 channels_last)
+    raise ConfigError(f"inference.method must be 'ensemble' or 'multistep', got {cfg.method!r}")
+
+
