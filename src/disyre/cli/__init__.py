@@ -19,6 +19,15 @@ class CLIError(Exception):
     """An error to report to the user as one line, without a traceback."""
 
 
+def add_overrides_argument(p: argparse.ArgumentParser, example: str) -> None:
+    """Add ``--set KEY=VALUE ...`` (config overrides) to a sub-command, as ``args.overrides``.
+
+    Accepts several pairs after one flag and repeated flags alike.
+    """
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
+                   metavar="SECTION.KEY=VALUE", help=f"config overrides, e.g. {example}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from disyre import __version__
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from disyre.cli import add_overrides_argument
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``disyre benchmark``."""
@@ -33,8 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", default="dag,gaussian,reference",
                    help=f"comma-separated subset of {','.join(METHODS)} (disyre = dag)")
     p.add_argument("--config", type=Path, default=None, help="base run config (YAML/JSON)")
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="config overrides, e.g. model.preset=small train.lr=2e-4")
+    add_overrides_argument(p, "model.preset=small train.lr=2e-4")
     p.add_argument("--steps", type=int, default=None, help="training steps of every method")
     p.add_argument("--cache", type=Path, default=None,
                    help="preprocessing cache folder (default OUTPUT/cache)")
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise OutputExistsError(f"{args.output}: holds a benchmark; pass --overwrite to "
                                 "replace it")
     cfg = RunConfig.load(args.config) if args.config else RunConfig()
-    cfg = apply_overrides(cfg, args.set)
+    cfg = apply_overrides(cfg, args.overrides)
     rows = read_manifest(args.manifest)
     cache = prepare_cache(rows, args.cache or args.output / "cache", cfg.preprocess)
     res = run_benchmark(methods, cache, args.output, cfg=cfg, steps=args.steps, seed=args.seed,

@@ -24,6 +24,8 @@ import os
 import warnings
 from pathlib import Path
 
+from disyre.cli import add_overrides_argument
+
 log = logging.getLogger(__name__)
 
 NIFTI_ENDINGS = (".nii", ".nii.gz")
@@ -61,9 +63,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
                    help="autocast precision (default: the checkpoint's inference.precision)")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="inference.KEY=VALUE",
-                   help="inference setting, e.g. inference.levels=[0,25,50,75] (repeatable)")
+    add_overrides_argument(p, "inference.levels=[0,25,50,75]")
     p.set_defaults(func=run)
 
 

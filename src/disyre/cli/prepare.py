@@ -14,6 +14,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from disyre.cli import add_overrides_argument
+
 log = logging.getLogger(__name__)
 
 
@@ -43,8 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="output folder (default with --manifest: the manifest's folder)")
     p.add_argument("--config", type=Path, default=None,
                    help="run config (YAML/JSON) whose 'preprocess' section to use")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, e.g. preprocess.upper_percentile=99 (repeatable)")
+    add_overrides_argument(p, "preprocess.upper_percentile=99")
     p.add_argument("--no-cache", action="store_true", help="write only the manifest")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out scans with invalid files (logged) instead of stopping")

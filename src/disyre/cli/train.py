@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from disyre.cli import CLIError
+from disyre.cli import CLIError, add_overrides_argument
 
 #: patches may be at most this many times the largest cropped slice side (the rest is padding)
 MAX_PATCH_OVER_SLICE = 2.0
@@ -32,8 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="where --manifest scans are cached (default: RUN_DIR/cache)")
     p.add_argument("-o", "--output", type=Path, required=True, help="run folder")
     p.add_argument("--config", type=Path, help="YAML/JSON run config")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="SECTION.KEY=VALUE", help="config override (repeatable)")
+    add_overrides_argument(p, "train.lr=2e-4 sampler.patch_size=64")
     p.add_argument("--preset", help="model preset: paper, small or tiny")
     p.add_argument("--steps", type=int, help="number of optimizer steps")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
