@@ -101,28 +101,39 @@ def child(preset: str, batch: int, precision: str, reps: int, device: str, accum
     return out
 
 
+def _auto_accum(batch: int, micro: int) -> int:
+    """Largest number of micro-batches <= batch / micro that divides the slices per volume."""
+    _, ns = _batch_shape(batch)
+    want = max(1, batch // max(1, micro))
+    return max(d for d in range(1, ns + 1) if ns % d == 0 and d <= want)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", nargs="+", default=["small"])
     p.add_argument("--batch", nargs="+", type=int, default=[16, 96])
     p.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--accum", type=int, default=1, help="micro-batches per step")
+    p.add_argument("--accum", type=int, default=0,
+                   help="micro-batches per step (0 = batch / --micro, so memory stays that of "
+                        "a --micro batch)")
+    p.add_argument("--micro", type=int, default=16, help="micro-batch size when --accum is 0")
     p.add_argument("--device", default="cpu")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
         print(json.dumps(child(a.preset[0], a.batch[0], a.precision[0], a.reps, a.device,
-                               a.accum)))
+                               max(1, a.accum))))
         return
     print(f"{'preset':6} {'batch':>5} {'prec':4} {'s/step':>7} {'patch/s':>7} {'xAuth':>5} "
           f"{'RSS GB':>6} {'GF/s':>6} {'%peak':>5}  breakdown s (sample/corrupt/fwd/bwd/opt)")
     for preset in a.preset:
         for batch in a.batch:
             for prec in a.precision:
+                accum = a.accum or _auto_accum(batch, a.micro)
                 cmd = [sys.executable, __file__, "--child", "--preset", preset, "--batch",
                        str(batch), "--precision", prec, "--reps", str(a.reps), "--device",
-                       a.device, "--accum", str(a.accum)]
+                       a.device, "--accum", str(accum)]
                 r = subprocess.run(cmd, capture_output=True, text=True)
                 if r.returncode:
                     print(f"{preset} {batch} {prec}: failed\n{r.stderr[-2000:]}")

@@ -38,8 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--checkpoint", type=Path, help="run or checkpoint folder to detect with")
     src.add_argument("--maps", type=Path, help="folder of existing maps named like the images")
     p.add_argument("--healthy-manifest", type=Path, default=None,
-                   help="healthy validation scans for the thresholds (default: rows of split "
-                   "'val' without a lesion mask in --manifest)")
+                   help="manifest of healthy scans for the thresholds: its 'val' rows (all its "
+                   "rows without a lesion mask if it has none); default: rows of split 'val' "
+                   "without a lesion mask in --manifest")
     p.add_argument("--thresholds-file", type=Path, default=None,
                    help="use these calibrated thresholds instead of fitting them")
     p.add_argument("--fpr", type=float, nargs="+", default=[0.01, 0.05, 0.1],
@@ -119,7 +120,15 @@ def _split_rows(rows: list[Any], healthy_rows: list[Any] | None) -> tuple[list, 
     if healthy_rows is None:
         healthy = [r for r in rows if r.split == "val" and not r.lesion_mask]
     else:
+        # a healthy manifest usually also lists the training scans: calibrating on scans the
+        # model was trained on would under-estimate its false-positive rate, so prefer 'val'
         healthy = [r for r in healthy_rows if not r.lesion_mask]
+        val = [r for r in healthy if r.split == "val"]
+        if val:
+            healthy = val
+        elif any(r.split == "train" for r in healthy):
+            log.warning("the healthy manifest has no 'val' rows; calibrating thresholds on its "
+                        "'train' rows under-estimates the false-positive rate on new scans")
     test = [r for r in rows if r.split == "test"]
     if not test:
         ids = {id(r) for r in healthy}
