@@ -78,3 +78,19 @@ def test_save_thresholds_requires_checkpoint(cohort, capsys) -> None:
     rc = main(["evaluate", "--manifest", str(cohort / "m.csv"), "--maps", str(cohort / "maps"),
                "-o", str(cohort / "rep3"), "--save-thresholds"])
     assert rc == 1 and "--checkpoint" in capsys.readouterr().err
+
+
+def test_healthy_manifest_prefers_val_rows():
+    from types import SimpleNamespace as R
+
+    from disyre.cli.evaluate import _split_rows
+
+    test = [R(subject="t1", split="test", lesion_mask="l.nii.gz")]
+    healthy = [R(subject="a", split="train", lesion_mask=""),
+               R(subject="b", split="val", lesion_mask=""),
+               R(subject="c", split="val", lesion_mask="")]
+    t, h = _split_rows(test, healthy)
+    assert [r.subject for r in t] == ["t1"]
+    assert [r.subject for r in h] == ["b", "c"], "training scans must not calibrate thresholds"
+    _, h = _split_rows(test, healthy[:1])
+    assert [r.subject for r in h] == ["a"]
