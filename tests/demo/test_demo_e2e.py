@@ -66,3 +66,21 @@ def test_quick_demo_refuses_to_overwrite_then_reuses_cohort(demo_run, capsys):
     assert "reference" in printed and "report:" in printed
     assert img.stat().st_mtime_ns == mtime  # cohort reused, not regenerated
     assert json.loads((out / "demo.json").read_text())["cohort_reused"] is True
+
+
+def test_readme_block_is_generated_from_the_run(demo_run, tmp_path):
+    from disyre.demo.readme import END, START, update_readme
+
+    _, out = demo_run
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{START}\nold text\n{END}\n\n## after\n")
+    update_readme(out, readme, tmp_path / "docs" / "img")
+    text = readme.read_text()
+    summary = json.loads((out / "demo.json").read_text())["summary"]
+    assert "old text" not in text and "## after" in text and text.count(START) == 1
+    for row in summary:  # every method's AP appears, as computed by the run
+        assert f"{row['pixel_ap']:.3f}" in text
+    for link in _linked_files(readme):
+        assert link.is_file(), link
+    update_readme(out, readme, tmp_path / "docs" / "img")  # idempotent
+    assert readme.read_text() == text

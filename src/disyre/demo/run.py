@@ -60,7 +60,7 @@ class DemoSettings:
     cohort: CohortSpec = field(default_factory=lambda: CohortSpec(
         n_train=16, n_val=3, n_test_healthy=3, n_test_lesion=6))
     preset: str = "small"
-    steps: int = 800
+    steps: int = 550
     methods: list[str] = field(default_factory=lambda: ["dag", "gaussian", "reference"])
     patch: int = 64
     stride: int = 32
