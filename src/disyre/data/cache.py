@@ -239,7 +239,8 @@ def _process(row: ManifestRow, directory: Path, cfg: PreprocessConfig) -> dict[s
 
 
 def prepare_cache(rows: Sequence[ManifestRow], cache_dir: str | Path,
-                  cfg: PreprocessConfig | None = None, skip_bad: bool = False) -> VolumeCache:
+                  cfg: PreprocessConfig | None = None, skip_bad: bool = False,
+                  progress: bool = True) -> VolumeCache:
     """Preprocess the manifest's scans into ``cache_dir``, reusing unchanged subjects.
 
     Args:
@@ -247,6 +248,7 @@ def prepare_cache(rows: Sequence[ManifestRow], cache_dir: str | Path,
         cache_dir: Cache folder (created if needed; may hold other subjects).
         cfg: Preprocessing config; a change re-processes every subject.
         skip_bad: Log and leave out subjects whose files are invalid instead of raising.
+        progress: Show a progress bar over the subjects.
 
     Returns:
         A :class:`VolumeCache` over ``rows`` (minus skipped ones), with ``processed`` and
@@ -261,7 +263,10 @@ def prepare_cache(rows: Sequence[ManifestRow], cache_dir: str | Path,
     index = _read_index(directory) or {"version": _VERSION, "entries": {}}
     cfg_d = asdict(cfg)
     entries, processed, reused = [], 0, 0
-    for row in rows:
+    from tqdm.auto import tqdm
+
+    for row in tqdm(rows, desc="cache", unit="subject", disable=not progress or len(rows) < 2,
+                    dynamic_ncols=True):
         try:
             inputs = _inputs(row)
         except InputError as e:
@@ -285,7 +290,7 @@ def prepare_cache(rows: Sequence[ManifestRow], cache_dir: str | Path,
                     raise
                 log.warning("skipping subject %s: %s", row.subject, e)
                 continue
-            log.info("cached %s (%s)", row.subject, row.image)
+            log.debug("cached %s (%s)", row.subject, row.image)
             index["entries"][row.subject] = {"split": row.split, "contrast": row.contrast,
                                              "inputs": inputs, "preprocess": cfg_d, **info}
             atomic_write_json(directory / INDEX_NAME, index)
@@ -293,4 +298,5 @@ def prepare_cache(rows: Sequence[ManifestRow], cache_dir: str | Path,
         entries.append(_entry(directory, row.subject, index["entries"][row.subject]))
     if not (directory / INDEX_NAME).is_file():
         atomic_write_json(directory / INDEX_NAME, index)
+    log.info("cache %s: %d subject(s) preprocessed, %d reused", directory, processed, reused)
     return VolumeCache(directory, entries, processed=processed, reused=reused)
