@@ -248,7 +248,7 @@ def prepare_cache(rows: Sequence[ManifestRow], cache_dir: str | Path,
         cache_dir: Cache folder (created if needed; may hold other subjects).
         cfg: Preprocessing config; a change re-processes every subject.
         skip_bad: Log and leave out subjects whose files are invalid instead of raising.
-        progress: Show a progress bar over the subjects.
+        progress: Show a progress bar over the subjects (on a terminal).
 
     Returns:
         A :class:`VolumeCache` over ``rows`` (minus skipped ones), with ``processed`` and
@@ -265,8 +265,9 @@ def prepare_cache(rows: Sequence[ManifestRow], cache_dir: str | Path,
     entries, processed, reused = [], 0, 0
     from tqdm.auto import tqdm
 
-    for row in tqdm(rows, desc="cache", unit="subject", disable=not progress or len(rows) < 2,
-                    dynamic_ncols=True):
+    # disable=None: no bar when stderr is not a terminal (logs, CI)
+    bar_off = None if progress and len(rows) > 1 else True
+    for row in tqdm(rows, desc="cache", unit="subject", disable=bar_off, dynamic_ncols=True):
         try:
             inputs = _inputs(row)
         except InputError as e:
