@@ -28,6 +28,21 @@ def add_overrides_argument(p: argparse.ArgumentParser, example: str) -> None:
                    metavar="SECTION.KEY=VALUE", help=f"config overrides, e.g. {example}")
 
 
+def apply_inference_overrides(detector: object, overrides: list[str]) -> None:
+    """Apply ``--set inference.KEY=VALUE`` overrides to a detector's config (in place).
+
+    Raises:
+        CLIError: An override outside the ``inference`` section (the model is fixed).
+    """
+    from disyre.config import apply_overrides
+
+    bad = [o for o in overrides if not o.split("=", 1)[0].strip().startswith("inference.")]
+    if bad:
+        raise CLIError(f"--set {bad[0]!r}: only inference.* settings can change at detection")
+    if overrides:
+        detector.cfg = apply_overrides(detector.cfg, list(overrides))  # type: ignore[attr-defined]
+
+
 def build_parser() -> argparse.ArgumentParser:
     from disyre import __version__
 

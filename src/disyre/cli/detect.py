@@ -24,7 +24,7 @@ import os
 import warnings
 from pathlib import Path
 
-from disyre.cli import add_overrides_argument
+from disyre.cli import add_overrides_argument, apply_inference_overrides
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,6 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from disyre.cli import CLIError
-    from disyre.config import apply_overrides
     from disyre.data.nifti import InputError
     from disyre.inference import Detector, save_overlay_png
     from disyre.io_utils import OutputExistsError, atomic_write_text
@@ -202,12 +201,8 @@ def run(args: argparse.Namespace) -> int:
             + (f" and {len(taken) - 1} more" if len(taken) > 1 else "")
             + "); pass --overwrite to replace them")
     threshold = resolve_threshold(args.threshold, args.thresholds_file, args.checkpoint)
-    bad = [o for o in args.overrides if not o.split("=", 1)[0].strip().startswith("inference.")]
-    if bad:
-        raise CLIError(f"--set {bad[0]!r}: only inference.* settings can change at detection")
-
     det = Detector.from_checkpoint(args.checkpoint, device=_device(args.device))
-    det.cfg = apply_overrides(det.cfg, list(args.overrides))
+    apply_inference_overrides(det, args.overrides)
     if args.precision is not None:
         det.cfg.inference.precision = args.precision
     out.mkdir(parents=True, exist_ok=True)

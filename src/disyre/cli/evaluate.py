@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from disyre.cli import add_overrides_argument
+
 log = logging.getLogger(__name__)
 
 
@@ -52,6 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_overrides_argument(p, "inference.stride=16 inference.levels=[0,20,40,60,80]")
     p.set_defaults(func=run)
 
 
@@ -64,13 +67,16 @@ def _display(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
 class _Source:
     """Yields ``(subject, map, label, brain_mask, image)`` per manifest row."""
 
-    def __init__(self, checkpoint: Path | None, maps: Path | None, device: str) -> None:
+    def __init__(self, checkpoint: Path | None, maps: Path | None, device: str,
+                 overrides: list[str] | None = None) -> None:
         self.maps = maps
         self.detector = None
         if checkpoint is not None:
+            from disyre.cli import apply_inference_overrides
             from disyre.inference import Detector
 
             self.detector = Detector.from_checkpoint(checkpoint, device=device)
+            apply_inference_overrides(self.detector, overrides or [])
 
     def load(self, row: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         from disyre.data.nifti import load_mask, load_scan
@@ -168,7 +174,9 @@ def run(args: argparse.Namespace) -> int:
     thresholds = load_thresholds(args.thresholds_file) if args.thresholds_file else None
     if thresholds is None and not healthy:
         log.warning("no healthy scans: reporting without calibrated thresholds")
-    source = _Source(args.checkpoint, args.maps, args.device)
+    if args.overrides and args.checkpoint is None:
+        raise CLIError("--set inference.* needs --checkpoint (maps are already computed)")
+    source = _Source(args.checkpoint, args.maps, args.device, args.overrides)
 
     def cases() -> Iterator[tuple]:
         for i, r in enumerate(test, 1):
