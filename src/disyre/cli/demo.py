@@ -32,6 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=None, help="network preset (default small; quick: tiny)")
     p.add_argument("--methods", default=None,
                    help="comma-separated methods (default dag,gaussian,reference)")
+    p.add_argument("--window", type=int, default=None,
+                   help="inference window in pixels (0 = whole slices, the default; 64 = the "
+                   "authors' sliding windows at the demo's 2 mm)")
     p.add_argument("--seed", type=int, default=0, help="seed of the cohort and of training")
     p.add_argument("--cohort-dir", type=Path, default=None,
                    help="cohort folder to build or reuse (default OUT/cohort)")
@@ -65,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
         s.cohort.n_val = max(1, n // 4)
         s.cohort.n_test_healthy = max(1, n // 4)
         s.cohort.n_test_lesion = max(3, n // 2)
+    if args.window is not None:
+        if args.window < 0:
+            raise CLIError(f"--window must be >= 0, got {args.window}")
+        s.window = args.window
     if args.preset:
         s.preset = args.preset
     if args.methods:
