@@ -165,7 +165,7 @@ class InferenceConfig:
         steps: Number of levels of the v1 multi-step restoration.
         window: Sliding-window side in pixels.
         stride: Sliding-window stride in pixels.
-        batch_size: Windows per network pass.
+        batch_size: Network inputs per pass (window x level pairs for the v2 ensemble).
         foreground_weighting: Multiply each window's map by its foreground fraction.
         median_filter: Size of a 3D median filter applied to the map (0 = off).
         precision: ``auto`` | ``fp32`` | ``bf16``.
