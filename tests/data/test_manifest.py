@@ -171,3 +171,20 @@ def test_builders_write_valid_manifests(write_nifti, tmp_path):
     header = out.read_text().splitlines()[0]
     assert header == ",".join(COLUMNS)
     assert Path(read_manifest(out)[0].image).is_absolute()
+
+
+def test_write_relative_manifest_moves_with_its_folder(write_nifti, tmp_path):
+    a = write_nifti("cohort/images/a.nii.gz", TINY)
+    seg = write_nifti("cohort/labels/a_seg.nii.gz", TINY)
+    out = tmp_path / "cohort" / "manifest.csv"
+    # relative inputs are taken relative to the CSV's folder; absolute ones too
+    write_manifest([ManifestRow("a", Path("images/a.nii.gz"), lesion_mask=seg, split="test")],
+                   out, relative=True)
+    assert str(tmp_path) not in out.read_text()
+    assert "images/a.nii.gz" in out.read_text() and "labels/a_seg.nii.gz" in out.read_text()
+    moved = tmp_path / "moved"
+    (tmp_path / "cohort").rename(moved)
+    (row,) = read_manifest(moved / "manifest.csv")
+    assert row.image == moved / "images" / "a.nii.gz" and row.image.is_file()
+    assert row.lesion_mask == moved / "labels" / "a_seg.nii.gz"
+    assert a.name == row.image.name

@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("nilearn")
 
+from disyre.data.manifest import COLUMNS  # noqa: E402
 from disyre.demo.cohort import CohortSpec, build_cohort, make_subject  # noqa: E402
 from disyre.io_utils import OutputExistsError  # noqa: E402
 
@@ -77,7 +78,7 @@ def test_build_cohort_files_manifest_and_reuse(tmp_path):
     with open(c.manifest) as f:
         rows = list(csv.DictReader(f))
     assert [r["split"] for r in rows] == ["train", "val", "test", "test"]
-    assert list(rows[0]) == ["subject", "image", "lesion_mask", "brain_mask", "split", "contrast"]
+    assert tuple(rows[0]) == COLUMNS  # the data layer's manifest format
     lesioned = [r for r in rows if r["lesion_mask"]]
     assert len(lesioned) == 1
     img = nib.load(c.root / lesioned[0]["image"])

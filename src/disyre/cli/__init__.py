@@ -54,13 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"disyre.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"disyre.cli.{name}":
-                continue
-            raise
-        mod.add_parser(sub)
+        importlib.import_module(f"disyre.cli.{name}").add_parser(sub)
     return p
 
 

@@ -25,11 +25,9 @@ import warnings
 from pathlib import Path
 
 from disyre.cli import add_overrides_argument, apply_inference_overrides
+from disyre.data.nifti import NIFTI_SUFFIXES
 
 log = logging.getLogger(__name__)
-
-NIFTI_ENDINGS = (".nii", ".nii.gz")
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``disyre detect``."""
@@ -82,11 +80,11 @@ def list_inputs(path: Path) -> tuple[list[Path], list[Path]]:
     if not path.exists():
         raise CLIError(f"{path}: input not found")
     if path.is_file():
-        if not path.name.lower().endswith(NIFTI_ENDINGS):
+        if not path.name.lower().endswith(NIFTI_SUFFIXES):
             raise CLIError(f"{path}: not a NIfTI file (expected .nii or .nii.gz)")
         return [path], []
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-    scans = [p for p in files if p.name.lower().endswith(NIFTI_ENDINGS)]
+    scans = [p for p in files if p.name.lower().endswith(NIFTI_SUFFIXES)]
     others = [p for p in files if p not in scans]
     if not scans:
         raise CLIError(f"{path}: no NIfTI files (.nii/.nii.gz) in the folder")

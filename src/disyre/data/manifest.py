@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -188,13 +189,16 @@ def read_manifest(path: str | Path, check_files: bool = True) -> list[ManifestRo
     return rows
 
 
-def write_manifest(rows: Sequence[ManifestRow], path: str | Path, overwrite: bool = False) -> None:
-    """Write a manifest CSV atomically (absolute paths).
+def write_manifest(rows: Sequence[ManifestRow], path: str | Path, overwrite: bool = False,
+                   relative: bool = False) -> None:
+    """Write a manifest CSV atomically (absolute paths, or relative to the CSV's folder).
 
     Args:
         rows: The rows (validated first; files must exist).
         path: Output CSV path.
         overwrite: Replace an existing file.
+        relative: Write paths relative to the CSV's folder, so that the folder can move
+            (:func:`read_manifest` resolves them against it).
 
     Raises:
         InputError: Invalid rows.
@@ -206,15 +210,23 @@ def write_manifest(rows: Sequence[ManifestRow], path: str | Path, overwrite: boo
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path}: manifest already exists; pass --overwrite to replace it")
     validate_rows(rows, path, check_files=False)
+    base = path.resolve().parent
+
+    def _p(f: str | Path | None) -> str:
+        if not f:
+            return ""
+        full = (base / f).resolve() if relative else Path(f).resolve()
+        return os.path.relpath(full, base) if relative else str(full)
+
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(COLUMNS)
     for r in rows:
         w.writerow([
             r.subject,
-            str(Path(r.image).resolve()),
-            str(Path(r.lesion_mask).resolve()) if r.lesion_mask else "",
-            str(Path(r.brain_mask).resolve()) if r.brain_mask else "",
+            _p(r.image),
+            _p(r.lesion_mask),
+            _p(r.brain_mask),
             r.split,
             r.contrast,
             "1" if r.binarize_lesion else "",

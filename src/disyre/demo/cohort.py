@@ -24,9 +24,7 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import json
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from disyre.data.manifest import ManifestRow, write_manifest
 from disyre.demo.anatomy import Templates, load_templates
 from disyre.demo.lesions import LESION_KINDS, Tissues, simulate_lesion
 from disyre.io_utils import atomic_path, atomic_write_json
@@ -265,9 +264,6 @@ class CohortSpec:
             raise ValueError(f"lesion_kinds must be a non-empty subset of {LESION_KINDS}")
 
 
-MANIFEST_COLUMNS = ("subject", "image", "lesion_mask", "brain_mask", "split", "contrast")
-
-
 @dataclass
 class Cohort:
     """A cohort on disk.
@@ -354,21 +350,9 @@ def build_cohort(spec: CohortSpec, root: str | Path, *, progress: bool = True) -
                      "brain_mask": "", "split": split, "contrast": spec.contrast,
                      "lesion_kind": kind or ""})
         params[s.name] = s.params
-    _write_manifest_csv(rows, root / "manifest.csv")
+    write_manifest([ManifestRow(subject=r["subject"], image=r["image"],
+                                lesion_mask=r["lesion_mask"] or None, split=r["split"],
+                                contrast=r["contrast"]) for r in rows],
+                   root / "manifest.csv", overwrite=True, relative=True)
     atomic_write_json(meta_path, {"key": key, "rows": rows, "subjects": params})
     return Cohort(root=root, manifest=root / "manifest.csv", spec=spec, rows=rows)
-
-
-def _write_manifest_csv(rows: Sequence[dict[str, str]], path: Path) -> None:
-    """Manifest CSV in the data layer's column order (paths relative to the CSV)."""
-    import io
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(MANIFEST_COLUMNS), extrasaction="ignore",
-                       lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow(r)
-    from disyre.io_utils import atomic_write_text
-
-    atomic_write_text(path, buf.getvalue())

@@ -300,10 +300,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "auto"
         FileNotFoundError: Nothing at ``path``.
         ValueError: ``path`` exists but is not a disyre model (message names the path).
     """
-    try:
-        from disyre.training import load_model, read_checkpoint_meta  # type: ignore[attr-defined]
-    except ImportError:
-        from disyre.training.checkpoint import load_model, read_checkpoint_meta
+    from disyre.training.checkpoint import load_model, read_checkpoint_meta
+
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: checkpoint not found")

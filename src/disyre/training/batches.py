@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,9 +28,8 @@ import numpy as np
 import torch
 
 from disyre.config import ConfigError, RunConfig, SamplerConfig
+from disyre.corruption import augment, make_corruption
 from disyre.runtime import make_generator
-
-log = logging.getLogger(__name__)
 
 #: stream ids mixed into shard seeds so that training and validation never share draws
 TRAIN_STREAM = 0
@@ -91,18 +89,7 @@ class Batch:
 
 def training_corruption(cfg: RunConfig, codebook: Sequence[float] | None = None) -> Any:
     """The corruption of ``cfg.corruption`` in its stateless form (no foreign-patch bank)."""
-    try:
-        from disyre.corruption import make_corruption
-    except ImportError:
-        from disyre.corruption.base import make_corruption
-
-    if cfg.corruption.name in ("dag", "fpi", "bias"):
-        from disyre.corruption.dag import SyntheticAnomaly
-
-        cb = codebook if codebook is not None else cfg.corruption.codebook
-        return SyntheticAnomaly(cfg.corruption.name, window=cfg.corruption.window,
-                                codebook=cb, bank_size=0)
-    return make_corruption(cfg.corruption, codebook)
+    return make_corruption(cfg.corruption, codebook, bank_size=0)
 
 
 SamplerFactory = Callable[[Sequence[np.ndarray], SamplerConfig, int], Any]
@@ -147,15 +134,8 @@ class BatchSource:
         if not hasattr(self.sampler, "rng"):
             raise TypeError("the patch sampler must keep its numpy Generator in .rng")
         self.corruption = corruption
-        self.augment: Callable[..., torch.Tensor] | None = None
-        if cfg.corruption.augment:
-            try:
-                from disyre.corruption.augment import augment
-            except ImportError:  # pragma: no cover - the augmentation module is optional
-                log.warning("disyre.corruption.augment is unavailable: training patches are "
-                            "not augmented")
-            else:
-                self.augment = augment
+        self.augment: Callable[..., torch.Tensor] | None = (
+            augment if cfg.corruption.augment else None)
 
     def sample_shard(self, seed: int) -> torch.Tensor:
         """Clean patches ``(n_slices, 1, P, P)`` of one shard (no corruption)."""
