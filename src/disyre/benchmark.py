@@ -176,23 +176,7 @@ class _Mapper:
             if progress:
                 progress(1)
             return np.asarray(amap[entry.slices], np.float32) * mask
-        import torch
-
-        from disyre.inference import predict_volume
-
-        d = self.detector
-        gen = None
-        if d.corruption is not None:
-            gen = torch.Generator(device=d.device)
-            gen.manual_seed(d.seed)
-        return predict_volume(d.model, image, mask, d.inference, d.corruption, gen, d.device,
-                              d.channels_last, progress)
-
-
-def _display(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    vals = img[mask]
-    hi = float(np.percentile(vals, 99)) if vals.size else 1.0
-    return np.clip(img / (hi if hi > 0 else 1.0), 0, 1).astype(np.float32)
+        return self.detector.map_preprocessed(image, mask, progress)
 
 
 def _evaluate(mapper: _Mapper, val: list, lesioned: list, healthy_test: list, *,
@@ -212,7 +196,7 @@ def _evaluate(mapper: _Mapper, val: list, lesioned: list, healthy_test: list, *,
         for e in lesioned:
             mask = np.asarray(e.mask(), bool)
             yield (e.subject, mapper(e, bar.update), np.asarray(e.lesion(), bool), mask,
-                   _display(np.asarray(e.image()), mask))
+                   np.asarray(e.image()))
 
     try:
         return evaluate_cases(cases(), healthy(val),

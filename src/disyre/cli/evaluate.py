@@ -58,12 +58,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _display(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    vals = img[mask]
-    hi = float(np.percentile(vals, 99)) if vals.size else 1.0
-    return np.clip(img / (hi if hi > 0 else 1.0), 0, 1).astype(np.float32)
-
-
 class _Source:
     """Yields ``(subject, map, label, brain_mask, image)`` per manifest row."""
 
@@ -89,11 +83,11 @@ class _Source:
             res = self.detector.predict(scan, brain)
             bb = res.pre.bbox
             m = res.mask_cropped.astype(bool)
-            return res.map_cropped, lesion[bb], m, _display(res.image_cropped, m)
+            return res.map_cropped, lesion[bb], m, res.image_cropped
         amap = self._read_map(row, scan)
         if brain is None:
             brain = scan.data != 0
-        return amap, lesion, brain, _display(scan.data, brain)
+        return amap, lesion, brain, scan.data
 
     def _read_map(self, row: Any, scan: Any) -> np.ndarray:
         import nibabel as nib

@@ -51,7 +51,8 @@ class Case:
         anomaly_map: Scores (higher = more anomalous), normally in ``[0, 1]``.
         label: Lesion label (non-zero = lesion); all zero for a healthy scan.
         brain_mask: Brain mask (non-zero = brain); ``None`` = every voxel.
-        image: Optional scan, only used for the report's gallery.
+        image: Optional scan, only used for the report's gallery (any intensity scale: the
+            gallery shows it scaled by the 99th percentile of its brain voxels).
     """
 
     subject: str
@@ -162,6 +163,13 @@ def _gallery_slice(amap: np.ndarray, lab: np.ndarray, mask: np.ndarray) -> int:
     return int((amap * mask).reshape(amap.shape[0], -1).sum(1).argmax())
 
 
+def _display_slice(image: np.ndarray, mask: np.ndarray, z: int) -> np.ndarray:
+    """Slice ``z`` of ``image`` scaled to [0, 1] by the 99th percentile of the brain voxels."""
+    vals = image[mask]
+    hi = float(np.percentile(vals, 99)) if vals.size else 1.0
+    return np.clip(image[z] / (hi if hi > 0 else 1.0), 0, 1).astype(np.float16)
+
+
 def evaluate_cases(
     cases: Iterable[Any],
     healthy_maps: Iterable[tuple[np.ndarray, np.ndarray | None]] | None = None,
@@ -252,7 +260,7 @@ def evaluate_cases(
                 vol_scores[r].append(vs[r])
             vol_labels.append(bool(lab.any()))
             z = _gallery_slice(amap, lab, mask)
-            img = None if c.image is None else np.asarray(c.image)[z].astype(np.float16)
+            img = None if c.image is None else _display_slice(np.asarray(c.image), mask, z)
             records.append(CaseRecord(
                 subject=str(c.subject), n_brain=int(mask.sum()), n_lesion=int(lab.sum()),
                 ap=ap, score=vs["topk"], dice=dice, slice_index=z,

@@ -255,13 +255,7 @@ class Detector:
             warnings.warn(m, stacklevel=2)
         if on_total is not None:
             on_total(count_work(pre.mask, self.inference))
-        gen = None
-        if self.corruption is not None:
-            gen = torch.Generator(device=self.device)
-            gen.manual_seed(self.seed)
-        amap, rest = predict_volume(self.model, pre.image, pre.mask, self.inference,
-                                    self.corruption, gen, self.device, self.channels_last,
-                                    progress, return_restored=True)
+        amap, rest = self.map_preprocessed(pre.image, pre.mask, progress, return_restored=True)
         res = DetectionResult(
             anomaly_map=np.empty(0, np.float32), restored=np.empty(0, np.float32),
             score=volume_score(amap[pre.mask]), map_cropped=amap, restored_cropped=rest,
@@ -271,6 +265,23 @@ class Detector:
         res.anomaly_map = to_native(res.full(amap), scan).astype(np.float32)
         res.restored = to_native(res.full(rest), scan).astype(np.float32)
         return res
+
+    def map_preprocessed(self, image: np.ndarray, mask: np.ndarray,
+                         progress: Callable[[int], None] | None = None,
+                         return_restored: bool = False
+                         ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Map of an already preprocessed, cropped axial-first volume (see :func:`predict_volume`).
+
+        Noising corruptions (the Gaussian baseline) draw from a generator seeded with
+        ``self.seed``, so the same volume always gets the same map.
+        """
+        gen = None
+        if self.corruption is not None:
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(self.seed)
+        return predict_volume(self.model, image, mask, self.inference, self.corruption, gen,
+                              self.device, self.channels_last, progress,
+                              return_restored=return_restored)
 
     def work(self, pre_mask: np.ndarray) -> int:
         """Number of network inputs (windows or slices) :meth:`predict` runs for a brain mask."""
