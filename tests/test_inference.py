@@ -315,7 +315,7 @@ def test_detector_warns_on_other_contrast(tmp_path):
     with pytest.warns(UserWarning, match="differs from T1"):
         res = det.predict(path)
     assert any("T1" in w for w in res.warnings)
-    from disyre.data.preprocess import intensity_signature
+    from disyre.data.intensity import intensity_signature
 
     det.reference = {"intensity_quantiles": intensity_signature(res.image_cropped,
                                                                 res.mask_cropped)}

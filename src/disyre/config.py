@@ -30,7 +30,7 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class PreprocessConfig:
+class IntensityConfig:
     """Intensity normalisation and cropping (METHOD.md, "Data the method expects").
 
     Attributes:
@@ -187,7 +187,7 @@ class InferenceConfig:
 class RunConfig:
     """Everything that defines a training run and how its model is applied."""
 
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    intensity: IntensityConfig = field(default_factory=IntensityConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     corruption: CorruptionConfig = field(default_factory=CorruptionConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -1,4 +1,4 @@
-"""Preprocessed-volume cache (disyre.data.cache)."""
+"""Normalised-volume cache (disyre.data.cache)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import os
 import numpy as np
 import pytest
 
-from disyre.config import PreprocessConfig
+from disyre.config import IntensityConfig
 from disyre.data.cache import INDEX_NAME, VolumeCache, prepare_cache
+from disyre.data.intensity import normalize
 from disyre.data.manifest import ManifestRow
 from disyre.data.nifti import InputError, load_scan
-from disyre.data.preprocess import preprocess
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_cache_contents_match_preprocessing(rows, tmp_path):
     assert cache.subjects("train") == ["s0", "s1"] and cache.subjects("test") == ["s3"]
     vols = cache.volumes("train")
     assert all(isinstance(v, np.memmap) and v.dtype == np.float32 for v in vols)
-    ref = preprocess(load_scan(rows[1].image).data)
+    ref = normalize(load_scan(rows[1].image).data)
     np.testing.assert_array_equal(vols[1], ref.image)
     e = cache.select("train")[1]
     assert e.slices == ref.bbox and e.full_shape == ref.full_shape
@@ -48,7 +48,7 @@ def test_cache_contents_match_preprocessing(rows, tmp_path):
     assert cache.lesions("train") == [None, None]
     index = json.loads((tmp_path / "cache" / INDEX_NAME).read_text())
     ent = index["entries"]["s0"]
-    assert ent["preprocess"] == {"lower_percentile": 0.0, "upper_percentile": 98.0,
+    assert ent["intensity"] == {"lower_percentile": 0.0, "upper_percentile": 98.0,
                                  "crop_margin": 0, "nan_policy": "zero"}
     assert set(ent["inputs"]["image"]) == {"path", "size", "mtime_ns", "sha1"}
     reopened = VolumeCache.open(tmp_path / "cache")
@@ -76,7 +76,7 @@ def test_unchanged_inputs_are_reused_and_touched_files_redone(rows, tmp_path, mo
     third = prepare_cache(rows, tmp_path / "cache")
     assert (third.processed, third.reused) == (1, 3) and loaded == ["s2.nii.gz"]
     # a different preprocessing config redoes everything
-    fourth = prepare_cache(rows, tmp_path / "cache", PreprocessConfig(upper_percentile=99.0))
+    fourth = prepare_cache(rows, tmp_path / "cache", IntensityConfig(upper_percentile=99.0))
     assert fourth.processed == 4
 
 

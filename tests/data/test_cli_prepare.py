@@ -28,7 +28,7 @@ def test_prepare_camcan_writes_manifest_and_cache(write_nifti, brain_volume, tmp
     # refuses to overwrite the manifest; --overwrite reuses the unchanged cache
     assert main(args) == 1
     assert "manifest.csv: manifest already exists" in capsys.readouterr().err
-    assert main(args + ["--overwrite", "--set", "preprocess.upper_percentile=99"]) == 0
+    assert main(args + ["--overwrite", "--set", "intensity.upper_percentile=99"]) == 0
     assert main(["prepare", "--manifest", str(out / "manifest.csv")]) == 0
     again = VolumeCache.open(out / "cache")
     assert all(np.isclose(v.max(), 1.0) for v in again.volumes())

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from nibabel.testing import data_path
 
+from disyre.data.intensity import normalize, uncrop
 from disyre.data.nifti import InputError, load_mask, load_scan, save_like, to_native
-from disyre.data.preprocess import preprocess, uncrop
 
 
 def _rot(ax: int, deg: float) -> np.ndarray:
@@ -36,7 +36,7 @@ def test_round_trip_reproduces_grid_affine_and_orientation(name, write_nifti, br
     data = brain_volume((9, 11, 7), seed=1)
     src = write_nifti(f"in_{name}.nii.gz", data, AFFINES[name])
     scan = load_scan(src)
-    pre = preprocess(scan.data)
+    pre = normalize(scan.data)
     full = uncrop(pre.image, pre)
     out = tmp_path / f"map_{name}.nii.gz"
     save_like(full, scan, out)
@@ -85,7 +85,7 @@ def test_nibabel_example_anatomical_round_trip(tmp_path):
     scan = load_scan(src)
     orig = nib.load(src)
     assert nib.aff2axcodes(orig.affine) != ("R", "A", "S")  # a non-canonical file
-    pre = preprocess(scan.data)
+    pre = normalize(scan.data)
     save_like(uncrop(pre.mask, pre), scan, tmp_path / "mask.nii.gz", dtype=np.uint8)
     back = nib.load(tmp_path / "mask.nii.gz")
     assert back.shape == orig.shape and np.array_equal(back.affine, orig.affine)

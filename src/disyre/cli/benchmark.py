@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = RunConfig.load(args.config) if args.config else RunConfig()
     cfg = apply_overrides(cfg, args.overrides)
     rows = read_manifest(args.manifest)
-    cache = prepare_cache(rows, args.cache or args.output / "cache", cfg.preprocess,
+    cache = prepare_cache(rows, args.cache or args.output / "cache", cfg.intensity,
                           progress=not args.no_progress)
     res = run_benchmark(methods, cache, args.output, cfg=cfg, steps=args.steps, seed=args.seed,
                         device=args.device, n_boot=args.bootstrap, overwrite=args.overwrite,

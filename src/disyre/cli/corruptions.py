@@ -63,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
     from disyre.cli import CLIError
     from disyre.corruption.gallery import GALLERY_ALPHAS, gallery_rows
+    from disyre.data.intensity import normalize
     from disyre.data.nifti import load_scan
-    from disyre.data.preprocess import preprocess
     from disyre.io_utils import OutputExistsError, atomic_path
 
     out = Path(args.out)
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise OutputExistsError(f"{out}: exists; pass --overwrite to replace it")
     vol = load_scan(args.image).data if args.image else _template_dhw()
     source = str(args.image) if args.image else "MNI152 T1 template"
-    pre = preprocess(vol)
+    pre = normalize(vol)
     img = pre.image
     k = img.shape[0] // 2 if args.slice is None else args.slice
     if not 0 <= k < img.shape[0]:

@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "prepare",
         help="write a dataset manifest (CSV) and its preprocessed cache",
-        description="Find the scans of a dataset layout, write OUT/manifest.csv, and preprocess "
+        description="Find the scans of a dataset layout, write OUT/manifest.csv, and normalise "
         "every scan into OUT/cache/ (reused when inputs are unchanged).",
     )
     p.add_argument("--layout", choices=["folder", "brats", "atlas", "camcan", "ixi"],
@@ -44,8 +44,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", type=Path, default=None,
                    help="output folder (default with --manifest: the manifest's folder)")
     p.add_argument("--config", type=Path, default=None,
-                   help="run config (YAML/JSON) whose 'preprocess' section to use")
-    add_overrides_argument(p, "preprocess.upper_percentile=99")
+                   help="run config (YAML/JSON) whose 'intensity' section to use")
+    add_overrides_argument(p, "intensity.upper_percentile=99")
     p.add_argument("--no-cache", action="store_true", help="write only the manifest")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out scans with invalid files (logged) instead of stopping")
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("wrote %s: %d scans %s", manifest, len(rows), splits)
     if args.no_cache:
         return 0
-    cache = prepare_cache(rows, Path(out) / "cache", cfg.preprocess, skip_bad=args.skip_bad)
+    cache = prepare_cache(rows, Path(out) / "cache", cfg.intensity, skip_bad=args.skip_bad)
     log.info("cache %s: %d scans (%d processed, %d reused)", cache.directory, len(cache),
              cache.processed, cache.reused)
     return 0

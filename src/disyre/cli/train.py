@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         if not any(r.split == "train" for r in rows):
             raise CLIError(f"{source}: no healthy training subjects (rows with split 'train')")
         cache = prepare_cache([r for r in rows if r.split in ("train", "val")],
-                              args.cache_dir or args.output / "cache", cfg.preprocess,
+                              args.cache_dir or args.output / "cache", cfg.intensity,
                               progress=not args.no_progress)
     else:
         source = args.cache

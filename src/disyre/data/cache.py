@@ -1,7 +1,7 @@
-"""Preprocessed-volume cache: NIfTI files are read and normalised once, then memory-mapped.
+"""NormalizedVolume-volume cache: NIfTI files are read and normalised once, then memory-mapped.
 
 :func:`prepare_cache` loads every manifest row (validated, see :mod:`disyre.data.nifti`),
-preprocesses it (:mod:`disyre.data.preprocess`) and stores, per subject, the cropped image
+normalises it (:mod:`disyre.data.intensity`) and stores, per subject, the cropped image
 (float32), its brain mask (bool) and, where given, its lesion mask (bool) as ``.npy`` files,
 with ``index.json`` recording for each subject the input files' fingerprints (path, size,
 ``mtime_ns``, SHA-1 of the first and last MiB), the preprocessing config, the crop box and the
@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from disyre.config import PreprocessConfig
+from disyre.config import IntensityConfig
+from disyre.data.intensity import normalize
 from disyre.data.manifest import ManifestRow
 from disyre.data.nifti import InputError, load_mask, load_scan
-from disyre.data.preprocess import preprocess
 from disyre.io_utils import atomic_path, atomic_write_json
 
 __all__ = ["CacheEntry", "VolumeCache", "prepare_cache", "fingerprint", "INDEX_NAME"]
@@ -211,13 +211,13 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
         np.save(f, np.ascontiguousarray(arr))
 
 
-def _process(row: ManifestRow, directory: Path, cfg: PreprocessConfig) -> dict[str, Any]:
+def _process(row: ManifestRow, directory: Path, cfg: IntensityConfig) -> dict[str, Any]:
     scan = load_scan(row.image, nan_policy=cfg.nan_policy)
     brain = load_mask(row.brain_mask, scan) if row.brain_mask else None
     lesion = (load_mask(row.lesion_mask, scan, binarize=row.binarize_lesion)
               if row.lesion_mask else None)
     try:
-        pre = preprocess(scan.data, brain, cfg)
+        pre = normalize(scan.data, brain, cfg)
     except ValueError as e:
         raise InputError(f"{row.brain_mask or row.image}: {e}") from e
     safe = _safe_name(row.subject)
@@ -239,7 +239,7 @@ def _process(row: ManifestRow, directory: Path, cfg: PreprocessConfig) -> dict[s
 
 
 def prepare_cache(rows: Sequence[ManifestRow], cache_dir: str | Path,
-                  cfg: PreprocessConfig | None = None, skip_bad: bool = False,
+                  cfg: IntensityConfig | None = None, skip_bad: bool = False,
                   progress: bool = True) -> VolumeCache:
     """Preprocess the manifest's scans into ``cache_dir``, reusing unchanged subjects.
 
@@ -257,7 +257,7 @@ def prepare_cache(rows: Sequence[ManifestRow], cache_dir: str | Path,
     Raises:
         InputError: An invalid input file (naming it), unless ``skip_bad``.
     """
-    cfg = cfg or PreprocessConfig()
+    cfg = cfg or IntensityConfig()
     directory = Path(cache_dir)
     directory.mkdir(parents=True, exist_ok=True)
     index = _read_index(directory) or {"version": _VERSION, "entries": {}}
@@ -276,7 +276,7 @@ def prepare_cache(rows: Sequence[ManifestRow], cache_dir: str | Path,
             log.warning("skipping subject %s: %s", row.subject, e)
             continue
         old = index["entries"].get(row.subject)
-        ok = (old is not None and old.get("inputs") == inputs and old.get("preprocess") == cfg_d
+        ok = (old is not None and old.get("inputs") == inputs and old.get("intensity") == cfg_d
               and all((directory / f).is_file() for f in old["files"].values() if f))
         if ok:
             reused += 1
@@ -293,7 +293,7 @@ def prepare_cache(rows: Sequence[ManifestRow], cache_dir: str | Path,
                 continue
             log.debug("cached %s (%s)", row.subject, row.image)
             index["entries"][row.subject] = {"split": row.split, "contrast": row.contrast,
-                                             "inputs": inputs, "preprocess": cfg_d, **info}
+                                             "inputs": inputs, "intensity": cfg_d, **info}
             atomic_write_json(directory / INDEX_NAME, index)
             processed += 1
         entries.append(_entry(directory, row.subject, index["entries"][row.subject]))

@@ -161,7 +161,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *,
     log.info("cohort %s at %s", "reused" if cohort.reused else "built", cohort.root)
     rows = read_manifest(cohort.manifest)
     cfg = s.run_config()
-    cache = prepare_cache(rows, out / "cache", cfg.preprocess, progress=progress)
+    cache = prepare_cache(rows, out / "cache", cfg.intensity, progress=progress)
     bench = run_benchmark(s.methods, cache, out / "benchmark", cfg=cfg, steps=s.steps,
                           seed=s.seed, device=s.device, n_boot=s.n_boot, overwrite=overwrite,
                           progress=progress,

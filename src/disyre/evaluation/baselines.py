@@ -13,7 +13,7 @@ z-score. ``min_std`` keeps voxels where the population barely varies (the backgr
 border of the template) from dominating.
 
 Volumes are full-grid, axial-first ``(D, H, W)`` arrays (not the per-subject foreground crop:
-use ``disyre.data.preprocess.uncrop`` on a preprocessed crop).
+use ``disyre.data.intensity.uncrop`` on a preprocessed crop).
 
 Example:
     >>> import numpy as np
@@ -63,7 +63,7 @@ class ReferenceModel:
         """Anomaly map in ``[0, 1]`` of one ``(D, H, W)`` volume.
 
         Args:
-            volume: Preprocessed volume on the model's grid.
+            volume: NormalizedVolume volume on the model's grid.
             mask: Brain mask; ``None`` = non-zero voxels of ``volume``.
 
         Returns:

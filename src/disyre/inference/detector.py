@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from disyre.config import ConfigError, InferenceConfig, RunConfig
-from disyre.data.preprocess import intensity_signature
+from disyre.data.intensity import intensity_signature
 from disyre.inference.restoration import InferenceInput
 from disyre.inference.windows import count_work, predict_volume
 from disyre.runtime import resolve_device
@@ -46,7 +46,7 @@ class DetectionResult:
         image_cropped: The normalised input on the same grid.
         mask_cropped: The brain mask on the same grid.
         scan: The loaded :class:`~disyre.data.nifti.Scan`.
-        pre: The :class:`~disyre.data.preprocess.Preprocessed` volume (holds the crop box).
+        pre: The :class:`~disyre.data.intensity.NormalizedVolume` volume (holds the crop box).
         warnings: Sanity-check messages (contrast, orientation) raised for this scan.
     """
 
@@ -63,7 +63,7 @@ class DetectionResult:
 
     def full(self, arr_cropped: np.ndarray) -> np.ndarray:
         """Put a cropped ``(d, h, w)`` array back on the scan's full axial-first grid."""
-        from disyre.data.preprocess import uncrop
+        from disyre.data.intensity import uncrop
 
         return uncrop(arr_cropped, self.pre)
 
@@ -161,7 +161,7 @@ class Detector:
 
     Args:
         model: Network with ``forward(x, level)``.
-        cfg: Run config of the model (its ``inference`` section is used, its ``preprocess``
+        cfg: Run config of the model (its ``inference`` section is used, its ``intensity``
             section normalises scans, its ``corruption`` gives the network inputs).
         device: Where to compute (``"auto"``: CUDA if available).
         reference: Training-data description for the sanity checks (``contrast``,
@@ -239,15 +239,15 @@ class Detector:
         Raises:
             disyre.data.nifti.InputError: The file is unreadable or invalid.
         """
+        from disyre.data.intensity import normalize
         from disyre.data.nifti import InputError, Scan, load_mask, load_scan
-        from disyre.data.preprocess import preprocess
 
         if not isinstance(scan, Scan):
-            scan = load_scan(scan, nan_policy=self.cfg.preprocess.nan_policy)
+            scan = load_scan(scan, nan_policy=self.cfg.intensity.nan_policy)
         if isinstance(mask, str | Path):
             mask = load_mask(mask, like=scan)
         try:
-            pre = preprocess(scan.data, mask, self.cfg.preprocess)
+            pre = normalize(scan.data, mask, self.cfg.intensity)
         except ValueError as e:
             raise InputError(f"{scan.path}: {e}") from e
         msgs = sanity_warnings(scan, pre.image, pre.mask, self.reference)

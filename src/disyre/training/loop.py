@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from disyre.config import ConfigError, RunConfig
-from disyre.data.preprocess import intensity_signature
+from disyre.data.intensity import intensity_signature
 from disyre.io_utils import atomic_write_json, prepare_output_dir, provenance
 from disyre.model import build_model, count_parameters
 from disyre.runtime import autocast, resolve_device, resolve_precision
@@ -251,7 +251,7 @@ def describe_training_data(volumes: Sequence[np.ndarray],
     """What a checkpoint records about its training data (``config.json``'s ``"data"``).
 
     Args:
-        volumes: Preprocessed training volumes (brain = non-zero voxels).
+        volumes: NormalizedVolume training volumes (brain = non-zero voxels).
         extra: Further fields to record (``contrast``, ``spacing``, ...).
 
     Returns:
@@ -286,7 +286,7 @@ def train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
         batch_source: Replace the default :class:`BatchSource` (tests, benchmarks).
         data_info: Description of the training data stored in every checkpoint's
             ``config.json`` under ``"data"`` (e.g. ``{"contrast": "t2"}``); the mean
-            :func:`~disyre.data.preprocess.intensity_signature` of ``train_volumes`` is added
+            :func:`~disyre.data.intensity.intensity_signature` of ``train_volumes`` is added
             as ``intensity_quantiles``, so that detection can warn about unlike scans.
 
     Returns:

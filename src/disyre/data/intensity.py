@@ -11,7 +11,7 @@ the cropped array go back onto the full grid (and from there to the file with
 Example:
     >>> import numpy as np
     >>> vol = np.zeros((6, 8, 8), np.float32); vol[1:5, 2:6, 3:7] = np.arange(64).reshape(4, 4, 4)
-    >>> pre = preprocess(vol)
+    >>> pre = normalize(vol)
     >>> pre.image.shape, float(pre.image.max()), pre.full_shape
     ((4, 4, 4), 1.0, (6, 8, 8))
     >>> uncrop(pre.mask, pre).shape
@@ -25,15 +25,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from disyre.config import PreprocessConfig
+from disyre.config import IntensityConfig
 
-__all__ = ["Preprocessed", "preprocess", "uncrop", "foreground_bbox"]
+__all__ = ["NormalizedVolume", "normalize", "uncrop", "foreground_bbox"]
 
 BBox = tuple[slice, slice, slice]
 
 
 @dataclass
-class Preprocessed:
+class NormalizedVolume:
     """A normalised, foreground-cropped volume.
 
     Attributes:
@@ -73,25 +73,25 @@ def foreground_bbox(mask: np.ndarray, margin: int = 0) -> BBox:
     return tuple(out)  # type: ignore[return-value]
 
 
-def preprocess(
+def normalize(
     data_dhw: np.ndarray,
     mask: np.ndarray | None = None,
-    cfg: PreprocessConfig | None = None,
-) -> Preprocessed:
+    cfg: IntensityConfig | None = None,
+) -> NormalizedVolume:
     """Normalise intensities and crop to the foreground.
 
     Args:
         data_dhw: ``(D, H, W)`` volume (any real dtype; NaN/Inf must already be handled).
         mask: Optional ``(D, H, W)`` brain mask; default = voxels > 0 after clipping negatives.
-        cfg: Percentiles and crop margin; defaults to :class:`PreprocessConfig`.
+        cfg: Percentiles and crop margin; defaults to :class:`IntensityConfig`.
 
     Returns:
-        The :class:`Preprocessed` volume.
+        The :class:`NormalizedVolume` volume.
 
     Raises:
         ValueError: Wrong shapes, or no foreground voxel.
     """
-    cfg = cfg or PreprocessConfig()
+    cfg = cfg or IntensityConfig()
     if data_dhw.ndim != 3:
         raise ValueError(f"expected a (D, H, W) volume, got shape {data_dhw.shape}")
     if not 0 <= cfg.lower_percentile < cfg.upper_percentile <= 100:
@@ -121,11 +121,11 @@ def preprocess(
     x *= np.float32(1.0 / (high - low))
     np.clip(x, 0.0, 1.0, out=x)
     x[~m] = 0.0
-    return Preprocessed(image=x, mask=m, bbox=bbox, full_shape=tuple(int(s) for s in mask.shape),
-                        low=low, high=high)
+    return NormalizedVolume(image=x, mask=m, bbox=bbox,
+                            full_shape=tuple(int(s) for s in mask.shape), low=low, high=high)
 
 
-def uncrop(arr: np.ndarray, pre: Preprocessed, fill: float = 0) -> np.ndarray:
+def uncrop(arr: np.ndarray, pre: NormalizedVolume, fill: float = 0) -> np.ndarray:
     """Put a cropped ``(d, h, w)`` array back onto the full ``(D, H, W)`` grid.
 
     Args:

@@ -1,18 +1,18 @@
-"""Intensity normalisation and crop / uncrop (disyre.data.preprocess)."""
+"""Intensity normalisation and crop / uncrop (disyre.data.intensity)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from disyre.config import PreprocessConfig
-from disyre.data.preprocess import foreground_bbox, preprocess, uncrop
+from disyre.config import IntensityConfig
+from disyre.data.intensity import foreground_bbox, normalize, uncrop
 
 
 def test_scaling_clipping_background_and_crop(brain_volume):
     vol = brain_volume((12, 14, 10))
     vol[0, 0, 0] = -5.0  # a negative background voxel: clipped, stays background
-    pre = preprocess(vol)
+    pre = normalize(vol)
     pos = np.clip(vol, 0, None)
     fg = pos[pos > 0]
     assert pre.low == pytest.approx(np.percentile(fg, 0))
@@ -31,7 +31,7 @@ def test_scaling_clipping_background_and_crop(brain_volume):
 
 def test_uncrop_is_exact_inverse_and_margin(brain_volume):
     vol = brain_volume((12, 14, 10))
-    pre = preprocess(vol, cfg=PreprocessConfig(crop_margin=2, upper_percentile=99.5))
+    pre = normalize(vol, cfg=IntensityConfig(crop_margin=2, upper_percentile=99.5))
     full = uncrop(pre.image, pre)
     assert full.shape == vol.shape
     np.testing.assert_array_equal(full[pre.bbox], pre.image)
@@ -48,7 +48,7 @@ def test_given_brain_mask_zeroes_outside(brain_volume):
     vol = brain_volume((12, 14, 10)) + 1.0  # non-zero everywhere: skull not stripped
     mask = np.zeros(vol.shape, bool)
     mask[3:9, 4:10, 2:8] = True
-    pre = preprocess(vol, mask)
+    pre = normalize(vol, mask)
     assert pre.image.shape == (6, 6, 6) and pre.mask.all()
     assert (pre.image > 0).mean() > 0.9
 
@@ -57,9 +57,9 @@ def test_constant_foreground_and_empty_volume():
     vol = np.zeros((4, 5, 6), np.float32)
     vol[1:3, 1:4, 2:5] = 7.0
     with pytest.warns(UserWarning, match="constant foreground"):
-        pre = preprocess(vol)
+        pre = normalize(vol)
     assert (pre.image == 1.0).all()
     with pytest.raises(ValueError, match="empty foreground"):
-        preprocess(np.zeros((3, 3, 3)))
+        normalize(np.zeros((3, 3, 3)))
     with pytest.raises(ValueError, match="percentiles"):
-        preprocess(vol, cfg=PreprocessConfig(lower_percentile=50, upper_percentile=10))
+        normalize(vol, cfg=IntensityConfig(lower_percentile=50, upper_percentile=10))
