@@ -23,9 +23,9 @@ import torch.distributed as dist
 HERE = Path(__file__).resolve().parent
 
 CHILD = textwrap.dedent("""
-    import importlib.util, json, os, sys
-    spec = importlib.util.spec_from_file_location("tt", {helpers!r})
-    tt = importlib.util.module_from_spec(spec); spec.loader.exec_module(tt)
+    import json, os, sys
+    sys.path.insert(0, {root!r})
+    import tests.helpers as tt
     from disyre.training import train
     cohort = tt.synthetic_cohort(6, seed=0)
     cfg = tt.tiny_config(steps=5, grad_accum={accum})
@@ -45,7 +45,7 @@ def _free_port() -> int:
 def _start(tmp: Path, name: str, nproc: int, accum: int) -> list[subprocess.Popen]:
     out = tmp / name
     script = tmp / f"{name}.py"
-    script.write_text(CHILD.format(helpers=str(HERE / "test_training.py"), accum=accum,
+    script.write_text(CHILD.format(root=str(HERE.parent), accum=accum,
                                    out=str(out)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(_free_port())}

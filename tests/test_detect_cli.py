@@ -9,23 +9,12 @@ import numpy as np
 import pytest
 
 from disyre.cli import main
-from disyre.config import InferenceConfig, ModelConfig, RunConfig
-from disyre.model import build_model
-from disyre.training.checkpoint import save_checkpoint
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    import torch
-
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("run")
-    cfg = RunConfig()
-    cfg.model = ModelConfig.from_preset("tiny")
-    cfg.inference = InferenceConfig(levels=[0, 50], window=32, stride=16, batch_size=64)
-    save_checkpoint(d / "checkpoints", step=1, model=build_model(cfg.model), cfg=cfg,
-                    codebook=None, state={})
-    return d
+@pytest.fixture()
+def ckpt(tiny_run):
+    """The session's trained tiny run (inference: levels [0, 50], 32-px windows, stride 16)."""
+    return tiny_run.path
 
 
 def _scan(path, shape=(40, 44, 6), affine=None, seed=0):
@@ -118,18 +107,16 @@ def test_shards_in_two_processes(folder, ckpt, tmp_path):
                                       np.asarray(nib.load(tmp_path / "seq" / name).dataobj))
 
 
-def test_thresholds_masks_restored_and_png(folder, ckpt, tmp_path, capsys):
+def test_thresholds_masks_restored_and_png(folder, tiny_run_copy, tmp_path, capsys):
+    ckpt = tiny_run_copy
     scan = folder / "a.nii.gz"
     out = tmp_path / "o1"
     assert _detect("-i", scan, "-o", out, "--checkpoint", ckpt, "--threshold", "fpr=0.05") == 1
     assert "thresholds.json" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
     (ckpt / "thresholds.json").write_text(json.dumps({"fpr": {"0.01": 0.3, "0.05": 0.1}}))
-    try:
-        assert _detect("-i", scan, "-o", out, "--checkpoint", ckpt, "--threshold", "fpr=0.05",
-                       "--save-restored", "--png") == 0
-    finally:
-        (ckpt / "thresholds.json").unlink()
+    assert _detect("-i", scan, "-o", out, "--checkpoint", ckpt, "--threshold", "fpr=0.05",
+                   "--save-restored", "--png") == 0
     amap = np.asarray(nib.load(out / "a.nii.gz").dataobj)
     mask = nib.load(out / "a_mask.nii.gz")
     assert mask.get_data_dtype() == np.uint8

@@ -23,6 +23,7 @@ from disyre.inference import (
     window_starts,
 )
 from disyre.model import build_model
+from tests.helpers import phantom, reinit_tiny_net
 
 
 class SmoothingNet(nn.Module):
@@ -52,21 +53,23 @@ class SmoothingNet(nn.Module):
 
 
 def tiny_net(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return build_model(ModelConfig.from_preset("tiny")).eval()
+    """A tiny U-Net whose output depends on its input, context and level (not MONAI's zeros)."""
+    return reinit_tiny_net(seed)
 
 
-def phantom(shape=(12, 72, 80), lesion=(6, 30, 44), r=4, seed=0):
-    """Ellipsoid 'brain' with mild texture and one bright spherical lesion; returns (vol, les)."""
-    rng = np.random.default_rng(seed)
-    d, h, w = shape
-    z, y, x = np.mgrid[:d, :h, :w]
-    brain = ((z - d / 2) / (d / 2 + 1)) ** 2 + ((y - h / 2) / (h / 2 - 4)) ** 2 + (
-        (x - w / 2) / (w / 2 - 4)) ** 2 < 1
-    vol = np.where(brain, 0.5 + 0.03 * rng.standard_normal(shape), 0).astype(np.float32)
-    les = ((z - lesion[0]) ** 2 + (y - lesion[1]) ** 2 + (x - lesion[2]) ** 2 <= r * r) & brain
-    vol[les] = 0.95
-    return vol, les
+def test_helper_networks_output_something():
+    """A fresh MONAI network outputs exactly 0 (why tests use re-initialised ones); ours does not,
+    and its output depends on the level and on the window around a pixel."""
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    lv = torch.tensor([0, 0])
+    with torch.no_grad():
+        assert build_model(ModelConfig.from_preset("tiny")).eval()(x, lv).abs().max() == 0
+        net = tiny_net()
+        y = net(x, lv)
+        assert 0 < y.min() and y.max() < 1  # not clipped by restoration
+        assert (y - net(x, torch.tensor([60, 60]))).abs().mean() > 1e-3
+        assert (y[..., :16, :16] - net(x[..., :16, :16], lv)).abs().mean() > 1e-2
+        assert (y[0] - y[1]).abs().mean() > 1e-2
 
 
 def test_batched_levels_equal_unbatched_loop():
@@ -125,8 +128,9 @@ def test_window_starts_match_monai_grid():
         assert ours == theirs, size
 
 
-@pytest.mark.parametrize("shape", [(2, 90, 100), (2, 40, 50)])
-def test_windows_equal_monai_sliding_window_inference(shape):
+@pytest.mark.parametrize("shape,win,stride", [((2, 90, 100), 64, 16),
+                                               ((2, 40, 50), 40, 10)])  # fitted to the slice
+def test_windows_equal_monai_sliding_window_inference(shape, win, stride):
     """Own windowing (batched across slices, empty windows skipped) == MONAI's on the brain."""
     net = tiny_net(1)
     rng = np.random.default_rng(0)
@@ -139,10 +143,34 @@ def test_windows_equal_monai_sliding_window_inference(shape):
     x = torch.from_numpy(vol).unsqueeze(1)
     with torch.inference_mode():
         ref = sliding_window_inference(
-            x, (64, 64), 4, lambda p: restore(net, p, cfg)[0], overlap=1 - 16 / 64,
+            x, (win, win), 4, lambda p: restore(net, p, cfg)[0], overlap=1 - stride / win,
             mode="gaussian", sigma_scale=0.125)
     ref = (ref[:, 0] * torch.from_numpy(vol != 0)).numpy()
     np.testing.assert_allclose(ours, ref, atol=2e-5)
+
+
+def test_window_larger_than_the_slices_is_fitted_to_them(caplog):
+    """Slices of a 2 mm scan are smaller than the default 128-px window: the window shrinks to
+    fit them (same overlap) instead of padding, which scaled the map down through the
+    foreground weighting (about 10x)."""
+    net = SmoothingNet()
+    vol, les = phantom(shape=(12, 50, 60), lesion=(6, 22, 30))
+    cfg = InferenceConfig(levels=[40, 80], window=128, stride=32)
+    with caplog.at_level("INFO", logger="disyre.inference.windows"):
+        big = predict_volume(net, vol, None, cfg)
+    assert "using 50-px windows, stride 12" in caplog.text
+    fits = predict_volume(net, vol, None, dataclasses.replace(cfg, window=50, stride=12))
+    np.testing.assert_array_equal(big, fits)
+    assert count_work(vol != 0, cfg, net.min_size) == count_work(
+        vol != 0, dataclasses.replace(cfg, window=50, stride=12))
+    # the map keeps the scale of the residual (measured 0.60x of the unweighted map), unlike
+    # slices padded to the window (the old behaviour: 0.10x)
+    raw = predict_volume(net, vol, None, dataclasses.replace(cfg, window=32, stride=8,
+                                                             foreground_weighting=False))
+    assert big[les].mean() > 0.5 * raw[les].mean()
+    padded = np.pad(vol, ((0, 0), (39, 39), (34, 34)))
+    old = predict_volume(net, padded, None, cfg)[:, 39:-39, 34:-34]
+    assert old[les].mean() < 0.2 * raw[les].mean()
 
 
 def test_foreground_weighting_downweights_edge_windows():
@@ -231,7 +259,7 @@ def test_bf16_autocast_keeps_the_map_close():
     ref = predict_volume(net, vol, None, cfg)
     bf = predict_volume(net, vol, None, dataclasses.replace(cfg, precision="bf16"))
     assert bf.dtype == np.float32
-    assert np.abs(bf - ref).max() < 0.05
+    assert 0 < np.abs(bf - ref).max() < 0.05  # autocast took effect, and the map is kept
 
 
 # ---- Detector: scans on their own grid -------------------------------------------------------
@@ -340,13 +368,19 @@ def test_detector_from_checkpoint_and_bad_checkpoints(tmp_path):
 
     cfg = RunConfig()
     cfg.model = ModelConfig.from_preset("tiny")
-    save_checkpoint(tmp_path / "run" / "checkpoints", step=1, model=build_model(cfg.model),
+    save_checkpoint(tmp_path / "run" / "checkpoints", step=1, model=tiny_net(4),
                     cfg=cfg, codebook=None, state={})
     det = Detector.from_checkpoint(tmp_path / "run", device="cpu", levels=[0, 50], window=64)
     assert det.inference.levels == [0, 50] and det.inference.window == 64
     vol, _ = _native_phantom()
     res = det.predict(_nifti(tmp_path, "a.nii.gz", vol, np.eye(4)))
     assert res.anomaly_map.shape == vol.shape
+    # the saved weights map the scan, not a fresh (all-zero-output) network
+    same = predict_volume(tiny_net(4), res.image_cropped, res.mask_cropped, det.inference)
+    np.testing.assert_allclose(res.map_cropped, same, atol=1e-6)
+    fresh = predict_volume(build_model(cfg.model).eval(), res.image_cropped, res.mask_cropped,
+                           det.inference)
+    assert np.abs(res.map_cropped - fresh).max() > 0.05
     with pytest.raises(ConfigError, match="unknown inference"):
         Detector.from_checkpoint(tmp_path / "run", device="cpu", levls=[0])
     (tmp_path / "junk").mkdir()

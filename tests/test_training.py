@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from disyre.config import ConfigError, ModelConfig, RunConfig, SamplerConfig
+from disyre.config import ConfigError, ModelConfig, SamplerConfig
 from disyre.io_utils import OutputExistsError
 from disyre.training import (
     BatchSource,
@@ -22,42 +22,7 @@ from disyre.training import (
     train,
 )
 from disyre.training import checkpoint as ckpt_mod
-
-
-# ---------------------------------------------------------------- helpers (also used by DDP test)
-def synthetic_cohort(n: int, seed: int, shape: tuple[int, int, int] = (6, 40, 40)
-                     ) -> list[np.ndarray]:
-    """``n`` 'brains': ellipsoids with a smooth tissue texture, background exactly 0."""
-    rng = np.random.default_rng(seed)
-    d, h, w = shape
-    zz, yy, xx = np.meshgrid(np.linspace(-1, 1, d), np.linspace(-1, 1, h), np.linspace(-1, 1, w),
-                             indexing="ij")
-    vols = []
-    for _ in range(n):
-        ry, rx = rng.uniform(0.75, 0.95, 2)
-        r2 = (yy / ry) ** 2 + (xx / rx) ** 2
-        f1, f2, ph = rng.uniform(2, 4), rng.uniform(2, 4), rng.uniform(0, 2 * np.pi)
-        tissue = 0.55 + 0.25 * np.sin(f1 * np.pi * yy + ph) * np.cos(f2 * np.pi * xx)
-        v = np.where(r2 + 0.3 * zz**2 < 1, tissue * (0.6 + 0.4 * np.clip(1 - r2, 0, 1) ** 0.3),
-                     0.0)
-        vols.append(np.clip(v, 0, 1).astype(np.float32))
-    return vols
-
-
-def tiny_config(steps: int = 6, **train_kw: object) -> RunConfig:
-    """The ``tiny`` network on 32-px patches, 4 volumes x 2 slices per step, on the CPU."""
-    cfg = RunConfig()
-    cfg.model = ModelConfig.from_preset("tiny")
-    cfg.sampler = SamplerConfig(n_volumes=4, n_slices=2, patch_size=32)
-    cfg.corruption.window = 16
-    cfg.corruption.augment = False
-    t = cfg.train
-    t.steps, t.lr, t.warmup_steps, t.device = steps, 2e-3, 2, "cpu"
-    t.val_every, t.val_batches, t.ckpt_every, t.log_every = 1000, 1, 1000, 1
-    t.channels_last = False
-    for k, v in train_kw.items():
-        setattr(t, k, v)
-    return cfg
+from tests.helpers import tiny_config
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -66,8 +31,8 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def cohort() -> list[np.ndarray]:
-    return synthetic_cohort(6, seed=0)
+def cohort(tiny_cohort: list[np.ndarray]) -> list[np.ndarray]:
+    return tiny_cohort
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -100,10 +65,9 @@ def test_shards_depend_only_on_seed_step_index(cohort: Sequence[np.ndarray]) -> 
 
 # ---------------------------------------------------------------- learning
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, cohort: Sequence[np.ndarray]):
-    out = tmp_path_factory.mktemp("run") / "learn"
-    cfg = tiny_config(steps=120, lr=3e-3, warmup_steps=10, val_every=60, log_every=20)
-    return out, train(cfg, cohort[:4], cohort[4:], out, progress=False)
+def trained(tiny_run):
+    """The session's trained run (tests/conftest.py): 120 steps, EMA 0.9."""
+    return tiny_run.path, tiny_run.result
 
 
 def test_loss_falls(trained) -> None:

@@ -55,6 +55,7 @@ from disyre.inference.windows import (
     WEIGHTING_WINDOW,
     anomaly_map_slices,
     count_work,
+    fitted_window,
     predict_slices,
     predict_volume,
     window_starts,
@@ -62,7 +63,8 @@ from disyre.inference.windows import (
 
 __all__ = [
     "SCORE_TOP_K", "SIGMA_SCALE", "WEIGHTING_WINDOW", "DetectionResult", "Detector",
-    "InferenceInput", "anomaly_map_slices", "count_work", "load_checkpoint", "predict_slices",
-    "predict_volume", "restore", "restore_ensemble", "restore_multistep", "sanity_warnings",
-    "save_overlay_png", "volume_score", "window_starts", "with_inference_overrides",
+    "InferenceInput", "anomaly_map_slices", "count_work", "fitted_window", "load_checkpoint",
+    "predict_slices", "predict_volume", "restore", "restore_ensemble", "restore_multistep",
+    "sanity_warnings", "save_overlay_png", "volume_score", "window_starts",
+    "with_inference_overrides",
 ]

@@ -17,7 +17,7 @@ from torch import nn
 from disyre.config import ConfigError, InferenceConfig, RunConfig
 from disyre.data.intensity import intensity_signature
 from disyre.inference.restoration import InferenceInput
-from disyre.inference.windows import count_work, predict_volume
+from disyre.inference.windows import _size_multiple, count_work, predict_volume
 from disyre.runtime import resolve_device
 
 #: Number of highest map values averaged into a volume's score (see :class:`DetectionResult`).
@@ -254,7 +254,7 @@ class Detector:
         for m in msgs:
             warnings.warn(m, stacklevel=2)
         if on_total is not None:
-            on_total(count_work(pre.mask, self.inference))
+            on_total(self.work(pre.mask))
         amap, rest = self.map_preprocessed(pre.image, pre.mask, progress, return_restored=True)
         res = DetectionResult(
             anomaly_map=np.empty(0, np.float32), restored=np.empty(0, np.float32),
@@ -285,7 +285,7 @@ class Detector:
 
     def work(self, pre_mask: np.ndarray) -> int:
         """Number of network inputs (windows or slices) :meth:`predict` runs for a brain mask."""
-        return count_work(pre_mask, self.inference)
+        return count_work(pre_mask, self.inference, _size_multiple(self.model))
 
 
 def with_inference_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:

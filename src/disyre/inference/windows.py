@@ -4,6 +4,7 @@ weighting, background zeroing, optional median filter.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 
@@ -15,6 +16,7 @@ from disyre.config import ConfigError, InferenceConfig
 from disyre.inference.restoration import InferenceInput, restore
 from disyre.runtime import resolve_device
 
+log = logging.getLogger(__name__)
 #: Window side used for the foreground weighting in whole-slice mode (``window=0``).
 WEIGHTING_WINDOW: int = 128
 
@@ -42,6 +44,35 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
         return [0]
     n = math.ceil((size - window) / stride) + 1
     return sorted({min(i * stride, size - window) for i in range(n)})
+
+
+def fitted_window(h: int, w: int, window: int, stride: int, size_multiple: int = 32
+                  ) -> tuple[int, int]:
+    """The ``(window, stride)`` used on slices of ``h x w`` pixels.
+
+    A window that fits the slices is used as configured. A larger one shrinks to the largest
+    multiple of the network's ``size_multiple`` that fits the smaller side (at least one
+    multiple), and the stride shrinks by the same factor (same overlap).
+
+    Why adapt rather than pad the slice or refuse: slices are cropped to the brain, so those
+    of a 2 mm scan (about 80 x 100 px) are smaller than the default 128-px window (the
+    authors', at 1 mm). Padded to the window, most of every window would be empty and the
+    foreground weighting would scale the whole map down (about 10x on a test volume). The
+    network is fully convolutional, so a window that fits sees the same pixels at the same
+    scale, mostly brain, as its training patches did; refusing would instead make every 2 mm
+    scan fail with the default settings.
+
+    Example:
+        >>> fitted_window(200, 180, 128, 32)
+        (128, 32)
+        >>> fitted_window(99, 117, 128, 32, size_multiple=8)
+        (96, 24)
+    """
+    if window <= min(h, w):
+        return window, stride
+    m = max(1, size_multiple)
+    win = max(m, min(h, w) // m * m)
+    return win, max(1, min(win, round(stride * win / window)))
 
 
 def _centre_pad(size: int, target: int) -> tuple[int, int]:
@@ -107,10 +138,11 @@ def _windowed(
     generator: torch.Generator | None,
     channels_last: bool,
     progress: Callable[[int], None] | None,
+    win: int,
+    stride: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sliding-window maps of padded slices ``vol (N, H, W)`` (all ``>= window``)."""
+    """Sliding-window maps of padded slices ``vol (N, H, W)`` (all ``>= win``)."""
     n, h, w = vol.shape
-    win, stride = cfg.window, cfg.stride
     imp = _gaussian_importance(win, vol.device)
     ys, xs = window_starts(h, win, stride), window_starts(w, win, stride)
     den = torch.zeros((h, w), device=vol.device)
@@ -152,6 +184,8 @@ def _whole_slices(
     generator: torch.Generator | None,
     channels_last: bool,
     progress: Callable[[int], None] | None,
+    win: int = 0,
+    stride: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Whole-slice maps of padded slices ``vol (N, H, W)`` (multiples of the network's size)."""
     amaps, rests = [], []
@@ -178,7 +212,8 @@ def count_work(mask_dhw: np.ndarray, cfg: InferenceConfig, size_multiple: int = 
     Args:
         mask_dhw: Brain mask ``(D, H, W)``.
         cfg: Windowing settings.
-        size_multiple: Unused for windows; kept for symmetry with whole-slice mode.
+        size_multiple: Spatial sizes the network accepts are multiples of this (it sizes the
+            window of slices smaller than ``cfg.window``, see :func:`fitted_window`).
 
     Returns:
         Windows with brain (or slices with brain) that :func:`predict_volume` will compute.
@@ -191,12 +226,12 @@ def count_work(mask_dhw: np.ndarray, cfg: InferenceConfig, size_multiple: int = 
     if sub.size == 0:
         return 0
     h, w = sub.shape[1:]
-    ph, pw = _centre_pad(h, cfg.window), _centre_pad(w, cfg.window)
+    win, stride = fitted_window(h, w, cfg.window, cfg.stride, size_multiple)
+    ph, pw = _centre_pad(h, win), _centre_pad(w, win)
     sub = np.pad(sub, ((0, 0), ph, pw))
-    win = cfg.window
     total = 0
-    for y in window_starts(sub.shape[1], win, cfg.stride):
-        for x in window_starts(sub.shape[2], win, cfg.stride):
+    for y in window_starts(sub.shape[1], win, stride):
+        for x in window_starts(sub.shape[2], win, stride):
             total += int(sub[:, y:y + win, x:x + win].any((1, 2)).sum())
     return total
 
@@ -255,17 +290,23 @@ def predict_slices(
         return amap.cpu().numpy(), rest.cpu().numpy()
     vol = img[keep] * msk[keep]
     sub = msk[keep]
+    m = _size_multiple(model)
+    win, stride = 0, 0
     if cfg.window > 0:
-        th, tw = max(h, cfg.window), max(w, cfg.window)
+        win, stride = fitted_window(h, w, cfg.window, cfg.stride, m)
+        if win != cfg.window:
+            log.info("slices of %dx%d px are smaller than inference.window=%d: using %d-px "
+                     "windows, stride %d", h, w, cfg.window, win, stride)
+        th, tw = max(h, win), max(w, win)
     else:
-        m = _size_multiple(model)
         th, tw = math.ceil(h / m) * m, math.ceil(w / m) * m
     (py0, py1), (px0, px1) = _centre_pad(h, th), _centre_pad(w, tw)
     vol = nn.functional.pad(vol, (px0, px1, py0, py1))
     sub = nn.functional.pad(sub, (px0, px1, py0, py1))
     fn = _windowed if cfg.window > 0 else _whole_slices
     with torch.inference_mode():
-        a, r = fn(model, vol, sub, cfg, corruption, generator, channels_last, progress)
+        a, r = fn(model, vol, sub, cfg, corruption, generator, channels_last, progress, win,
+                  stride)
     a = a[:, py0:py0 + h, px0:px0 + w]
     r = r[:, py0:py0 + h, px0:px0 + w]
     fg = msk[keep]
