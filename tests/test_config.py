@@ -49,3 +49,38 @@ def test_schedule_convention():
     k = torch.arange(100)
     assert torch.equal(level_of(severity_of(k)), k)
     assert multistep_levels(5) == [99, 74, 50, 25, 0]
+
+
+def test_whole_config_is_validated_at_load(tmp_path):
+    p = tmp_path / "run.yaml"
+    p.write_text("inference: {levels: [0, 120], precision: fp16}\n"
+                 "train: {val_every: 0, ckpt_every: 0}\n")
+    with pytest.raises(ConfigError) as e:
+        RunConfig.load(p)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{p}: invalid config")
+    for key in ("inference.levels", "inference.precision", "train.val_every",
+                "train.ckpt_every"):
+        assert key in msg
+    for bad in (["inference.levels=[-1]"], ["train.log_every=0"], ["train.precision=fp16"],
+                ["inference.stride=0"], ["inference.method=ddim"], ["corruption.name=nope"],
+                ["model.spatial_dims=3"], ["intensity.upper_percentile=101"],
+                ["train.ema_decay=1.5"], ["inference.steps=0"]):
+        key = bad[0].split("=")[0]
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            apply_overrides(RunConfig(), bad)
+    # valid edge values pass
+    apply_overrides(RunConfig(), ["inference.levels=[0,99]", "inference.window=0",
+                                  "train.ema_decay=0.999", "inference.precision=bf16"])
+
+
+def test_the_cli_reports_an_invalid_config_in_one_line(tmp_path, capsys):
+    from disyre.cli import main
+
+    p = tmp_path / "run.yaml"
+    p.write_text("train: {log_every: 0}\n")
+    assert main(["train", "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "run"),
+                 "--config", str(p)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "run.yaml" in err and "train.log_every" in err
+    assert not (tmp_path / "run").exists()  # refused before any work

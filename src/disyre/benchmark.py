@@ -276,7 +276,8 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
             else:
                 cb = None
             train(rc, train_vols, [e.image() for e in val_e], mdir / "run",
-                  overwrite=overwrite, codebook=cb, progress=progress)
+                  overwrite=overwrite, codebook=cb, progress=progress,
+                  data_info=cache.describe(train_split))
             mapper = _Mapper(name, run_dir=mdir / "run", device=device, seed=seed)
             run_cfg = {"method": name, "run": rc.to_dict()}
         t1 = time.perf_counter()

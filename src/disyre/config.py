@@ -106,7 +106,8 @@ class ModelConfig:
     """Restoration network ``P(x, level)``; ``preset`` fills the architecture fields.
 
     Set ``preset`` to one of :data:`PRESETS` (``paper``, ``small``, ``tiny``) or to
-    ``custom`` and give the fields yourself. ``spatial_dims=3`` gives volumetric DISYRE.
+    ``custom`` and give the fields yourself. Training and detection work on 2D axial slices,
+    so a run needs ``spatial_dims=2``; the network alone can be built in 3D.
     """
 
     preset: str = "paper"
@@ -183,6 +184,10 @@ class InferenceConfig:
     device: str = "auto"
 
 
+#: autocast precisions of training and inference (``auto``: bf16 where it pays, else fp32)
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a training run and how its model is applied."""
@@ -200,8 +205,91 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        """Strict inverse of :meth:`to_dict`: unknown keys raise :class:`ConfigError`."""
-        return _from_dict(cls, d, "")
+        """Strict inverse of :meth:`to_dict`: unknown keys and invalid values (see
+        :meth:`validate`) raise :class:`ConfigError`."""
+        cfg = _from_dict(cls, d, "")
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Check every value at once, so that a bad setting fails at load, not hours later.
+
+        Raises:
+            ConfigError: One line naming every invalid ``section.key`` and why.
+
+        Example:
+            >>> cfg = RunConfig()
+            >>> cfg.inference.levels = [0, 120]
+            >>> cfg.train.val_every = 0
+            >>> cfg.validate()  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            disyre.config.ConfigError: invalid config: train.val_every must be >= 1, got 0; ...
+        """
+        from disyre.corruption.base import VARIANTS
+
+        bad: list[str] = []
+
+        def need(ok: bool, key: str, what: str, value: Any) -> None:
+            if not ok:
+                bad.append(f"{key} must be {what}, got {value!r}")
+
+        i, sa, c, m, t, f = (self.intensity, self.sampler, self.corruption, self.model,
+                             self.train, self.inference)
+        need(0 <= i.lower_percentile < 100, "intensity.lower_percentile", "in [0, 100)",
+             i.lower_percentile)
+        need(i.lower_percentile < i.upper_percentile <= 100, "intensity.upper_percentile",
+             f"in (intensity.lower_percentile={i.lower_percentile}, 100]", i.upper_percentile)
+        need(i.crop_margin >= 0, "intensity.crop_margin", ">= 0", i.crop_margin)
+        need(i.nan_policy in ("zero", "error"), "intensity.nan_policy", "zero or error",
+             i.nan_policy)
+        for k in ("n_volumes", "n_slices", "patch_size"):
+            need(getattr(sa, k) >= 1, f"sampler.{k}", ">= 1", getattr(sa, k))
+        need(c.name in VARIANTS, "corruption.name", f"one of {list(VARIANTS)}", c.name)
+        need(c.window >= 1, "corruption.window", ">= 1", c.window)
+        need(c.codebook is None or (len(c.codebook) > 0 and all(0 <= v <= 1 for v in c.codebook)),
+             "corruption.codebook", "null or intensities in [0, 1]", c.codebook)
+        need(m.preset in PRESETS or m.preset == "custom", "model.preset",
+             f"one of {sorted(PRESETS)} or custom", m.preset)
+        need(m.spatial_dims == 2, "model.spatial_dims",
+             "2 (training and detection work on 2D slices)", m.spatial_dims)
+        need(len(m.channels) >= 1 and len(m.channels) == len(m.attention_levels),
+             "model.channels/attention_levels", "lists of the same length",
+             (m.channels, m.attention_levels))
+        need(m.norm_num_groups >= 1 and all(ch % m.norm_num_groups == 0 for ch in m.channels),
+             "model.channels", f"multiples of model.norm_num_groups={m.norm_num_groups}",
+             m.channels)
+        need(m.num_res_blocks >= 1, "model.num_res_blocks", ">= 1", m.num_res_blocks)
+        need(m.num_head_channels >= 1, "model.num_head_channels", ">= 1", m.num_head_channels)
+        need(t.steps >= 1, "train.steps", ">= 1", t.steps)
+        need(t.lr > 0, "train.lr", "> 0", t.lr)
+        need(len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), "train.betas",
+             "two numbers in [0, 1)", t.betas)
+        need(t.weight_decay >= 0, "train.weight_decay", ">= 0", t.weight_decay)
+        need(t.eps > 0, "train.eps", "> 0", t.eps)
+        need(t.warmup_steps >= 0, "train.warmup_steps", ">= 0", t.warmup_steps)
+        need(t.ema_decay is None or 0 < t.ema_decay < 1, "train.ema_decay", "null or in (0, 1)",
+             t.ema_decay)
+        need(t.precision in PRECISIONS, "train.precision", " or ".join(PRECISIONS), t.precision)
+        for k in ("val_every", "ckpt_every", "log_every", "grad_accum"):
+            need(getattr(t, k) >= 1, f"train.{k}", ">= 1", getattr(t, k))
+        need(t.val_batches >= 0, "train.val_batches", ">= 0", t.val_batches)
+        need(t.num_threads is None or t.num_threads >= 1, "train.num_threads", "null or >= 1",
+             t.num_threads)
+        need(f.method in ("ensemble", "multistep"), "inference.method", "ensemble or multistep",
+             f.method)
+        need(len(f.levels) > 0 and all(0 <= k <= 99 for k in f.levels), "inference.levels",
+             "levels in [0, 99]", f.levels)
+        need(1 <= f.steps <= 100, "inference.steps", "in [1, 100]", f.steps)
+        need(f.window >= 0, "inference.window", ">= 0 (0 = whole slices)", f.window)
+        need(f.window == 0 or 1 <= f.stride <= f.window, "inference.stride",
+             f"in [1, inference.window={f.window}]", f.stride)
+        need(f.batch_size >= 1, "inference.batch_size", ">= 1", f.batch_size)
+        need(f.median_filter >= 0, "inference.median_filter", ">= 0 (0 = off)", f.median_filter)
+        need(f.precision in PRECISIONS, "inference.precision", " or ".join(PRECISIONS),
+             f.precision)
+        if bad:
+            raise ConfigError("invalid config: " + "; ".join(bad))
 
     def save(self, path: str | Path) -> None:
         """Write as YAML (``.yaml``/``.yml``) or JSON (any other suffix), atomically."""

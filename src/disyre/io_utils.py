@@ -30,13 +30,26 @@ class OutputExistsError(FileExistsError):
     """Refusing to overwrite a user's existing outputs."""
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or read (the message names it and says why)."""
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it onto ``path`` only on success.
 
     The temporary file keeps ``path``'s suffixes (so writers that look at the extension,
     such as nibabel's ``.nii.gz``, behave). On any exception it is removed and ``path`` is
     left as it was.
+
+    Args:
+        path: The final file.
+        overwrite: Replace an existing ``path``. With ``False`` the file is put in place only if
+            ``path`` does not exist by then (atomically, through a hard link, where the file
+            system has them), so that two processes never replace each other's outputs.
+
+    Raises:
+        OutputExistsError: ``overwrite`` is false and ``path`` exists.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,20 +58,71 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
                                dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
+    os.chmod(tmp_path, file_mode())  # mkstemp makes 0600; outputs get the usual mode
     try:
         yield tmp_path
-        os.replace(tmp_path, path)
+        if overwrite:
+            os.replace(tmp_path, path)
+        else:
+            _move_if_new(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
 
 
+def _move_if_new(src: Path, dst: Path) -> None:
+    exists = OutputExistsError(f"{dst}: exists (written by another run meanwhile?); not "
+                               "replaced")
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise exists from None
+    except OSError:  # no hard links on this file system: check, then rename
+        if dst.exists():
+            raise exists from None
+        os.replace(src, dst)
+        return
+    src.unlink()
+
+
+class OutputNotWritableError(PermissionError):
+    """An output folder cannot be created or written to."""
+
+
+def ensure_writable_dir(path: str | Path) -> Path:
+    """Create the folder ``path`` if needed and check that files can be written in it.
+
+    Called before any long computation, so that an unwritable output folder fails at once.
+
+    Raises:
+        OutputNotWritableError: ``path`` cannot be created, or a file cannot be made in it.
+        OutputExistsError: ``path`` exists and is not a folder.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputExistsError(f"{path}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".disyre-write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputNotWritableError(
+            f"{path}: output folder is not writable ({e.strerror or e}); choose another "
+            "folder or fix its permissions") from e
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def file_mode() -> int:
+    """Mode of a new file under the process's umask (``0o644`` for the usual ``022``)."""
+    return 0o666 & ~_umask()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -103,6 +167,7 @@ def prepare_output_dir(path: str | Path, *, overwrite: bool = False,
 
     Raises:
         OutputExistsError: The folder already holds outputs and ``overwrite`` is false.
+        OutputNotWritableError: The folder cannot be created or written to.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -114,8 +179,7 @@ def prepare_output_dir(path: str | Path, *, overwrite: bool = False,
                 f"{path}: folder already holds outputs; pass --overwrite to replace them"
                 + (" or --resume to continue" if marker else "")
             )
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return ensure_writable_dir(path)
 
 
 def provenance() -> dict[str, Any]:

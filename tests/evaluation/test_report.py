@@ -108,3 +108,7 @@ def test_bad_cases_rejected() -> None:
     c = next(_cases(0))
     with pytest.raises(ValueError, match="listed twice"):
         evaluate_cases([c, c])
+    bad = np.zeros(SHAPE, np.float32)
+    bad[3, 10, 10] = np.nan
+    with pytest.raises(ValueError, match=r"case sub-nan: anomaly map holds NaN"):
+        evaluate_cases([("sub-nan", bad, np.zeros(SHAPE, bool), None)])

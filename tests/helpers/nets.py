@@ -62,7 +62,16 @@ SESSION_RUN = dict(steps=120, lr=3e-3, warmup_steps=10, val_every=60, log_every=
 
 def train_tiny_run(out: Path, cohort: Sequence[np.ndarray]) -> Any:
     """Train the tiny network of :data:`SESSION_RUN` on ``cohort[:4]`` (``cohort[4:]``
-    validates) into ``out``; returns the :class:`~disyre.training.TrainResult`."""
+    validates) into ``out``; returns the :class:`~disyre.training.TrainResult`.
+
+    The volumes are used as they are (brain intensities up to about 0.8, no intensity
+    normalisation), and the checkpoint records 2 mm voxels (the spacing of
+    :func:`~tests.helpers.cohort.write_nifti_cohort`). What the model learns in 120 steps is
+    to keep restorations within the intensities it saw: a lesion brighter than any healthy
+    tissue (normalised scans put it at 1) is restored towards tissue and stands out in the
+    map (pixel AP 0.99-1.0 on 9 test scans), whereas lesions inside the healthy range are not
+    found (AP about the prevalence when the training volumes are normalised too).
+    """
     from disyre.training import train
 
     cfg = tiny_config(**SESSION_RUN)

@@ -70,11 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from disyre.config import ConfigError
-    from disyre.io_utils import OutputExistsError
+    from disyre.io_utils import CheckpointError
 
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ConfigError, OutputExistsError, FileNotFoundError, ValueError) as e:
+    except (CLIError, ConfigError, CheckpointError, OSError, ValueError, FloatingPointError) as e:
+        # OSError: unwritable or missing files and folders, OutputExistsError;
+        # FloatingPointError: training diverged
         if args.verbose:
             raise
         print(f"disyre {args.command}: error: {e}", file=sys.stderr)

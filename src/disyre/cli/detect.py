@@ -58,6 +58,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="process only the I-th of N parts of the sorted file list "
                    "(default from torchrun's RANK/WORLD_SIZE)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--continue", dest="continue_run", action="store_true",
+                   help="skip scans whose outputs all exist (after an interrupted run); the "
+                   "others are computed and their outputs written")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
                    help="autocast precision (default: the checkpoint's inference.precision)")
@@ -170,50 +173,119 @@ def _device(arg: str) -> str:
     return arg
 
 
+def _check_targets(targets: dict[Path, dict[str, Path]], inputs: list[Path]) -> None:
+    """Refuse outputs that would replace an input, or that two scans would both write."""
+    from disyre.cli import CLIError
+
+    given = {p.resolve(): p for p in inputs}
+    owner: dict[Path, Path] = {}
+    for scan, tgt in targets.items():
+        for p in tgt.values():
+            r = p.resolve()
+            if r in given:
+                raise CLIError(f"{p}: output would replace the input {given[r]}; choose another "
+                               "output folder")
+            if r in owner:
+                raise CLIError(f"{owner[r].name} and {scan.name} would both write {p.name}; "
+                               "rename one of them or detect them into different folders")
+            owner[r] = scan
+
+
+def _complete(scan: Path, tgt: dict[str, Path]) -> bool:
+    """All outputs of ``scan`` exist, and its NIfTI outputs have the scan's shape."""
+    import nibabel as nib
+
+    if not all(p.is_file() and p.stat().st_size > 0 for p in tgt.values()):
+        return False
+    try:
+        shape = nib.load(str(scan)).shape[:3]
+        if any(nib.load(str(tgt[k])).shape[:3] != shape
+               for k in ("map", "restored", "mask") if k in tgt):
+            return False
+        if "score" in tgt:
+            float(tgt["score"].read_text())
+    except Exception:  # unreadable output: redo the scan
+        return False
+    return True
+
+
+def _write_outputs(res: object, tgt: dict[str, Path], threshold: float | None,
+                   overwrite: bool) -> None:
+    """Write a scan's outputs; without ``overwrite`` none replaces a file that appeared
+    meanwhile (another run writing into the same folder)."""
+    from disyre.inference import save_overlay_png
+    from disyre.io_utils import atomic_path
+
+    writers = {
+        "map": lambda p: res.save_map(p),  # type: ignore[attr-defined]
+        "score": lambda p: p.write_text(f"{res.score:.6f}\n"),  # type: ignore[attr-defined]
+        "restored": lambda p: res.save_restored(p),  # type: ignore[attr-defined]
+        "mask": lambda p: res.save_mask(p, threshold),  # type: ignore[attr-defined]
+        "png": lambda p: save_overlay_png(res, p, threshold),  # type: ignore[arg-type]
+    }
+    for key, path in tgt.items():
+        if key == "mask" and threshold is None:
+            continue
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            writers[key](tmp)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``disyre detect``; returns the exit status."""
     from tqdm import tqdm
 
     from disyre.cli import CLIError
     from disyre.data.nifti import InputError
-    from disyre.inference import Detector, save_overlay_png
-    from disyre.io_utils import OutputExistsError, atomic_write_text
+    from disyre.inference import DetectionError, Detector
+    from disyre.io_utils import OutputExistsError, ensure_writable_dir
 
     scans, others = list_inputs(args.input)
     if args.mask is not None and len(scans) > 1:
         raise CLIError("--mask applies to a single input scan, not a folder")
+    if args.overwrite and args.continue_run:
+        raise CLIError("--overwrite and --continue exclude each other: --overwrite recomputes "
+                       "every scan, --continue skips the finished ones")
     for o in others:
         log.warning("%s: not a NIfTI file, skipped", o)
     rank, world = parse_shard(args.shard)
-    mine = scans[rank::world]
     out = args.output
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out}: exists and is not a folder")
     if args.input.is_dir() and out.resolve() == args.input.resolve():
         raise CLIError(f"{out}: output folder is the input folder; maps would replace scans")
-    targets = {s: _outputs(s, out, args) for s in mine}
-    taken = [p for t in targets.values() for p in t.values() if p.exists()]
-    if taken and not args.overwrite:
-        raise OutputExistsError(
-            f"{out}: already holds outputs ({taken[0].name}"
-            + (f" and {len(taken) - 1} more" if len(taken) > 1 else "")
-            + "); pass --overwrite to replace them")
+    all_targets = {s: _outputs(s, out, args) for s in scans}
+    _check_targets(all_targets, scans + ([args.mask] if args.mask is not None else []))
+    mine = scans[rank::world]
+    targets = {s: all_targets[s] for s in mine}
+    todo = mine
+    if args.continue_run:
+        todo = [s for s in mine if not _complete(s, targets[s])]
+        if len(todo) < len(mine):
+            log.info("--continue: %d of %d scan(s) already done, skipped",
+                     len(mine) - len(todo), len(mine))
+    else:
+        taken = [p for t in targets.values() for p in t.values() if p.exists()]
+        if taken and not args.overwrite:
+            raise OutputExistsError(
+                f"{out}: already holds outputs ({taken[0].name}"
+                + (f" and {len(taken) - 1} more" if len(taken) > 1 else "")
+                + "); pass --overwrite to replace them or --continue to skip finished scans")
     threshold = resolve_threshold(args.threshold, args.thresholds_file, args.checkpoint)
+    ensure_writable_dir(out)  # before any work: an unwritable folder fails now, not at the end
     det = Detector.from_checkpoint(args.checkpoint, device=_device(args.device))
     apply_inference_overrides(det, args.overrides)
     if args.precision is not None:
         det.cfg.inference.precision = args.precision
-    out.mkdir(parents=True, exist_ok=True)
     inf = det.inference
     log.info("detect: %d scan(s)%s, %s, levels %s, window %s, device %s, precision %s",
-             len(mine), f" (shard {rank}/{world} of {len(scans)})" if world > 1 else "",
+             len(todo), f" (shard {rank}/{world} of {len(scans)})" if world > 1 else "",
              "v2 ensemble" if inf.method == "ensemble" else f"v1 multistep ({inf.steps} steps)",
              inf.levels if inf.method == "ensemble" else "-", inf.window or "whole slice",
              det.device, inf.precision)
 
     failed: list[tuple[Path, str]] = []
     warned: list[str] = []
-    for scan in mine:
+    for scan in todo:
         tgt = targets[scan]
         bar = tqdm(desc=scan.name, unit="win", leave=False, dynamic_ncols=True)
 
@@ -225,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 res = det.predict(scan, mask=args.mask, progress=bar.update, on_total=_total)
-        except InputError as e:
+        except (InputError, DetectionError) as e:
             bar.close()
             if len(scans) == 1:
                 raise
@@ -237,21 +309,19 @@ def run(args: argparse.Namespace) -> int:
             msg = str(w.message)
             warned.append(msg)
             log.warning("%s", msg)
-        if "map" in tgt:
-            res.save_map(tgt["map"])
-        if "score" in tgt:
-            atomic_write_text(tgt["score"], f"{res.score:.6f}\n")
-        if "restored" in tgt:
-            res.save_restored(tgt["restored"])
-        if "mask" in tgt and threshold is not None:
-            res.save_mask(tgt["mask"], threshold)
-        if "png" in tgt:
-            save_overlay_png(res, tgt["png"], threshold)
+        try:
+            _write_outputs(res, tgt, threshold, overwrite=args.overwrite or args.continue_run)
+        except OutputExistsError as e:
+            failed.append((scan, str(e)))
+            log.error("%s", e)
+            continue
         log.info("%s: score %.4f -> %s", scan.name, res.score,
                  ", ".join(p.name for p in tgt.values()))
 
-    done = len(mine) - len(failed)
+    done = len(todo) - len(failed)
+    skipped = len(mine) - len(todo)
     print(f"disyre detect: {done} of {len(mine)} scan(s) written to {out}"
+          + (f", {skipped} already done" if skipped else "")
           + (f" (shard {rank}/{world})" if world > 1 else "")
           + (f"; mask threshold {threshold:.4g}" if threshold is not None else ""))
     if others:

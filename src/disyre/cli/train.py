@@ -87,30 +87,41 @@ def run(args: argparse.Namespace) -> int:
     from disyre.data.cache import VolumeCache, prepare_cache
     from disyre.data.manifest import read_manifest
     from disyre.io_utils import prepare_output_dir
-    from disyre.training import train
+    from disyre.runtime import resolve_device
+    from disyre.training import distributed as ddp
+    from disyre.training import latest_checkpoint, train
     from disyre.training.loop import RUN_MARKER
 
     cfg = build_config(args)
     # refuse an occupied run folder before any (slow) preprocessing
     if not args.resume:
         prepare_output_dir(args.output, overwrite=args.overwrite, marker=RUN_MARKER)
-    if args.manifest is not None:
-        rows = read_manifest(args.manifest)
-        source = args.manifest
-        if not any(r.split == "train" for r in rows):
-            raise CLIError(f"{source}: no healthy training subjects (rows with split 'train')")
-        cache = prepare_cache([r for r in rows if r.split in ("train", "val")],
-                              args.cache_dir or args.output / "cache", cfg.intensity,
-                              progress=not args.no_progress)
-    else:
-        source = args.cache
-        cache = VolumeCache.open(args.cache)
-    train_vols, val_vols = cache.volumes("train"), cache.volumes("val")
-    check_volumes(cfg, train_vols, source)
-    codebook = cfg.corruption.codebook or fit_codebook(train_vols, k=5, seed=cfg.train.seed)
-    # train() logs its summary (checkpoint, duration, losses) at the end
-    contrasts = sorted({e.contrast for e in cache.select("train") if e.contrast})
-    train(cfg, train_vols, val_vols, args.output, resume=args.resume, overwrite=args.overwrite,
-          codebook=codebook, progress=not args.no_progress,
-          data_info={"contrast": ",".join(contrasts) or None})
+    # under torchrun, rank 0 alone preprocesses the scans; the others wait, then read the cache
+    world = ddp.init_distributed(resolve_device(cfg.train.device))
+    try:
+        if args.manifest is not None:
+            rows = read_manifest(args.manifest)
+            source = args.manifest
+            if not any(r.split == "train" for r in rows):
+                raise CLIError(f"{source}: no healthy training subjects (rows with split "
+                               "'train')")
+            cache = ddp.main_first(lambda: prepare_cache(
+                [r for r in rows if r.split in ("train", "val")],
+                args.cache_dir or args.output / "cache", cfg.intensity,
+                progress=not args.no_progress and world.is_main), world)
+        else:
+            source = args.cache
+            cache = VolumeCache.open(args.cache)
+        train_vols, val_vols = cache.volumes("train"), cache.volumes("val")
+        check_volumes(cfg, train_vols, source)
+        codebook = cfg.corruption.codebook
+        if codebook is None and not (args.resume and latest_checkpoint(args.output)):
+            codebook = fit_codebook(train_vols, k=5, seed=cfg.train.seed)  # resume: saved one
+        # train() logs its summary (checkpoint, duration, losses) at the end
+        train(cfg, train_vols, val_vols, args.output, resume=args.resume,
+              overwrite=args.overwrite, codebook=codebook, progress=not args.no_progress,
+              data_info=cache.describe("train"))
+    finally:
+        ddp.cleanup(world)
     return 0
+

@@ -93,6 +93,17 @@ class CacheEntry:
     affine: list[list[float]]
 
     @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along ``(D, H, W)`` (as :attr:`disyre.data.nifti.Scan.spacing`)."""
+        from nibabel.orientations import io_orientation
+
+        aff = np.asarray(self.affine, float)
+        perm = io_orientation(aff)[:, 0].astype(int)
+        ras = np.empty(3)
+        ras[perm] = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
+        return float(ras[2]), float(ras[1]), float(ras[0])
+
+    @property
     def slices(self) -> tuple[slice, slice, slice]:
         """The crop box as three slices into the full grid."""
         return tuple(slice(a, b) for a, b in self.bbox)  # type: ignore[return-value]
@@ -153,6 +164,16 @@ class VolumeCache:
     def lesions(self, split: str | None = None) -> list[np.ndarray | None]:
         """Memory-mapped lesion masks of one split (``None`` where a subject has none)."""
         return [e.lesion() for e in self.select(split)]
+
+    def describe(self, split: str | None = "train") -> dict[str, Any]:
+        """What a checkpoint records about its training scans: their ``contrast`` (joined by
+        commas) and median voxel size ``spacing`` (mm along D, H, W), which detection
+        compares with each scan's."""
+        entries = self.select(split)
+        contrasts = sorted({e.contrast for e in entries if e.contrast})
+        spacing = np.median([e.spacing for e in entries], axis=0) if entries else None
+        return {"contrast": ",".join(contrasts) or None,
+                "spacing": None if spacing is None else [round(float(v), 4) for v in spacing]}
 
     @classmethod
     def open(cls, directory: str | Path) -> VolumeCache:

@@ -238,6 +238,8 @@ def evaluate_cases(
                 raise ValueError(f"case {c.subject}: expected (D, H, W) arrays, got {amap.shape}")
             if c.subject in seen:
                 raise ValueError(f"case {c.subject}: subject listed twice")
+            if not np.isfinite(amap[mask]).all():
+                raise ValueError(f"case {c.subject}: anomaly map holds NaN or Inf inside the brain")
             seen.add(c.subject)
             lab &= mask
             acc.update(amap, lab, mask)

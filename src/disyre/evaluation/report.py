@@ -34,13 +34,24 @@ from disyre.io_utils import (
 GALLERY_FPR = 0.05
 
 
+class _Figures:
+    """pyplot's ``subplots``/``close`` on bare ``Figure`` objects: no backend is selected, so a
+    notebook's (or any caller's) matplotlib backend stays as it is."""
+
+    @staticmethod
+    def subplots(nrows: int = 1, ncols: int = 1, *, figsize: Any = None, **kw: Any) -> Any:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(nrows, ncols, **kw)
+
+    @staticmethod
+    def close(fig: Any) -> None:
+        """Nothing to release: the figure is not registered with pyplot."""
+
+
 def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return _Figures
 
 
 def _savefig(fig: Any, path: Path) -> None:

@@ -36,6 +36,7 @@ Example:
 
 from disyre.inference.detector import (
     SCORE_TOP_K,
+    DetectionError,
     DetectionResult,
     Detector,
     load_checkpoint,
@@ -62,7 +63,8 @@ from disyre.inference.windows import (
 )
 
 __all__ = [
-    "SCORE_TOP_K", "SIGMA_SCALE", "WEIGHTING_WINDOW", "DetectionResult", "Detector",
+    "SCORE_TOP_K", "SIGMA_SCALE", "WEIGHTING_WINDOW", "DetectionError", "DetectionResult",
+    "Detector",
     "InferenceInput", "anomaly_map_slices", "count_work", "fitted_window", "load_checkpoint",
     "predict_slices", "predict_volume", "restore", "restore_ensemble", "restore_multistep",
     "sanity_warnings", "save_overlay_png", "volume_score", "window_starts",

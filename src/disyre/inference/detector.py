@@ -99,6 +99,10 @@ def volume_score(amap: np.ndarray, top_k: int = SCORE_TOP_K) -> float:
     return float(np.clip(np.partition(flat, flat.size - k)[flat.size - k:].mean(), 0, 1))
 
 
+class DetectionError(ValueError):
+    """A scan could not be mapped (the message starts with the scan's path)."""
+
+
 #: Largest tolerated difference between a scan's and the training data's intensity deciles.
 SIGNATURE_TOLERANCE: float = 0.15
 
@@ -238,6 +242,7 @@ class Detector:
 
         Raises:
             disyre.data.nifti.InputError: The file is unreadable or invalid.
+            DetectionError: The map holds NaN or Inf (the network's output was not finite).
         """
         from disyre.data.intensity import normalize
         from disyre.data.nifti import InputError, Scan, load_mask, load_scan
@@ -256,6 +261,11 @@ class Detector:
         if on_total is not None:
             on_total(self.work(pre.mask))
         amap, rest = self.map_preprocessed(pre.image, pre.mask, progress, return_restored=True)
+        if not np.isfinite(amap).all():
+            raise DetectionError(
+                f"{scan.path}: the anomaly map holds NaN or Inf ({int((~np.isfinite(amap)).sum())}"
+                f" voxels): the network's output is not finite (a damaged checkpoint, or bf16 "
+                f"overflow: try precision fp32)")
         res = DetectionResult(
             anomaly_map=np.empty(0, np.float32), restored=np.empty(0, np.float32),
             score=volume_score(amap[pre.mask]), map_cropped=amap, restored_cropped=rest,
@@ -350,10 +360,8 @@ def save_overlay_png(result: DetectionResult, path: str | Path, threshold: float
         threshold: Contour level; default = half the map's maximum.
         n_slices: Number of axial slices (rows).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a Figure of its own, not pyplot: the caller's matplotlib backend (a notebook's) stays
+    from matplotlib.figure import Figure
 
     from disyre.io_utils import atomic_path
 
@@ -370,7 +378,8 @@ def save_overlay_png(result: DetectionResult, path: str | Path, threshold: float
     chosen.sort()
     level = threshold if threshold is not None else 0.5 * float(amap.max() or 1.0)
     vmax = max(float(amap.max()), 1e-6)
-    fig, axes = plt.subplots(len(chosen), 3, figsize=(9, 3 * len(chosen)), squeeze=False)
+    fig = Figure(figsize=(9, 3 * len(chosen)))
+    axes = fig.subplots(len(chosen), 3, squeeze=False)
     for row, k in zip(axes, chosen, strict=True):
         for ax in row:
             ax.imshow(img[k][::-1], cmap="gray", vmin=0, vmax=1)
@@ -387,5 +396,4 @@ def save_overlay_png(result: DetectionResult, path: str | Path, threshold: float
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
 

@@ -31,23 +31,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from disyre.config import ConfigError, RunConfig
-from disyre.io_utils import provenance
+from disyre.io_utils import CheckpointError, file_mode, provenance
 
 log = logging.getLogger(__name__)
+
+__all__ = ["CheckpointError", "latest_checkpoint", "list_checkpoints", "load_model",
+           "read_checkpoint_meta", "save_checkpoint", "step_dir_name"]
 
 _STEP_RE = re.compile(r"^step_(\d+)$")
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.pt"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be written or read."""
 
 
 def step_dir_name(step: int) -> str:
@@ -129,6 +129,7 @@ def save_checkpoint(ckpt_root: str | Path, *, step: int, model: nn.Module, cfg: 
         torch.save(state, tmp / STATE_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         for f in tmp.iterdir():
+            os.chmod(f, file_mode())  # safetensors writes 0600: others could not read it
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         if final.exists():  # re-saving a step (a resumed run): swap out the old folder
@@ -204,7 +205,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *,
         raise CheckpointError(f"{ckpt / file}: missing")
     model = build_model(cfg.model)
     try:
-        model.load_state_dict(load_file(str(ckpt / file)))
+        weights_file = load_file(str(ckpt / file))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{ckpt / file}: unreadable, truncated or damaged weights file "
+                              f"({e})") from e
+    try:
+        model.load_state_dict(weights_file)
     except RuntimeError as e:
         raise CheckpointError(f"{ckpt / file}: weights do not match the model config ({e})") \
             from e

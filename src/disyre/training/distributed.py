@@ -7,11 +7,16 @@ world of one and touches nothing.
 
 from __future__ import annotations
 
+import datetime
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -88,3 +93,33 @@ def cleanup(info: DistInfo) -> None:
     """Leave the process group if this module created it."""
     if info.owns_group and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def main_first(fn: Callable[[], T], info: DistInfo) -> T:
+    """Run ``fn`` on rank 0 while the other ranks wait, then on the others.
+
+    For work that writes shared files (preparing a cache): rank 0 does it, the others then find
+    it done (and only read). If rank 0 fails, the others stop with an error naming the cause
+    instead of waiting forever.
+    """
+    if not info.enabled:
+        return fn()
+    # a CPU group with a long timeout: preparing a large cohort can outlast NCCL's default
+    group = dist.new_group(backend="gloo", timeout=datetime.timedelta(hours=12))
+    status: list[str | None] = [None]
+    try:
+        if info.is_main:
+            try:
+                out = fn()
+            except BaseException as e:
+                status[0] = f"{type(e).__name__}: {e}"
+                raise
+            finally:
+                dist.broadcast_object_list(status, src=0, group=group)
+            return out
+        dist.broadcast_object_list(status, src=0, group=group)
+    finally:
+        dist.destroy_process_group(group)
+    if status[0] is not None:
+        raise RuntimeError(f"rank 0 failed ({status[0]})")
+    return fn()

@@ -246,6 +246,30 @@ def _truncate_log(path: Path, step: int) -> None:
         w.writerows(keep)
 
 
+def _load_state(path: Path, device: torch.device) -> dict[str, Any]:
+    """The resume state of a checkpoint (tensors and plain values only: ``weights_only``)."""
+    from disyre.training.checkpoint import CheckpointError
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable resume state ({e}); resume from another "
+                              "checkpoint or train into a new folder") from e
+
+
+def _mark_stopped(run_json: Path, error: BaseException, step: int) -> None:
+    """Record in ``run.json`` that training stopped (``interrupted`` or ``failed``) and why."""
+    import json
+
+    try:
+        doc = json.loads(run_json.read_text())
+        doc.update(status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
+                   step=step, error=f"{type(error).__name__}: {error}")
+        atomic_write_json(run_json, doc)
+    except (OSError, ValueError) as e:
+        log.warning("%s: could not record that training stopped (%s)", run_json, e)
+
+
 def describe_training_data(volumes: Sequence[np.ndarray],
                            extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a checkpoint records about its training data (``config.json``'s ``"data"``).
@@ -298,6 +322,7 @@ def train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
         CheckpointError: A checkpoint could not be written (the previous one is intact).
     """
     t = cfg.train
+    cfg.validate()
     device = resolve_device(t.device)
     _check_precision(cfg, device)
     data = describe_training_data(train_volumes, data_info)
@@ -355,7 +380,7 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
             log.info("%s: no checkpoint to resume from; starting a new run", out_dir)
         if ckpt_path is not None:
             _check_resume_config(cfg, RunConfig.from_dict(meta["run"]), ckpt_path)
-            state = torch.load(ckpt_path / STATE_FILE, map_location=device, weights_only=False)
+            state = _load_state(ckpt_path / STATE_FILE, device)
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
@@ -366,8 +391,11 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
                 ema.load_state_dict(state["ema"])
             torch.set_rng_state(state["torch_rng"])
             step = int(state["step"])
-            if codebook is None:
-                codebook = meta.get("codebook")
+            if meta.get("codebook") is not None:  # the corruption the weights were trained with
+                if codebook is not None and not np.allclose(codebook, meta["codebook"]):
+                    log.info("resuming with the checkpoint's codebook %s, not %s",
+                             meta["codebook"], codebook)
+                codebook = [float(c) for c in meta["codebook"]]
             log.info("resuming from %s (step %d)", ckpt_path, step)
     if world.is_main:
         atomic_write_json(out_dir / RUN_MARKER, {
@@ -475,6 +503,10 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
                 if world.is_main:
                     result.checkpoint = save(step)
                 ddp.barrier(world)
+    except BaseException as e:
+        if world.is_main:  # run.json must not keep saying "training"
+            _mark_stopped(out_dir / RUN_MARKER, e, step)
+        raise
     finally:
         if bar is not None:
             bar.close()
