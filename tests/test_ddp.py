@@ -23,13 +23,31 @@ import torch.distributed as dist
 HERE = Path(__file__).resolve().parent
 
 CHILD = textwrap.dedent("""
-    import json, os, sys
+    import json, os, sys, time
     sys.path.insert(0, {root!r})
+    import torch
     import tests.helpers as tt
-    from disyre.training import train
+    from disyre.training import distributed as ddp, train
+    info = ddp.init_distributed(torch.device("cpu"))
+    os.makedirs({out!r}, exist_ok=True)
+    def step(what):  # rank 0 works (slowly) first; the others only after it is done
+        with open({out!r} + "/order.txt", "a") as f:
+            f.write(f"{{info.rank}} {{what}} start\\n")
+        time.sleep(0.3 if info.is_main else 0)
+        with open({out!r} + "/order.txt", "a") as f:
+            f.write(f"{{info.rank}} {{what}} end\\n")
+        if what == "fail" and info.is_main:
+            raise ValueError("no space left")
+    ddp.main_first(lambda: step("prepare"), info)
+    try:
+        ddp.main_first(lambda: step("fail"), info)
+    except (ValueError, RuntimeError) as e:
+        with open({out!r} + "/order.txt", "a") as f:
+            f.write(f"{{info.rank}} error {{e}}\\n")
     cohort = tt.synthetic_cohort(6, seed=0)
     cfg = tt.tiny_config(steps=5, grad_accum={accum})
     res = train(cfg, cohort[:4], None, {out!r}, progress=False)
+    ddp.cleanup(info)
     if int(os.environ.get("RANK", "0")) == 0:
         with open({out!r} + "/losses.json", "w") as f:
             json.dump(res.losses, f)
@@ -79,3 +97,10 @@ def test_two_processes_match_one_process_with_accumulation(tmp_path: Path) -> No
     # rank 0 alone wrote the run
     assert (tmp_path / "ddp" / "checkpoints" / "step_0000005" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "ddp" / "run.json").read_text())["world_size"] == 2
+    # rank 0 alone prepares shared files first (the cache), the others wait; if it fails,
+    # they stop with its error instead of waiting
+    order = (tmp_path / "ddp" / "order.txt").read_text().splitlines()
+    assert order[:4] == ["0 prepare start", "0 prepare end", "1 prepare start", "1 prepare end"]
+    assert order[4:6] == ["0 fail start", "0 fail end"]
+    assert sorted(order[6:]) == ["0 error no space left",
+                                 "1 error rank 0 failed (ValueError: no space left)"]

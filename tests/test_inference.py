@@ -398,3 +398,20 @@ def test_volume_score_is_top_k_mean():
     m[:10] = 1.0
     assert volume_score(m, top_k=10) == 1.0
     assert volume_score(m, top_k=20) == pytest.approx(0.5)
+
+
+def test_nan_in_the_map_is_an_error_naming_the_scan(tmp_path):
+    from disyre.inference import DetectionError
+
+    class HalfNaN(SmoothingNet):
+        def forward(self, x, level):
+            out = super().forward(x, level)
+            out[..., : out.shape[-2] // 2, :] = float("nan")
+            return out
+
+    det = _detector()
+    det.model = HalfNaN()
+    vol, _ = _native_phantom()
+    path = _nifti(tmp_path, "bad.nii.gz", vol, np.eye(4))
+    with pytest.raises(DetectionError, match=r"bad\.nii\.gz: the anomaly map holds NaN"):
+        det.predict(path)

@@ -174,7 +174,10 @@ def test_checkpoint_round_trip_and_keep_last(tmp_path: Path,
     assert res.checkpoint == tmp_path / "checkpoints" / "step_0000004"
     model, cfg2 = load_model(tmp_path, "cpu")
     assert cfg2 == cfg
-    state = torch.load(res.checkpoint / "state.pt", weights_only=False)
+    mode = ckpt_mod.file_mode()  # every file readable as any other output (not 0600)
+    assert {f.name: f.stat().st_mode & 0o777 for f in res.checkpoint.iterdir()} == {
+        f.name: mode for f in res.checkpoint.iterdir()}
+    state = torch.load(res.checkpoint / "state.pt", weights_only=True)  # tensors and values only
     assert all(torch.equal(v, state["model"][k]) for k, v in model.state_dict().items())
     # the rebuilt model needs only config.json + model.safetensors
     alone = tmp_path / "alone"
@@ -270,3 +273,145 @@ def test_cli_trains_and_refuses_bad_input(tmp_path: Path, cohort: Sequence[np.nd
     assert main(["train", "--cache", cache, "-o", run, *small, "--resume",
                  "--set", "model.channels=[8,16,32]"]) == 1
     assert "another model config" in capsys.readouterr().err
+
+
+def test_damaged_weights_are_a_clear_error(tmp_path: Path, cohort: Sequence[np.ndarray]) -> None:
+    res = train(tiny_config(steps=1), cohort[:4], None, tmp_path, progress=False)
+    w = res.checkpoint / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: unreadable, truncated"):
+        load_model(tmp_path)
+
+
+# ---------------------------------------------------------------- stopping cleanly
+def _run_json(path: Path) -> dict:
+    import json
+
+    return json.loads((path / "run.json").read_text())
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cohort: Sequence[np.ndarray],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from disyre.training import loop
+
+    real, calls = loop.train_step, {"n": 0}
+
+    def diverging(*a, **kw):
+        calls["n"] += 1
+        loss = real(*a, **kw)
+        return float("nan") if calls["n"] >= 3 else loss
+
+    monkeypatch.setattr(loop, "train_step", diverging)
+    with pytest.raises(FloatingPointError, match="loss became nan at step 3"):
+        train(tiny_config(steps=6, ckpt_every=2), cohort[:4], None, tmp_path, progress=False)
+    doc = _run_json(tmp_path)
+    assert doc["status"] == "failed" and "nan" in doc["error"] and doc["step"] == 3
+    assert latest_checkpoint(tmp_path).name == "step_0000002"
+    assert all(torch.isfinite(v).all() for v in _weights(tmp_path).values())
+
+
+def test_unwritable_checkpoint_folder_fails_cleanly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cohort: Sequence[np.ndarray],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The checkpoint folder turns read-only mid-training: one error line from the CLI, the
+    previous checkpoint intact, and run.json saying that training failed."""
+    from disyre.cli import main
+    from tests.helpers import write_nifti_cohort
+
+    manifest = write_nifti_cohort(tmp_path / "c", n_train=3, n_val=1, n_test_lesion=0,
+                                  n_test_healthy=0)
+    real, calls = ckpt_mod.save_file, {"n": 0}
+
+    def read_only(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] >= 2:  # as an unwritable folder makes safetensors fail
+            raise PermissionError(13, "Permission denied", a[1])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(ckpt_mod, "save_file", read_only)
+    run = tmp_path / "run"
+    assert main(["train", "--manifest", str(manifest), "-o", str(run), *CLI_SMALL, "--steps",
+                 "4", "--set", "train.ckpt_every=2"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert "step_0000004: could not write checkpoint" in err and "Permission denied" in err
+    assert "step_0000002 is intact" in err
+    doc = _run_json(run)
+    assert doc["status"] == "failed" and "Permission denied" in doc["error"]
+    assert latest_checkpoint(run).name == "step_0000002"
+
+
+# ---------------------------------------------------------------- command line: resume
+CLI_SMALL = ["--preset", "tiny", "--no-progress", "--set", "sampler.patch_size=32",
+             "sampler.n_slices=2", "corruption.window=16", "train.log_every=1"]
+
+
+def test_cli_resume_continues_with_the_saved_codebook_and_records_spacing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from disyre.cli import main
+    from disyre.corruption import bias
+    from tests.helpers import write_nifti_cohort
+
+    manifest = write_nifti_cohort(tmp_path / "c", n_train=3, n_val=1, n_test_lesion=0,
+                                  n_test_healthy=0, spacing=2.0)
+    run = tmp_path / "run"
+    assert main(["train", "--manifest", str(manifest), "-o", str(run), *CLI_SMALL,
+                 "--steps", "2"]) == 0
+    meta = json.loads((latest_checkpoint(run) / "config.json").read_text())
+    assert meta["data"]["spacing"] == [2.0, 2.0, 2.0] and meta["data"]["contrast"] == "t2"
+    first = meta["codebook"]
+    assert first is not None
+
+    def no_refit(*a, **kw):
+        raise AssertionError("resume refitted the codebook")
+
+    monkeypatch.setattr(bias, "fit_codebook", no_refit)
+    assert main(["train", "--manifest", str(manifest), "-o", str(run), *CLI_SMALL,
+                 "--steps", "4", "--resume"]) == 0
+    assert latest_checkpoint(run).name == "step_0000004"
+    meta = json.loads((latest_checkpoint(run) / "config.json").read_text())
+    assert meta["codebook"] == first and meta["step"] == 4
+    assert _run_json(run)["status"] == "done"
+    rows = (run / "train_log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
+
+
+def test_resume_reuses_the_checkpoints_codebook(tmp_path: Path,
+                                               cohort: Sequence[np.ndarray]) -> None:
+    import json
+
+    train(tiny_config(steps=2), cohort[:4], None, tmp_path, codebook=[0.1, 0.5, 0.9],
+          progress=False)
+    train(tiny_config(steps=3), cohort[:4], None, tmp_path, codebook=[0.2, 0.3, 0.4],
+          resume=True, progress=False)
+    meta = json.loads((latest_checkpoint(tmp_path) / "config.json").read_text())
+    assert meta["codebook"] == [0.1, 0.5, 0.9] and meta["step"] == 3
+
+
+def test_detection_warns_about_a_scan_of_another_voxel_size(tiny_run, tmp_path) -> None:
+    import nibabel as nib
+
+    from disyre.inference import Detector
+
+    det = Detector.from_checkpoint(tiny_run.path, device="cpu")
+    assert det.reference["spacing"] == [2.0, 2.0, 2.0]
+    vol = np.ascontiguousarray(tiny_run.cohort[4].transpose(2, 1, 0)) * 900
+    for mm, warned in ((2.0, False), (1.0, True)):
+        nib.save(nib.Nifti1Image(vol, np.diag([mm, mm, mm, 1.0])), tmp_path / f"{mm}.nii.gz")
+        res = det.predict(tmp_path / f"{mm}.nii.gz")
+        assert any("differs from the training data's (2.0, 2.0, 2.0) mm" in w
+                   for w in res.warnings) == warned
+
+
+def test_ema_weights_are_used_by_default(tiny_run) -> None:
+    from disyre.inference import Detector
+
+    det = Detector.from_checkpoint(tiny_run.path, device="cpu")
+    ema, _ = load_model(tiny_run.path, "cpu", weights="ema")
+    raw, _ = load_model(tiny_run.path, "cpu", weights="model")
+    ours = det.model.state_dict()
+    assert all(torch.equal(ours[k], v) for k, v in ema.state_dict().items())
+    assert any(not torch.equal(ours[k], v) for k, v in raw.state_dict().items())

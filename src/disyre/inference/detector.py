@@ -103,6 +103,11 @@ class DetectionError(ValueError):
     """A scan could not be mapped (the message starts with the scan's path)."""
 
 
+def _mm(v: Any) -> tuple[float, ...]:
+    """Voxel sizes rounded for messages, as plain floats (``(1.0, 1.0, 2.5)``)."""
+    return tuple(round(float(x), 2) for x in v)
+
+
 #: Largest tolerated difference between a scan's and the training data's intensity deciles.
 SIGNATURE_TOLERANCE: float = 0.15
 
@@ -117,7 +122,7 @@ def sanity_warnings(scan: Any, image: np.ndarray, mask: np.ndarray,
     ``intensity_quantiles`` (training data), a decile of the scan's normalised brain
     intensities differs by more than :data:`SIGNATURE_TOLERANCE` — typically another
     contrast (T1 vs T2) or a badly skull-stripped scan; (3) ``reference["spacing"]``
-    differing by more than 50 %.
+    differing by a factor of more than 1.5 (a 1 mm scan for a 2 mm model).
 
     Args:
         scan: The loaded scan (``affine``, ``spacing``, ``path``).
@@ -133,7 +138,7 @@ def sanity_warnings(scan: Any, image: np.ndarray, mask: np.ndarray,
     aff = np.asarray(scan.affine, float)[:3, :3]
     norms = np.sqrt((aff ** 2).sum(0))
     if norms.min() > 0 and norms.max() / norms.min() > 3:
-        out.append(f"{name}: voxel size {tuple(np.round(norms, 2))} mm is very anisotropic; "
+        out.append(f"{name}: voxel size {_mm(norms)} mm is very anisotropic; "
                    "the model was trained on near-isotropic axial slices")
     if norms.min() > 0:
         cosines = np.abs(aff / norms).max(0)
@@ -145,9 +150,9 @@ def sanity_warnings(scan: Any, image: np.ndarray, mask: np.ndarray,
     if ref_spacing is not None:
         sp = np.asarray(getattr(scan, "spacing", norms), float)
         rs = np.asarray(ref_spacing, float)
-        if np.any(np.abs(sp - rs) > 0.5 * rs):
-            out.append(f"{name}: voxel size {tuple(np.round(sp, 2))} mm differs from the "
-                       f"training data's {tuple(np.round(rs, 2))} mm")
+        if np.any(np.maximum(sp / rs, rs / sp) > 1.5):
+            out.append(f"{name}: voxel size {_mm(sp)} mm differs from the "
+                       f"training data's {_mm(rs)} mm")
     ref_q = reference.get("intensity_quantiles")
     if ref_q is not None:
         q = np.asarray(intensity_signature(image, mask))
