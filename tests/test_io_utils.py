@@ -30,3 +30,32 @@ def test_prepare_output_dir_refuses_outputs(tmp_path):
         prepare_output_dir(d, marker="config.json")
     prepare_output_dir(d, marker="other.json")
     prepare_output_dir(d, overwrite=True)
+
+
+def test_no_clobber_write_keeps_a_file_that_appeared_meanwhile(tmp_path):
+    p = tmp_path / "map.nii.gz"
+    with pytest.raises(OutputExistsError, match="map.nii.gz: exists"), \
+            atomic_path(p, overwrite=False) as tmp:
+        tmp.write_text("mine")
+        p.write_text("another run's")  # written while this one worked
+    assert p.read_text() == "another run's"
+    assert [f.name for f in tmp_path.iterdir()] == ["map.nii.gz"], "no temporary file left"
+    with atomic_path(tmp_path / "new.txt", overwrite=False) as tmp:
+        tmp.write_text("new")
+    assert (tmp_path / "new.txt").read_text() == "new"
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["map.nii.gz", "new.txt"]
+
+
+def test_unwritable_output_folder_is_one_clear_error(tmp_path):
+    from disyre.io_utils import OutputNotWritableError, ensure_writable_dir
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputNotWritableError, match=r"file/out: output folder is not writable"):
+        prepare_output_dir(tmp_path / "file" / "out")
+    assert ensure_writable_dir(tmp_path / "a" / "b").is_dir()
+    assert not any((tmp_path / "a" / "b").iterdir()), "the probe file is removed"
+    if hasattr(os, "geteuid") and os.geteuid() != 0:  # root writes into read-only folders
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        with pytest.raises(OutputNotWritableError, match="ro: output folder is not writable"):
+            ensure_writable_dir(ro)

@@ -4,7 +4,9 @@ The network is MONAI's ``DiffusionModelUNet`` (sinusoidal embedding of the corru
 residual blocks, optional self-attention), one channel in and out, predicting ``x0`` directly
 (not the noise). Sizes come from :data:`disyre.config.PRESETS`: ``paper`` is the authors'
 network (26,296,929 parameters), ``small`` a CPU-sized one, ``tiny`` one for tests.
-``ModelConfig.spatial_dims=3`` gives volumetric DISYRE (inputs ``(B, 1, D, H, W)``).
+The network can be built in 3D (``ModelConfig.spatial_dims=3``, inputs ``(B, 1, D, H, W)``),
+but the data, corruptions and windows of disyre are 2D: a run config must keep
+``spatial_dims=2`` (:meth:`disyre.config.RunConfig.validate`).
 
 Example:
     >>> import torch

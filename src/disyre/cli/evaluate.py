@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     from disyre.evaluation import evaluate_cases
     from disyre.evaluation.report import write_report
     from disyre.evaluation.thresholds import load_thresholds, save_thresholds
-    from disyre.io_utils import prepare_output_dir
+    from disyre.io_utils import ensure_writable_dir, prepare_output_dir
 
     if args.save_thresholds and args.checkpoint is None:
         raise CLIError("--save-thresholds needs --checkpoint (thresholds.json always goes "
@@ -164,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError("--save-thresholds needs healthy scans to fit on (--healthy-manifest "
                            "or rows of split 'val' without a lesion mask), not "
                            "--thresholds-file")
+        if args.checkpoint.is_dir():  # writable now, not after every scan is mapped
+            ensure_writable_dir(args.checkpoint)
     out = prepare_output_dir(args.output, overwrite=args.overwrite, marker="metrics.json")
     thresholds = load_thresholds(args.thresholds_file) if args.thresholds_file else None
     if thresholds is None and not healthy:
