@@ -17,6 +17,7 @@ from disyre.inference.restoration import InferenceInput, restore
 from disyre.runtime import resolve_device
 
 log = logging.getLogger(__name__)
+
 #: Window side used for the foreground weighting in whole-slice mode (``window=0``).
 WEIGHTING_WINDOW: int = 128
 

@@ -248,11 +248,13 @@ def _truncate_log(path: Path, step: int) -> None:
 
 def _load_state(path: Path, device: torch.device) -> dict[str, Any]:
     """The resume state of a checkpoint (tensors and plain values only: ``weights_only``)."""
-    from disyre.training.checkpoint import CheckpointError
+    import pickle
+
+    from disyre.io_utils import CheckpointError
 
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError) as e:
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
         raise CheckpointError(f"{path}: unreadable resume state ({e}); resume from another "
                               "checkpoint or train into a new folder") from e
 
@@ -391,11 +393,12 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
                 ema.load_state_dict(state["ema"])
             torch.set_rng_state(state["torch_rng"])
             step = int(state["step"])
-            if meta.get("codebook") is not None:  # the corruption the weights were trained with
-                if codebook is not None and not np.allclose(codebook, meta["codebook"]):
-                    log.info("resuming with the checkpoint's codebook %s, not %s",
-                             meta["codebook"], codebook)
-                codebook = [float(c) for c in meta["codebook"]]
+            saved_cb = meta.get("codebook")
+            if saved_cb is not None:  # the corruption the weights were trained with
+                if codebook is not None and codebook != [float(c) for c in saved_cb]:
+                    log.info("resuming with the checkpoint's codebook %s, not %s", saved_cb,
+                             codebook)
+                codebook = [float(c) for c in saved_cb]
             log.info("resuming from %s (step %d)", ckpt_path, step)
     if world.is_main:
         atomic_write_json(out_dir / RUN_MARKER, {
