@@ -64,9 +64,17 @@ def test_evaluate_cases_numbers() -> None:
 
 
 def test_report_exists_and_every_linked_image_exists(tmp_path) -> None:
+    import matplotlib
+
     res = evaluate_cases(_cases(3), healthy_maps=_healthy(4), n_boot=50)
     out = tmp_path / "rep"
-    report = write_report(out, res, config={"manifest": "test.csv"})
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # a caller's (a notebook's) backend must stay as it is
+    try:
+        report = write_report(out, res, config={"manifest": "test.csv"})
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
     text = report.read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert len(links) >= 4
