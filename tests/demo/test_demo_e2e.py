@@ -42,7 +42,15 @@ def test_quick_demo_writes_reports_with_every_file_they_name(demo_run, capsys):
     assert set(meta["reports"]) == {"dag", "gaussian", "reference"}
     for name in meta["reports"]:
         m = json.loads((out / "benchmark" / name / "report" / "metrics.json").read_text())
-        assert 0.0 <= m["pixel"]["ap"] <= 1.0
+        # every method ranks lesion voxels above healthy ones better than a constant map
+        # (AP = prevalence, AUROC = 0.5). Measured on quick demos of seeds 0-5: AP/prevalence
+        # 2.6-7.7 and AUROC 0.73-0.94 for dag and gaussian (after 4 steps their maps still
+        # follow the image intensity, which flags bright lesions), 1.5-3.2 and 0.66-0.74 for
+        # the reference; the bounds leave a margin below the weakest seed.
+        px = m["pixel"]
+        learned = name != "reference"
+        assert px["ap"] > (1.8 if learned else 1.2) * px["prevalence"] > 0, px
+        assert px["auroc"] > (0.65 if learned else 0.6), px
         assert m["n_cases_with_lesion"] == 2
         # held-out healthy scan evaluated at the calibrated 1 % threshold
         assert math.isfinite(m["healthy_heldout"]["0.01"]["fpr"])
