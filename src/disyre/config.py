@@ -34,14 +34,23 @@ class IntensityConfig:
     """Intensity normalisation and cropping (METHOD.md, "Data the method expects").
 
     Attributes:
-        lower_percentile: Percentile of foreground intensities mapped to 0.
-        upper_percentile: Percentile of foreground intensities mapped to 1.
+        scaling: ``"whole_volume"`` (the authors': divide by the ``upper_percentile`` of the
+            whole volume, background included, counted on a reference grid of
+            ``reference_volume_ml``; see :func:`disyre.data.intensity.normalize`) or
+            ``"brain"`` (map the ``lower_percentile`` and ``upper_percentile`` of the brain
+            voxels to 0 and 1).
+        lower_percentile: Percentile of brain intensities mapped to 0 (``brain`` only).
+        upper_percentile: Percentile mapped to 1.
+        reference_volume_ml: Volume of the reference grid of ``whole_volume`` scaling, in
+            millilitres (default: 240 x 240 x 155 mm, the SRI24 / BraTS grid at 1 mm).
         crop_margin: Voxels kept around the foreground bounding box.
         nan_policy: ``"zero"`` (warn and replace NaN/Inf by 0) or ``"error"``.
     """
 
+    scaling: str = "whole_volume"
     lower_percentile: float = 0.0
     upper_percentile: float = 98.0
+    reference_volume_ml: float = 8928.0
     crop_margin: int = 0
     nan_policy: str = "zero"
 

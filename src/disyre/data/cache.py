@@ -217,7 +217,7 @@ def _process(row: ManifestRow, directory: Path, cfg: IntensityConfig) -> dict[st
     lesion = (load_mask(row.lesion_mask, scan, binarize=row.binarize_lesion)
               if row.lesion_mask else None)
     try:
-        pre = normalize(scan.data, brain, cfg)
+        pre = normalize(scan.data, brain, cfg, spacing=scan.spacing)
     except ValueError as e:
         raise InputError(f"{row.brain_mask or row.image}: {e}") from e
     safe = _safe_name(row.subject)

@@ -247,7 +247,7 @@ class Detector:
         if isinstance(mask, str | Path):
             mask = load_mask(mask, like=scan)
         try:
-            pre = normalize(scan.data, mask, self.cfg.intensity)
+            pre = normalize(scan.data, mask, self.cfg.intensity, spacing=scan.spacing)
         except ValueError as e:
             raise InputError(f"{scan.path}: {e}") from e
         msgs = sanity_warnings(scan, pre.image, pre.mask, self.reference)
