@@ -13,7 +13,6 @@ from disyre.data.intensity import (
     whole_volume_percentile,
 )
 
-
 BRAIN = IntensityConfig(scaling="brain")
 
 
