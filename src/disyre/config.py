@@ -74,12 +74,46 @@ class CorruptionConfig:
         augment: Apply the pre-corruption augmentation of clean patches.
         codebook: Intensity codebook for the bias anomaly; ``None`` = fit to the training
             data (falling back to the authors' values).
+        shapes: Anomaly shape sizes: ``authors`` (the authors' size distribution) or
+            ``legacy`` (smaller shapes, always centred in the window).
+        bias_selection: Intensity-bias level picking: ``authors`` (quantise the
+            texture-blended window, all levels when none is picked) or ``single`` (quantise
+            the clean window, one level when none is picked).
+        augment_recipe: Pre-corruption augmentation: ``authors`` or ``legacy``.
     """
 
     name: str = "dag"
     window: int = 64
     augment: bool = True
     codebook: list[float] | None = None
+    shapes: str = "authors"
+    bias_selection: str = "authors"
+    augment_recipe: str = "authors"
+
+
+#: The value each fidelity switch had before it existed: a saved run config (a checkpoint's
+#: ``config.json``) that lacks the key was made with this behaviour (see :func:`legacy_filled`).
+LEGACY_SWITCHES: dict[str, dict[str, str]] = {
+    "intensity": {"scaling": "brain"},
+    "corruption": {"shapes": "legacy", "bias_selection": "single", "augment_recipe": "legacy"},
+}
+
+
+def legacy_filled(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved run-config dict with the fidelity switches it lacks set to their legacy values.
+
+    Every saved config holds all fields of its version, so a section without one of the
+    switches of :data:`LEGACY_SWITCHES` comes from before that switch existed.
+
+    Example:
+        >>> legacy_filled({"intensity": {"upper_percentile": 98.0}})["intensity"]["scaling"]
+        'brain'
+    """
+    out = dict(saved)
+    for sec, keys in LEGACY_SWITCHES.items():
+        if isinstance(out.get(sec), dict):
+            out[sec] = {**keys, **out[sec]}
+    return out
 
 
 PRESETS: dict[str, dict[str, Any]] = {

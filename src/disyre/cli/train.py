@@ -106,11 +106,14 @@ def run(args: argparse.Namespace) -> int:
         source = args.cache
         cache = VolumeCache.open(args.cache)
     train_vols, val_vols = cache.volumes("train"), cache.volumes("val")
+    train_masks, val_masks = cache.masks("train"), cache.masks("val")
     check_volumes(cfg, train_vols, source)
-    codebook = cfg.corruption.codebook or fit_codebook(train_vols, k=5, seed=cfg.train.seed)
+    codebook = cfg.corruption.codebook or fit_codebook(train_vols, k=5, seed=cfg.train.seed,
+                                                       masks=train_masks)
     # train() logs its summary (checkpoint, duration, losses) at the end
     contrasts = sorted({e.contrast for e in cache.select("train") if e.contrast})
     train(cfg, train_vols, val_vols, args.output, resume=args.resume, overwrite=args.overwrite,
           codebook=codebook, progress=not args.no_progress,
-          data_info={"contrast": ",".join(contrasts) or None})
+          data_info={"contrast": ",".join(contrasts) or None}, train_masks=train_masks,
+          val_masks=val_masks)
     return 0
