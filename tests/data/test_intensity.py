@@ -6,20 +6,16 @@ import numpy as np
 import pytest
 
 from disyre.config import IntensityConfig
-from disyre.data.intensity import (
-    foreground_bbox,
-    normalize,
-    uncrop,
-    whole_volume_percentile,
-)
+from disyre.data.intensity import foreground_bbox, normalize, uncrop
 
-BRAIN = IntensityConfig(scaling="brain")
+def _brain_scaling() -> IntensityConfig:
+    return IntensityConfig(scaling="brain")
 
 
 def test_scaling_clipping_background_and_crop(brain_volume):
     vol = brain_volume((12, 14, 10))
     vol[0, 0, 0] = -5.0  # a negative background voxel: clipped, stays background
-    pre = normalize(vol, cfg=BRAIN)
+    pre = normalize(vol, cfg=_brain_scaling())
     pos = np.clip(vol, 0, None)
     fg = pos[pos > 0]
     assert pre.low == pytest.approx(np.percentile(fg, 0))
@@ -65,7 +61,7 @@ def test_constant_foreground_and_empty_volume():
     vol = np.zeros((4, 5, 6), np.float32)
     vol[1:3, 1:4, 2:5] = 7.0
     with pytest.warns(UserWarning, match="constant foreground"):
-        pre = normalize(vol, cfg=BRAIN)
+        pre = normalize(vol, cfg=_brain_scaling())
     assert (pre.image == 1.0).all()
     with pytest.raises(ValueError, match="empty foreground"):
         normalize(np.zeros((3, 3, 3)))
@@ -97,7 +93,7 @@ def test_whole_volume_scaling_is_the_authors_percentile_on_their_grid():
     saturates (the brain-voxel 98th percentile would saturate 2 %)."""
     vol = _head((155, 240, 240))
     whole_p98 = float(np.percentile(np.clip(vol, 0, None), 98))
-    pre = normalize(vol, spacing=(1.0, 1.0, 1.0))
+    pre = normalize(vol)  # voxel size: 1 mm by default
     assert pre.low == 0.0
     assert pre.high == pytest.approx(whole_p98, rel=1e-6)
     sat = float((pre.image[pre.mask] == 1.0).mean())
@@ -133,6 +129,8 @@ def test_whole_volume_scaling_ignores_cropping_and_voxel_size():
 
 
 def test_whole_volume_percentile_matches_numpy():
+    from disyre.data.intensity import whole_volume_percentile
+
     rng = np.random.default_rng(3)
     for n, total, q in [(10, 50, 90), (100, 100, 98), (37, 1000, 98), (500, 600, 2.5)]:
         v = rng.random(n) + 0.1
