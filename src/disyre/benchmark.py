@@ -195,8 +195,9 @@ def _evaluate(mapper: _Mapper, val: list, lesioned: list, healthy_test: list, *,
     def cases() -> Iterator[tuple]:
         for e in lesioned:
             mask = np.asarray(e.mask(), bool)
+            voxel_mm3 = float(abs(np.linalg.det(np.asarray(e.affine, float)[:3, :3])))
             yield (e.subject, mapper(e, bar.update), np.asarray(e.lesion(), bool), mask,
-                   np.asarray(e.image()))
+                   np.asarray(e.image()), voxel_mm3)
 
     try:
         return evaluate_cases(cases(), healthy(val),

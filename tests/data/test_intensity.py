@@ -8,6 +8,7 @@ import pytest
 from disyre.config import IntensityConfig
 from disyre.data.intensity import foreground_bbox, normalize, uncrop
 
+
 def _brain_scaling() -> IntensityConfig:
     return IntensityConfig(scaling="brain")
 

@@ -47,7 +47,7 @@ import numpy as np
 from disyre.config import IntensityConfig
 
 __all__ = ["NormalizedVolume", "normalize", "uncrop", "foreground_bbox", "SCALINGS",
-           "whole_volume_percentile", "reference_voxels"]
+           "whole_volume_percentile", "reference_voxels", "brain_mask"]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,14 @@ def foreground_bbox(mask: np.ndarray, margin: int = 0) -> BBox:
         hi = min(int(idx[-1]) + 1 + margin, mask.shape[ax])
         out.append(slice(lo, hi))
     return tuple(out)  # type: ignore[return-value]
+
+
+def brain_mask(data: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """The brain of a scan: the given mask, or else its voxels > 0 (negatives count as
+    background). The one definition used by :func:`normalize`, detection and evaluation."""
+    if mask is not None:
+        return np.asarray(mask, dtype=bool)
+    return np.asarray(data) > 0
 
 
 def reference_voxels(cfg: IntensityConfig, spacing: Sequence[float] | None) -> int:
@@ -175,12 +183,9 @@ def normalize(
             f"{cfg.lower_percentile} and {cfg.upper_percentile}"
         )
     x = np.maximum(np.asarray(data_dhw, dtype=np.float32), np.float32(0))
-    if mask is None:
-        mask = x > 0
-    else:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != x.shape:
-            raise ValueError(f"mask shape {mask.shape} differs from volume shape {x.shape}")
+    mask = brain_mask(x, mask)
+    if mask.shape != x.shape:
+        raise ValueError(f"mask shape {mask.shape} differs from volume shape {x.shape}")
     bbox = foreground_bbox(mask, int(cfg.crop_margin))
     x = x[bbox].copy()
     m = mask[bbox].copy()

@@ -35,7 +35,7 @@ Example:
 """
 
 from disyre.inference.detector import (
-    SCORE_TOP_K,
+    SCORE_VOLUME_MM3,
     DetectionResult,
     Detector,
     load_checkpoint,
@@ -61,7 +61,7 @@ from disyre.inference.windows import (
 )
 
 __all__ = [
-    "SCORE_TOP_K", "SIGMA_SCALE", "WEIGHTING_WINDOW", "DetectionResult", "Detector",
+    "SCORE_VOLUME_MM3", "SIGMA_SCALE", "WEIGHTING_WINDOW", "DetectionResult", "Detector",
     "InferenceInput", "anomaly_map_slices", "count_work", "load_checkpoint", "predict_slices",
     "predict_volume", "restore", "restore_ensemble", "restore_multistep", "sanity_warnings",
     "save_overlay_png", "volume_score", "window_starts", "with_inference_overrides",
