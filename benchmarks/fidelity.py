@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import sys
 import time
@@ -237,7 +236,7 @@ def markdown(doc: dict[str, Any]) -> str:
                   "| configuration | pixel AP [95 % CI] | best Dice (oracle) [95 % CI] "
                   "| Dice @ 1 % healthy FPR | held-out healthy FPR @ 1 % |",
                   "|---|---|---|---|---|"]
-        for key, r in res.items():
+        for r in res.values():
             lines.append(f"| {r['label']} | {_num(r['ap'])}{_ci(r['ap_ci'])} | "
                          f"{_num(r['best_dice'])}{_ci(r['best_dice_ci'])} | "
                          f"{_num(r['dice_1pct'])} | "
