@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import logging
 import sys
 import time
@@ -200,7 +201,9 @@ def run_fidelity(out: str | Path, s: FidelitySettings, *, progress: bool = False
                                   steps=demo.steps, seed=s.seed, device=s.device,
                                   n_boot=demo.n_boot, overwrite=overwrite, progress=progress,
                                   title=f"fidelity ablation, {contrast.upper()}: {row.label}")
+            run_json = json.loads((cdir / row.key / "dag" / "run" / "run.json").read_text())
             results[contrast][row.key] = {"label": row.label, "switches": row.switches,
+                                          "codebook": run_json.get("codebook"),
                                           **headline(bench.metrics["dag"])}
             timings.setdefault(contrast, {})[row.key] = round(time.perf_counter() - t0, 1)
             log.info("%s %s: AP %.3f", contrast, row.key, results[contrast][row.key]["ap"])
@@ -223,6 +226,8 @@ def _ci(v: Any) -> str:
 
 def markdown(doc: dict[str, Any]) -> str:
     """The ablation table(s) as Markdown, one per contrast."""
+    from disyre.corruption import AUTHORS_CODEBOOK
+
     st = doc["settings"]
     lines = []
     for contrast, res in doc["results"].items():
@@ -242,6 +247,13 @@ def markdown(doc: dict[str, Any]) -> str:
                          f"{_num(r['dice_1pct'])} | "
                          + ("n/a" if r["heldout_fpr_1pct"] is None
                             else f"{100 * r['heldout_fpr_1pct']:.2f} %") + " |")
+        lines.append("")
+        books = {r["switches"]["intensity.scaling"]: r.get("codebook") for r in res.values()}
+        for scaling, cb in books.items():
+            if cb:
+                lines.append(f"Bias codebook fitted with `{scaling}` scaling: "
+                             f"{', '.join(f'{c:.3f}' for c in cb)} (the authors': "
+                             f"{', '.join(f'{c:.3f}' for c in AUTHORS_CODEBOOK)}).  ")
         lines.append("")
     lines += ["Best Dice is an oracle (its threshold is chosen on the test labels); the 1 % "
               "threshold is set on the healthy validation scans. Intervals: 95 % percentile "

@@ -64,12 +64,15 @@ def test_table_has_the_columns_and_intervals(fidelity) -> None:
                         "preset": "small",
                         "cohorts": {"t2": {"n_train": 16, "n_val": 3, "n_test_healthy": 3,
                                            "n_test_lesion": 12}}},
-           "results": {"t2": {"authors": {"label": "authors' recipe (all four)", **h}}}}
+           "results": {"t2": {"authors": {"label": "authors' recipe (all four)",
+                                          "switches": fidelity.AUTHORS,
+                                          "codebook": [0.2, 0.4, 0.6, 0.8, 0.95], **h}}}}
     md = fidelity.markdown(doc)
     assert "| configuration | pixel AP [95 % CI] | best Dice (oracle) [95 % CI] " in md
     assert "| authors' recipe (all four) | 0.610 [0.520, 0.700] | 0.550 [0.500, 0.600] | " \
            "0.410 | 1.23 % |" in md
     assert "12 lesioned test subjects" in md
+    assert "fitted with `whole_volume` scaling: 0.200, 0.400, 0.600, 0.800, 0.950" in md
 
 
 def test_bad_rows_and_existing_output_are_refused(fidelity, tmp_path, capsys) -> None:
