@@ -407,3 +407,23 @@ def test_cuda_matches_contract(name: str) -> None:
             assert res.corrupted.min() >= 0 and res.corrupted.max() <= 1
     y = augment(x, torch.Generator(device="cuda").manual_seed(1))
     assert (y >= 0).all() and (y <= 1).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("legacy", [False, True])
+def test_cuda_with_a_cpu_generator_matches_cpu(legacy: bool) -> None:
+    """Shapes, bias, corruption and augmentation (with the brain mask) of both recipes: a CPU
+    generator gives the same draws on CUDA data as on CPU data."""
+    x = brains(8)
+    brain = x > 0
+    shapes, sel, aug = ("legacy", "single", "legacy") if legacy else ("authors",) * 3
+    a = random_shapes(32, 64, gen(1), "cpu", recipe=shapes)
+    b = random_shapes(32, 64, gen(1), "cuda", recipe=shapes)
+    assert (a - b.cpu()).abs().max() < 1e-4
+    corr = make_corruption(CorruptionConfig(shapes=shapes, bias_selection=sel), bank_size=0)
+    rc = corr(x, gen(2), brain=brain)
+    rg = corr(x.cuda(), gen(2), brain=brain.cuda())
+    assert rg.corrupted.is_cuda and (rc.corrupted - rg.corrupted.cpu()).abs().max() < 1e-3
+    yc, bc = augment_pair(x, brain, gen(3), recipe=aug)
+    yg, bg = augment_pair(x.cuda(), brain.cuda(), gen(3), recipe=aug)
+    assert (yc - yg.cpu()).abs().max() < 2e-2 and (bc != bg.cpu()).float().mean() < 1e-3
