@@ -1,5 +1,8 @@
 """Corruption throughput: patches per second for each variant and for the augmentation.
 
+Also times the earlier recipes (``dag-legacy``: legacy shapes and single-level bias selection;
+``aug-legacy``: the legacy augmentation).
+
 Batch of 96 patches of 128x128 (the authors' 8 volumes x 12 slices) with an elliptical
 synthetic brain; median of ``--repeats`` timed runs after one warm-up; CPU with
 ``--threads`` intra-op threads, and CUDA when available.
@@ -59,10 +62,10 @@ def main() -> None:
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     print(f"batch {args.batch} x {args.size}x{args.size}, {args.threads} CPU threads, "
           f"median of {args.repeats}")
-    print(f"{'device':<6} {'stage':<10} {'ms/batch':>9} {'patches/s':>10}")
+    print(f"{'device':<6} {'stage':<11} {'ms/batch':>9} {'patches/s':>10}")
     for dev in devices:
         for name, seconds in bench_device(dev, args.batch, args.size, args.repeats).items():
-            print(f"{dev.type:<6} {name:<10} {1000 * seconds:9.1f} {args.batch / seconds:10.0f}")
+            print(f"{dev.type:<6} {name:<11} {1000 * seconds:9.1f} {args.batch / seconds:10.0f}")
 
 
 def bench_device(dev: torch.device, batch: int, size: int, repeats: int) -> dict[str, float]:
@@ -76,6 +79,10 @@ def bench_device(dev: torch.device, batch: int, size: int, repeats: int) -> dict
     stages["augment"] = lambda: augment(x, g)
     dag = make_corruption(CorruptionConfig(name="dag"))
     stages["aug+dag"] = lambda: dag(augment(x, g), g)
+    # the earlier recipes (corruption.shapes=legacy, bias_selection=single, augment_recipe=legacy)
+    old = make_corruption(CorruptionConfig(name="dag", shapes="legacy", bias_selection="single"))
+    stages["dag-legacy"] = lambda: old(x, g)
+    stages["aug-legacy"] = lambda: augment(x, g, recipe="legacy")
     return {name: time_it(fn, dev, repeats) for name, fn in stages.items()}
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def test_schedule_convention():
 
     k = torch.arange(100)
     assert torch.equal(level_of(severity_of(k)), k)
-    assert multistep_levels(5) == [99, 74, 50, 25, 0]
+    assert multistep_levels(5) == [80, 60, 40, 20, 0]
 
 
 def test_whole_config_is_validated_at_load(tmp_path):

@@ -195,8 +195,9 @@ def _evaluate(mapper: _Mapper, val: list, lesioned: list, healthy_test: list, *,
     def cases() -> Iterator[tuple]:
         for e in lesioned:
             mask = np.asarray(e.mask(), bool)
+            voxel_mm3 = float(abs(np.linalg.det(np.asarray(e.affine, float)[:3, :3])))
             yield (e.subject, mapper(e, bar.update), np.asarray(e.lesion(), bool), mask,
-                   np.asarray(e.image()))
+                   np.asarray(e.image()), voxel_mm3)
 
     try:
         return evaluate_cases(cases(), healthy(val),
@@ -248,6 +249,7 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
                                                             train_split)
     out = prepare_output_dir(out_dir, overwrite=overwrite, marker=MARKER)
     train_vols = [e.image() for e in train_e]
+    train_masks = [e.mask() for e in train_e]
     codebook = None
     metrics: dict[str, dict[str, Any]] = {}
     reports: dict[str, Path] = {}
@@ -271,13 +273,14 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
                 if codebook is None:
                     from disyre.corruption import fit_codebook
 
-                    codebook = fit_codebook(train_vols, seed=seed)
+                    codebook = fit_codebook(train_vols, seed=seed, masks=train_masks)
                 cb: list[float] | None = codebook
             else:
                 cb = None
             train(rc, train_vols, [e.image() for e in val_e], mdir / "run",
                   overwrite=overwrite, codebook=cb, progress=progress,
-                  data_info=cache.describe(train_split))
+                  data_info=cache.describe(train_split),
+                  train_masks=train_masks, val_masks=[e.mask() for e in val_e])
             mapper = _Mapper(name, run_dir=mdir / "run", device=device, seed=seed)
             run_cfg = {"method": name, "run": rc.to_dict()}
         t1 = time.perf_counter()

@@ -34,14 +34,23 @@ class IntensityConfig:
     """Intensity normalisation and cropping (METHOD.md, "Data the method expects").
 
     Attributes:
-        lower_percentile: Percentile of foreground intensities mapped to 0.
-        upper_percentile: Percentile of foreground intensities mapped to 1.
+        scaling: ``"whole_volume"`` (the authors': divide by the ``upper_percentile`` of the
+            whole volume, background included, counted on a reference grid of
+            ``reference_volume_ml``; see :func:`disyre.data.intensity.normalize`) or
+            ``"brain"`` (map the ``lower_percentile`` and ``upper_percentile`` of the brain
+            voxels to 0 and 1).
+        lower_percentile: Percentile of brain intensities mapped to 0 (``brain`` only).
+        upper_percentile: Percentile mapped to 1.
+        reference_volume_ml: Volume of the reference grid of ``whole_volume`` scaling, in
+            millilitres (default: 240 x 240 x 155 mm, the SRI24 / BraTS grid at 1 mm).
         crop_margin: Voxels kept around the foreground bounding box.
         nan_policy: ``"zero"`` (warn and replace NaN/Inf by 0) or ``"error"``.
     """
 
+    scaling: str = "whole_volume"
     lower_percentile: float = 0.0
     upper_percentile: float = 98.0
+    reference_volume_ml: float = 8928.0
     crop_margin: int = 0
     nan_policy: str = "zero"
 
@@ -65,12 +74,46 @@ class CorruptionConfig:
         augment: Apply the pre-corruption augmentation of clean patches.
         codebook: Intensity codebook for the bias anomaly; ``None`` = fit to the training
             data (falling back to the authors' values).
+        shapes: Anomaly shape sizes: ``authors`` (the authors' size distribution) or
+            ``legacy`` (smaller shapes, always centred in the window).
+        bias_selection: Intensity-bias level picking: ``authors`` (quantise the
+            texture-blended window, all levels when none is picked) or ``single`` (quantise
+            the clean window, one level when none is picked).
+        augment_recipe: Pre-corruption augmentation: ``authors`` or ``legacy``.
     """
 
     name: str = "dag"
     window: int = 64
     augment: bool = True
     codebook: list[float] | None = None
+    shapes: str = "authors"
+    bias_selection: str = "authors"
+    augment_recipe: str = "authors"
+
+
+#: The value each fidelity switch had before it existed: a saved run config (a checkpoint's
+#: ``config.json``) that lacks the key was made with this behaviour (see :func:`legacy_filled`).
+LEGACY_SWITCHES: dict[str, dict[str, str]] = {
+    "intensity": {"scaling": "brain"},
+    "corruption": {"shapes": "legacy", "bias_selection": "single", "augment_recipe": "legacy"},
+}
+
+
+def legacy_filled(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved run-config dict with the fidelity switches it lacks set to their legacy values.
+
+    Every saved config holds all fields of its version, so a section without one of the
+    switches of :data:`LEGACY_SWITCHES` comes from before that switch existed.
+
+    Example:
+        >>> legacy_filled({"intensity": {"upper_percentile": 98.0}})["intensity"]["scaling"]
+        'brain'
+    """
+    out = dict(saved)
+    for sec, keys in LEGACY_SWITCHES.items():
+        if isinstance(out.get(sec), dict):
+            out[sec] = {**keys, **out[sec]}
+    return out
 
 
 PRESETS: dict[str, dict[str, Any]] = {

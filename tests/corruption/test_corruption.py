@@ -10,7 +10,15 @@ import torch
 from scipy import ndimage
 
 from disyre.config import CorruptionConfig
-from disyre.corruption import Corruption, augment, fit_codebook, make_corruption, schedule
+from disyre.corruption import (
+    AugmentRecipe,
+    Corruption,
+    augment,
+    augment_pair,
+    fit_codebook,
+    make_corruption,
+    schedule,
+)
 from disyre.corruption.bias import AUTHORS_CODEBOOK, bias_field, quantise
 from disyre.corruption.dag import SyntheticAnomaly
 from disyre.corruption.gaussian import GaussianNoise
@@ -196,21 +204,43 @@ def test_donor_is_never_self_and_covers_others() -> None:
     assert all(set(seen[:, i].tolist()) == set(range(6)) - {i} for i in range(6))
 
 
-def test_shapes_families_are_filled_connected_and_centred() -> None:
+def test_legacy_shapes_are_filled_connected_and_centred() -> None:
     for fam in ("rectangle", "ellipse", "blob"):
-        m = random_shapes(40, 64, gen(11), edge_blur_p=0.0, families=(fam,))
+        m = random_shapes(40, 64, gen(11), recipe="legacy", edge_blur_p=0.0, families=(fam,))
         assert set(m.unique().tolist()) <= {0.0, 1.0}
         for i in range(40):
             lab, n = ndimage.label(m[i, 0].numpy() > 0)
             assert n == 1, f"{fam} {i} has {n} components"
             assert m[i, 0, 31:33, 31:33].all()
-    soft = random_shapes(200, 64, gen(12))
+    soft = random_shapes(200, 64, gen(12), recipe="legacy")
     frac_soft = ((soft > 0) & (soft < 1)).flatten(1).any(1).float().mean()
     assert 0.55 < frac_soft < 0.85  # edges softened with p = 0.7
+    with pytest.raises(ValueError, match="families"):
+        random_shapes(2, 64, gen(), families=("blob",))  # a legacy family name
+    with pytest.raises(ValueError, match="recipe"):
+        random_shapes(2, 64, gen(), recipe="nope")
 
 
-def test_rectangles_rotated_half_the_time_by_at_most_15_degrees() -> None:
-    m = random_shapes(400, 64, gen(23), edge_blur_p=0.0, families=("rectangle",))[:, 0] > 0
+def test_authors_shapes_are_filled_and_connected() -> None:
+    for fam in ("rectangle", "disc", "organic"):
+        m = random_shapes(60, 64, gen(11), edge_blur_p=0.0, families=(fam,))
+        assert set(m.unique().tolist()) <= {0.0, 1.0}
+        for i in range(60):
+            mask = m[i, 0].numpy() > 0
+            lab, n = ndimage.label(mask)
+            assert n == 1, f"{fam} {i} has {n} components"
+            assert (ndimage.binary_fill_holes(mask) == mask).all(), f"{fam} {i} has holes"
+    # sizes scale with the window: a 32 px window holds shapes of a quarter of the area
+    big = random_shapes(400, 64, gen(13), families=("disc",))
+    small = random_shapes(400, 32, gen(13), families=("disc",))
+    ratio = float((small > 0.5).sum()) / float((big > 0.5).sum())
+    assert 0.2 < ratio < 0.3
+
+
+@pytest.mark.parametrize("recipe", ["authors", "legacy"])
+def test_rectangles_rotated_half_the_time_by_at_most_15_degrees(recipe: str) -> None:
+    m = random_shapes(400, 64, gen(23), recipe=recipe, edge_blur_p=0.0,
+                      families=("rectangle",))[:, 0] > 0
     rows, cols = m.any(2), m.any(1)
     bbox_area = rows.sum(1) * cols.sum(1)
     aligned = m.sum((1, 2)) == bbox_area  # an unrotated rectangle fills its bounding box
@@ -224,6 +254,8 @@ def test_rectangles_rotated_half_the_time_by_at_most_15_degrees() -> None:
         evals, evecs = torch.linalg.eigh(cov)
         if evals[1] < 1.3 * evals[0]:
             continue  # nearly square: principal axis undefined
+        if m[i, 0].any() or m[i, -1].any() or m[i, :, 0].any() or m[i, :, -1].any():
+            continue  # clipped by the window (authors: rotation about the window centre)
         v = evecs[:, 1]
         tilt = math.degrees(math.atan2(abs(v[1]), abs(v[0])))
         tilt = min(tilt, 90 - tilt)
@@ -301,24 +333,64 @@ def test_codebook_fit_recovers_centres_and_falls_back() -> None:
     assert torch.allclose(corr.codebook, torch.tensor(cb))
 
 
-def test_augment_keeps_background_range_and_is_seeded() -> None:
+def test_legacy_augment_keeps_background_range_and_is_seeded() -> None:
     x = brains(64, size=64)
-    assert torch.equal(augment(x, gen(17), p_spatial=0.0, p_mirror=0.0, p_intensity=0.0), x)
-    flipped = augment(x, gen(17), p_spatial=0.0, p_mirror=1.0, p_intensity=0.0)
+    kw = dict(recipe="legacy")
+    assert torch.equal(augment(x, gen(17), p_spatial=0.0, p_mirror=0.0, p_intensity=0.0,
+                               **kw), x)
+    flipped = augment(x, gen(17), p_spatial=0.0, p_mirror=1.0, p_intensity=0.0, **kw)
     assert torch.equal(flipped, x.flip(-1))
-    inten = augment(x, gen(18), p_spatial=0.0, p_mirror=0.0, p_intensity=1.0)
+    inten = augment(x, gen(18), p_spatial=0.0, p_mirror=0.0, p_intensity=1.0, **kw)
     assert (inten[x == 0] == 0).all()  # background stays 0 despite noise and blur
     assert ((inten >= 0) & (inten <= 1)).all()
     assert not torch.equal(inten, x)
-    spatial = augment(x, gen(19), p_spatial=1.0, p_mirror=0.0, p_intensity=0.0)
+    spatial = augment(x, gen(19), p_spatial=1.0, p_mirror=0.0, p_intensity=0.0, **kw)
     assert ((spatial >= 0) & (spatial <= 1)).all()
     moved = (spatial > 0) != (x > 0)
     assert moved.flatten(1).any(1).float().mean() > 0.9  # every sample deformed
     area = (spatial > 0).flatten(1).sum(1) / (x > 0).flatten(1).sum(1)
     assert ((area > 0.5) & (area < 1.9)).all()  # scaling 0.75-1.25 plus a mild deformation
-    z = augment(x, gen(20))
-    assert torch.equal(z, augment(x, gen(20)))
+    z = augment(x, gen(20), **kw)
+    assert torch.equal(z, augment(x, gen(20), **kw))
     assert ((z >= 0) & (z <= 1)).all()
+    with pytest.raises(TypeError, match="legacy"):
+        augment(x, gen(20), p_spatial=0.0)  # an option of the legacy recipe only
+
+
+def test_authors_augment_keeps_background_range_and_is_seeded() -> None:
+    x = brains(64, size=64)
+    off = AugmentRecipe(p_elastic=0, p_rotation=0, p_scale=0, p_mirror=0, p_brightness=0,
+                        p_gamma=0, p_inverted_gamma=0, p_noise=0, p_blur=0)
+    assert torch.equal(augment(x, gen(17), recipe=off), x)
+    everything = AugmentRecipe(p_elastic=1, p_rotation=1, p_scale=1, p_brightness=1,
+                               p_gamma=1, p_inverted_gamma=1, p_noise=1, p_blur=1)
+    y = augment(x, gen(18), recipe=everything)
+    assert ((y >= 0) & (y <= 1)).all() and not torch.equal(y, x)
+    moved = (y > 0) != (x > 0)
+    assert moved.flatten(1).any(1).float().mean() > 0.9
+    z = augment(x, gen(20))
+    assert torch.equal(z, augment(x, gen(20))) and ((z >= 0) & (z <= 1)).all()
+    with pytest.raises(ValueError, match="recipe"):
+        augment(x, gen(), recipe="nope")
+
+
+def test_augment_carries_the_brain_mask() -> None:
+    """A brain mask that includes zero-valued brain pixels: noise lands on them, the mask
+    follows the spatial transforms and flips, and the background stays 0."""
+    x = brains(200, size=64)
+    brain = x > 0
+    x = torch.where(torch.arange(64)[None, None, None] < 32, 0.0, x)  # dark half of the brain
+    noisy = AugmentRecipe(p_elastic=0.5, p_rotation=0.5, p_scale=0.5, p_noise=1.0,
+                          p_gamma=0, p_inverted_gamma=0, p_brightness=0, p_blur=0)
+    y, b = augment_pair(x, brain, gen(30), recipe=noisy)
+    assert b.dtype == torch.bool and (y[~b] == 0).all()
+    assert (y[b] > 0).float().mean() > 0.4  # the zero-valued brain got noise too
+    assert not torch.equal(b, brain)  # the mask moved with the patches
+    inside = b.flatten(1).sum(1).float() / brain.flatten(1).sum(1).float()
+    assert ((inside > 0.5) & (inside < 1.9)).all()
+    # the same draws without a mask: brain = non-zero pixels after the spatial transforms
+    y0, b0 = augment_pair(x, None, gen(30), recipe=noisy)
+    assert (y0[b] == 0).float().mean() > 0.3  # the dark half is background there
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -335,3 +407,23 @@ def test_cuda_matches_contract(name: str) -> None:
             assert res.corrupted.min() >= 0 and res.corrupted.max() <= 1
     y = augment(x, torch.Generator(device="cuda").manual_seed(1))
     assert (y >= 0).all() and (y <= 1).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("legacy", [False, True])
+def test_cuda_with_a_cpu_generator_matches_cpu(legacy: bool) -> None:
+    """Shapes, bias, corruption and augmentation (with the brain mask) of both recipes: a CPU
+    generator gives the same draws on CUDA data as on CPU data."""
+    x = brains(8)
+    brain = x > 0
+    shapes, sel, aug = ("legacy", "single", "legacy") if legacy else ("authors",) * 3
+    a = random_shapes(32, 64, gen(1), "cpu", recipe=shapes)
+    b = random_shapes(32, 64, gen(1), "cuda", recipe=shapes)
+    assert (a - b.cpu()).abs().max() < 1e-4
+    corr = make_corruption(CorruptionConfig(shapes=shapes, bias_selection=sel), bank_size=0)
+    rc = corr(x, gen(2), brain=brain)
+    rg = corr(x.cuda(), gen(2), brain=brain.cuda())
+    assert rg.corrupted.is_cuda and (rc.corrupted - rg.corrupted.cpu()).abs().max() < 1e-3
+    yc, bc = augment_pair(x, brain, gen(3), recipe=aug)
+    yg, bg = augment_pair(x.cuda(), brain.cuda(), gen(3), recipe=aug)
+    assert (yc - yg.cpu()).abs().max() < 2e-2 and (bc != bg.cpu()).float().mean() < 1e-3

@@ -48,7 +48,8 @@ def test_cache_contents_match_preprocessing(rows, tmp_path):
     assert cache.lesions("train") == [None, None]
     index = json.loads((tmp_path / "cache" / INDEX_NAME).read_text())
     ent = index["entries"]["s0"]
-    assert ent["intensity"] == {"lower_percentile": 0.0, "upper_percentile": 98.0,
+    assert ent["intensity"] == {"scaling": "whole_volume", "lower_percentile": 0.0,
+                                 "upper_percentile": 98.0, "reference_volume_ml": 8928.0,
                                  "crop_margin": 0, "nan_policy": "zero"}
     assert set(ent["inputs"]["image"]) == {"path", "size", "mtime_ns", "sha1"}
     reopened = VolumeCache.open(tmp_path / "cache")

@@ -94,3 +94,67 @@ def test_healthy_manifest_prefers_val_rows():
     assert [r.subject for r in h] == ["b", "c"], "training scans must not calibrate thresholds"
     _, h = _split_rows(test, healthy[:1])
     assert [r.subject for r in h] == ["a"]
+
+
+def test_maps_and_checkpoint_routes_give_identical_metrics(tmp_path) -> None:
+    """One brain definition and one grid for both routes: evaluating a model directly, or the
+    maps it wrote, gives the same numbers, also with negative background voxels and a lesion
+    that leaves the brain (and its crop)."""
+    import torch
+
+    from disyre.config import InferenceConfig, ModelConfig, RunConfig
+    from disyre.inference import Detector
+    from disyre.model import build_model
+    from disyre.training.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = RunConfig()
+    cfg.model = ModelConfig.from_preset("tiny")
+    cfg.inference = InferenceConfig(levels=[0, 50], window=0, batch_size=64, device="cpu")
+    net = build_model(cfg.model)
+    with torch.no_grad():  # a freshly built network outputs 0: give it weights that do not
+        for p in net.parameters():
+            p.normal_(0.0, 0.05)
+    run = tmp_path / "run"
+    save_checkpoint(run / "checkpoints", step=1, model=net, cfg=cfg, codebook=None, state={})
+
+    rng = np.random.default_rng(4)
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in SHAPE], indexing="ij")
+    brain = (x**2 + y**2 + 0.5 * z**2) < 0.6
+    img_dir, map_dir = tmp_path / "img", tmp_path / "maps"
+    img_dir.mkdir()
+    map_dir.mkdir()
+    rows = []
+    for i in range(6):
+        split = "val" if i < 2 else "test"
+        img = np.where(brain, 0.5 + 0.2 * rng.random(SHAPE), -0.01 * rng.random(SHAPE))
+        lab = np.zeros(SHAPE, bool)
+        les = None
+        if split == "test":
+            lab[5:11, 6:10, 2:5] = True
+            lab[0:2, 0:3, 0:2] = True  # outside the brain and its crop
+            img[lab & brain] += 0.3
+            _save(lab, img_dir / f"s{i}_seg.nii.gz")
+            les = img_dir / f"s{i}_seg.nii.gz"
+        _save(img, img_dir / f"s{i}.nii.gz")
+        rows.append(ManifestRow(f"s{i}", img_dir / f"s{i}.nii.gz", les, None, split, "t2"))
+    write_manifest(rows, tmp_path / "m.csv")
+    det = Detector.from_checkpoint(run, device="cpu")
+    for r in rows:
+        det.predict(r.image).save_map(map_dir / r.image.name)
+
+    outs = {}
+    for name, src in (("ckpt", ["--checkpoint", str(run)]), ("maps", ["--maps", str(map_dir)])):
+        outs[name] = tmp_path / name
+        assert main(["evaluate", "--manifest", str(tmp_path / "m.csv"), *src, "-o",
+                     str(outs[name]), "--bootstrap", "30", "--device", "cpu"]) == 0
+    a, b = (json.loads((outs[k] / "metrics.json").read_text()) for k in ("ckpt", "maps"))
+    for key in ("pixel", "calibrated", "healthy_heldout", "slice_level", "volume_level",
+                "bootstrap_ci", "n_cases", "thresholds"):
+        if key == "thresholds":
+            assert a[key]["fpr"] == b[key]["fpr"]
+        else:
+            assert a[key] == b[key], key
+    assert a["pixel"]["n_lesion_voxels_outside_brain"] == 4 * 2 * 3 * 2
+    assert a["pixel"]["ap"] < 1.0  # the voxels outside the brain are misses
+    assert (outs["ckpt"] / "cases.csv").read_text() == (outs["maps"] / "cases.csv").read_text()

@@ -24,10 +24,12 @@ def _volumes(rng: np.random.Generator, n: int, shape=(6, 12, 10), tied: bool = F
 
 
 def _pooled(vols):
+    """Labels and scores of the voxels that count: brain voxels and every lesion voxel."""
     ys, ss = [], []
     for s, lab, m in vols:
-        ys.append(lab[m])
-        ss.append(s[m].astype(np.float64))
+        counted = m | lab
+        ys.append(lab[counted])
+        ss.append(s[counted].astype(np.float64))
     return np.concatenate(ys), np.concatenate(ss)
 
 
@@ -162,3 +164,61 @@ def test_shape_mismatch_and_nan_rejected() -> None:
     with pytest.raises(ValueError, match="NaN"):
         acc.update(bad, np.zeros((2, 3, 3)), None)
     acc.close()
+
+
+def test_lesion_voxels_outside_the_brain_count_as_misses() -> None:
+    """A lesion that leaves the brain mask: the voxels outside keep the map's value there (0)
+    and stay positives, so a map perfect inside the brain no longer gets AP 1."""
+    shape = (6, 20, 20)
+    mask = np.zeros(shape, bool)
+    mask[:, 2:18, 2:14] = True
+    lab = np.zeros(shape, bool)
+    lab[2:4, 8:12, 10:18] = True  # columns 14-17 lie outside the brain mask
+    amap = np.where(lab & mask, 0.9, 0.1).astype(np.float32) * (mask | lab)
+    res = M.pixel_metrics([(amap, lab, mask)])
+    outside = int((lab & ~mask).sum())
+    assert outside == 2 * 4 * 4
+    assert res.n_pos == lab.sum() and res.n_pos_outside == outside
+    assert res.as_dict()["n_lesion_voxels_outside_brain"] == outside
+    y, sc = _pooled([(amap, lab, mask)])
+    assert res.ap == pytest.approx(average_precision_score(y, sc), abs=1e-12)
+    inside = (lab & mask).sum()
+    assert res.best_dice == pytest.approx(2 * inside / (inside + lab.sum()))
+    assert res.ap < 0.75  # half the lesion is missed
+
+
+def test_volume_score_counts_voxels_by_volume() -> None:
+    """The mean of the highest-scoring 1 cm^3: the same physical map at 1 mm and at 2 mm
+    gives the same score (1,000 voxels of 1 mm^3 or 125 of 8 mm^3)."""
+    from disyre.inference import volume_score
+
+    fine = np.full((40, 40, 40), 0.1, np.float32)
+    fine[10:22, 10:22, 10:22] = 0.8  # a 12 mm cube: 1.7 cm^3
+    coarse = fine.reshape(20, 2, 20, 2, 20, 2).mean((1, 3, 5))
+    assert M.top_volume_mean(fine.ravel(), 1.0) == pytest.approx(0.8)
+    assert M.top_volume_mean(coarse.ravel(), 8.0) == pytest.approx(0.8)
+    assert volume_score(coarse, voxel_mm3=8.0) == pytest.approx(0.8)
+    # fractional voxel counts: 1 cm^3 of 3 mm voxels is 37.04 voxels
+    v = np.arange(100, dtype=np.float64)
+    k = 1000 / 27
+    want = (v[-37:].sum() + (k - 37) * v[-38]) / k
+    assert M.top_volume_mean(v, 27.0) == pytest.approx(want)
+    assert M.top_volume_mean(v[:10], 1.0) == pytest.approx(v[:10].mean())
+    vs = M.volume_scores(coarse, np.ones(coarse.shape, bool), voxel_mm3=8.0)
+    assert vs[M.VOLUME_SCORE] == pytest.approx(0.8)
+
+
+def test_whole_slice_mean_is_the_authors_slice_score() -> None:
+    rng = np.random.default_rng(8)
+    s = rng.random((5, 12, 12)).astype(np.float32)
+    mask = np.zeros(s.shape, bool)
+    mask[:, 3:9, 3:9] = True
+    mask[0] = False
+    lab = np.zeros(s.shape, bool)
+    lab[0, 1, 1] = True  # a lesion voxel in a slice without brain: the slice still counts
+    lab[2, 4:6, 4:6] = True
+    scores, labels = M.slice_scores(s, lab, mask)
+    assert labels.tolist() == [True, False, True, False, False]
+    np.testing.assert_allclose(scores[M.WHOLE_SLICE_MEAN], s.reshape(5, -1).mean(1), rtol=1e-6)
+    np.testing.assert_allclose(scores["mean"][1:], [s[z][mask[z]].mean() for z in range(1, 5)],
+                               rtol=1e-6)

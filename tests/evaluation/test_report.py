@@ -120,3 +120,35 @@ def test_bad_cases_rejected() -> None:
     bad[3, 10, 10] = np.nan
     with pytest.raises(ValueError, match=r"case sub-nan: anomaly map holds NaN"):
         evaluate_cases([("sub-nan", bad, np.zeros(SHAPE, bool), None)])
+
+
+def test_lesion_outside_brain_is_counted_and_reported(tmp_path) -> None:
+    """Every labelled voxel counts: the report states how many lie outside the brain mask,
+    cases.csv lists them per case, and the volume score is detect's (mean of the top 1 cm^3,
+    voxels counted by volume)."""
+    from disyre.inference import volume_score
+
+    cases = list(_cases(3))
+    brain = _brain()
+    lab = cases[0].label.copy()
+    lab[0, 0:3, 0:3] = True  # three corners of the grid: outside the brain
+    cases[0] = Case(cases[0].subject, cases[0].anomaly_map, lab, brain, cases[0].image,
+                    voxel_mm3=8.0)
+    res = evaluate_cases(iter(cases), healthy_maps=iter(_healthy(1)), n_boot=0)
+    assert res.pixel.n_pos_outside == 9 and res.cases[0].n_lesion_outside == 9
+    assert res.cases[0].n_lesion == int(lab.sum())
+    ref = M.pixel_metrics([(c.anomaly_map, c.label, c.brain_mask) for c in cases])
+    assert res.pixel.ap == ref.ap and res.pixel.n_pos == ref.n_pos
+    c0 = cases[0]
+    assert res.cases[0].score == pytest.approx(volume_score(c0.anomaly_map[brain],
+                                                            voxel_mm3=8.0))
+    assert "mean_slice" in res.slice_level and "top_1cm3" in res.volume_level
+    out = write_report(tmp_path / "r", res)
+    text = out.read_text()
+    assert "9 lesion voxels" in text and "outside the brain mask" in text
+    assert "mean over the whole slice (authors')" in text
+    rows = list(csv.DictReader(open(tmp_path / "r" / "cases.csv")))
+    assert rows[0]["lesion_voxels_outside_brain"] == "9"
+    assert float(rows[0]["score_1cm3"]) == pytest.approx(res.cases[0].score, rel=1e-5)
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["pixel"]["n_lesion_voxels_outside_brain"] == 9

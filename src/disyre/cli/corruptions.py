@@ -72,9 +72,13 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{out}: the gallery is written as PNG; give a .png file name")
     if out.exists() and not args.overwrite:
         raise OutputExistsError(f"{out}: exists; pass --overwrite to replace it")
-    vol = load_scan(args.image).data if args.image else _template_dhw()
+    if args.image:
+        scan = load_scan(args.image)
+        vol, spacing = scan.data, scan.spacing
+    else:
+        vol, spacing = _template_dhw(), (1.0, 1.0, 1.0)
     source = str(args.image) if args.image else "MNI152 T1 template"
-    pre = normalize(vol)
+    pre = normalize(vol, spacing=spacing)
     img = pre.image
     k = img.shape[0] // 2 if args.slice is None else args.slice
     if not 0 <= k < img.shape[0]:

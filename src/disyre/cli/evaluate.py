@@ -72,22 +72,27 @@ class _Source:
             self.detector = Detector.from_checkpoint(checkpoint, device=device)
             apply_inference_overrides(self.detector, overrides or [])
 
-    def load(self, row: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def load(self, row: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+        """``(map, lesion, brain, image, voxel_mm3)`` on the scan's full axial-first grid.
+
+        Both sources use one brain (:func:`disyre.data.intensity.brain_mask`: the manifest's
+        brain mask, else the voxels > 0) and the full grid, so lesion voxels outside the brain
+        or its crop count the same way.
+        """
+        from disyre.data.intensity import brain_mask
         from disyre.data.nifti import load_mask, load_scan
 
         scan = load_scan(row.image)
         lesion = (load_mask(row.lesion_mask, like=scan, binarize=row.binarize_lesion)
                   if row.lesion_mask else np.zeros(scan.data.shape, bool))
         brain = load_mask(row.brain_mask, like=scan) if row.brain_mask else None
+        voxel_mm3 = float(np.prod(scan.spacing))
         if self.detector is not None:
             res = self.detector.predict(scan, brain)
-            bb = res.pre.bbox
-            m = res.mask_cropped.astype(bool)
-            return res.map_cropped, lesion[bb], m, res.image_cropped
+            return (res.full(res.map_cropped), lesion, res.full(res.mask_cropped).astype(bool),
+                    scan.data, voxel_mm3)
         amap = self._read_map(row, scan)
-        if brain is None:
-            brain = scan.data != 0
-        return amap, lesion, brain, scan.data
+        return amap, lesion, brain_mask(scan.data, brain), scan.data, voxel_mm3
 
     def _read_map(self, row: Any, scan: Any) -> np.ndarray:
         import nibabel as nib
@@ -177,13 +182,13 @@ def run(args: argparse.Namespace) -> int:
     def cases() -> Iterator[tuple]:
         for i, r in enumerate(test, 1):
             log.info("case %d/%d: %s", i, len(test), r.subject)
-            amap, lab, mask, img = source.load(r)
-            yield (r.subject, amap, lab, mask, img)
+            amap, lab, mask, img, voxel_mm3 = source.load(r)
+            yield (r.subject, amap, lab, mask, img, voxel_mm3)
 
     def healthy_maps() -> Iterator[tuple]:
         for i, r in enumerate(healthy, 1):
             log.info("healthy scan %d/%d: %s", i, len(healthy), r.subject)
-            amap, _lab, mask, _img = source.load(r)
+            amap, _lab, mask, _img, _vox = source.load(r)
             yield (amap, mask)
 
     hsrc = str(args.healthy_manifest or args.manifest)

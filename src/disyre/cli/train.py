@@ -113,14 +113,17 @@ def run(args: argparse.Namespace) -> int:
             source = args.cache
             cache = VolumeCache.open(args.cache)
         train_vols, val_vols = cache.volumes("train"), cache.volumes("val")
+        train_masks, val_masks = cache.masks("train"), cache.masks("val")
         check_volumes(cfg, train_vols, source)
         codebook = cfg.corruption.codebook
         if codebook is None and not (args.resume and latest_checkpoint(args.output)):
-            codebook = fit_codebook(train_vols, k=5, seed=cfg.train.seed)  # resume: saved one
+            # a resumed run keeps the codebook saved with its checkpoint
+            codebook = fit_codebook(train_vols, k=5, seed=cfg.train.seed, masks=train_masks)
         # train() logs its summary (checkpoint, duration, losses) at the end
         train(cfg, train_vols, val_vols, args.output, resume=args.resume,
               overwrite=args.overwrite, codebook=codebook, progress=not args.no_progress,
-              data_info=cache.describe("train"))
+              data_info=cache.describe("train"), train_masks=train_masks,
+              val_masks=val_masks)
     finally:
         ddp.cleanup(world)
     return 0

@@ -58,8 +58,10 @@ class Corruption(Protocol):
     name: str
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator,
-                 alpha: float | torch.Tensor | None = None) -> CorruptionResult:
-        """Corrupt clean patches ``x`` (B, 1, H, W); ``alpha`` fixes the strengths."""
+                 alpha: float | torch.Tensor | None = None, *,
+                 brain: torch.Tensor | None = None) -> CorruptionResult:
+        """Corrupt clean patches ``x`` (B, 1, H, W); ``alpha`` fixes the strengths; ``brain``
+        is their brain mask (default: the non-zero pixels)."""
         ...
 
     def inference_input(self, x: torch.Tensor, level: torch.Tensor | int,
@@ -73,7 +75,8 @@ def make_corruption(cfg: CorruptionConfig, codebook: Sequence[float] | None = No
     """Build the corruption named by ``cfg.name``.
 
     Args:
-        cfg: Corruption config (``name`` in :data:`VARIANTS`, ``window``, ``codebook``).
+        cfg: Corruption config (``name`` in :data:`VARIANTS`, ``window``, ``codebook``,
+            ``shapes``, ``bias_selection``).
         codebook: Fitted intensity codebook (from :func:`~disyre.corruption.bias.fit_codebook`);
             it overrides ``cfg.codebook``. With neither, the authors' codebook is used.
         bank_size: Foreign-patch bank of the texture variants; 0 makes the corruption
@@ -92,4 +95,5 @@ def make_corruption(cfg: CorruptionConfig, codebook: Sequence[float] | None = No
     if cfg.name == "gaussian":
         return GaussianNoise()
     cb = codebook if codebook is not None else cfg.codebook
-    return SyntheticAnomaly(cfg.name, window=cfg.window, codebook=cb, bank_size=bank_size)
+    return SyntheticAnomaly(cfg.name, window=cfg.window, codebook=cb, bank_size=bank_size,
+                            shapes=cfg.shapes, bias_selection=cfg.bias_selection)

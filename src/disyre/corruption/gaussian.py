@@ -39,7 +39,8 @@ class GaussianNoise:
         return "GaussianNoise()"
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator,
-                 alpha: float | torch.Tensor | None = None) -> CorruptionResult:
+                 alpha: float | torch.Tensor | None = None, *,
+                 brain: torch.Tensor | None = None) -> CorruptionResult:
         """Noise each patch at a random level.
 
         Args:
@@ -47,6 +48,7 @@ class GaussianNoise:
             generator: Source of randomness.
             alpha: Fix the severity (scalar or (B,)): the level is ``level_of(alpha)`` and the
                 noise that level's severity. Default: level uniform in [0, T - 1].
+            brain: Accepted for the common interface; the whole patch is noised.
 
         Returns:
             The :class:`CorruptionResult` (``mask`` all ones, ``severity`` the table's value).

@@ -62,13 +62,25 @@ def level_of(severity: torch.Tensor | float) -> torch.Tensor:
     return (a.unsqueeze(-1) - table).abs().argmin(dim=-1)
 
 
-def multistep_levels(steps: int) -> list[int]:
+#: The first (most severe) level of the v1 walk: the most severe level of the v2 ensemble
+#: (severity about 0.82). The authors' network is never queried at more severe levels.
+MULTISTEP_START: int = max(ENSEMBLE_LEVELS_5)
+
+
+def multistep_levels(steps: int, start: int = MULTISTEP_START) -> list[int]:
     """Levels of a v1 restoration with ``steps`` steps, most severe first.
 
-    Evenly spaced from level ``T-1`` down to level 0 (``steps >= 1``).
+    Evenly spaced from ``start`` (default level 80, severity about 0.82) down to level 0: five
+    steps walk exactly the v2 ensemble's severities, ``[80, 60, 40, 20, 0]``.
+
+    Example:
+        >>> multistep_levels(5), multistep_levels(3), multistep_levels(1)
+        ([80, 60, 40, 20, 0], [80, 40, 0], [80])
     """
     if steps < 1:
         raise ValueError("steps must be >= 1")
+    if not 0 <= start < T:
+        raise ValueError(f"start level must lie in [0, {T - 1}], got {start}")
     if steps == 1:
-        return [T - 1]
-    return sorted({round(x) for x in torch.linspace(T - 1, 0, steps).tolist()}, reverse=True)
+        return [start]
+    return sorted({round(x) for x in torch.linspace(start, 0, steps).tolist()}, reverse=True)

@@ -238,7 +238,7 @@ def _process(row: ManifestRow, directory: Path, cfg: IntensityConfig) -> dict[st
     lesion = (load_mask(row.lesion_mask, scan, binarize=row.binarize_lesion)
               if row.lesion_mask else None)
     try:
-        pre = normalize(scan.data, brain, cfg)
+        pre = normalize(scan.data, brain, cfg, spacing=scan.spacing)
     except ValueError as e:
         raise InputError(f"{row.brain_mask or row.image}: {e}") from e
     safe = _safe_name(row.subject)
@@ -246,8 +246,14 @@ def _process(row: ManifestRow, directory: Path, cfg: IntensityConfig) -> dict[st
                                     "lesion": f"{safe}.lesion.npy" if lesion is not None else None}
     _save_npy(directory / files["image"], pre.image)
     _save_npy(directory / files["mask"], pre.mask)
+    outside_crop = 0
     if lesion is not None:
         _save_npy(directory / files["lesion"], lesion[pre.bbox])
+        outside_crop = int(lesion.sum()) - int(lesion[pre.bbox].sum())
+        if outside_crop:
+            log.warning("%s: %d lesion voxels lie outside the brain's bounding box and are "
+                        "not cached (evaluate the NIfTI files with 'disyre evaluate' to count "
+                        "them)", row.lesion_mask, outside_crop)
     return {
         "files": files,
         "bbox": [[s.start, s.stop] for s in pre.bbox],
@@ -256,6 +262,7 @@ def _process(row: ManifestRow, directory: Path, cfg: IntensityConfig) -> dict[st
         "affine": scan.affine.tolist(),
         "intensity_low": pre.low,
         "intensity_high": pre.high,
+        "lesion_voxels_outside_crop": outside_crop,
     }
 
 

@@ -8,6 +8,10 @@ brain.) The per-slice boxes are computed once, when
 the sampler is built; a batch then costs one slice copy per patch (no per-pixel Python), which
 keeps data loading a small fraction of a training step even for memory-mapped volumes.
 
+Given the volumes' brain masks (e.g. the cache's, :meth:`VolumeCache.masks`), "brain" is the
+mask, not the non-zero voxels (scaling can map the darkest brain voxels to exactly 0), and
+:meth:`PatchSampler.sample_pair` returns each patch's brain mask with it.
+
 Example:
     >>> import numpy as np
     >>> from disyre.config import SamplerConfig
@@ -30,14 +34,18 @@ from disyre.config import SamplerConfig
 __all__ = ["PatchSampler", "slice_boxes"]
 
 
-def slice_boxes(vol: np.ndarray) -> np.ndarray:
+def slice_boxes(vol: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Foreground box of every axial slice of a ``(D, H, W)`` volume.
+
+    Args:
+        vol: The volume.
+        mask: Its brain mask (default: the non-zero voxels).
 
     Returns:
         ``(D, 5)`` int64 array of ``[has_brain, row0, row1, col0, col1]`` (inclusive bounds;
         zeros where a slice has no brain).
     """
-    nz = np.asarray(vol) > 0
+    nz = np.asarray(vol) > 0 if mask is None else np.asarray(mask, bool)
     rows = nz.any(axis=2)  # (D, H)
     cols = nz.any(axis=1)  # (D, W)
     has = rows.any(axis=1)
@@ -61,26 +69,36 @@ class PatchSampler:
         seed: Seed of the sampler's own ``numpy.random.Generator`` (ignored if ``generator``
             is given).
         generator: An explicit ``numpy.random.Generator``.
+        masks: Brain masks of the volumes (same shapes); default: the non-zero voxels.
 
     Raises:
-        ValueError: No volumes, a volume that is not 3D, or a volume without brain.
+        ValueError: No volumes, a volume that is not 3D, a mask of another shape, or a
+            volume without brain.
     """
 
     def __init__(self, volumes: Sequence[np.ndarray], cfg: SamplerConfig | None = None,
-                 seed: int | None = 0, generator: np.random.Generator | None = None) -> None:
+                 seed: int | None = 0, generator: np.random.Generator | None = None,
+                 masks: Sequence[np.ndarray] | None = None) -> None:
         self.cfg = cfg or SamplerConfig()
         if self.cfg.patch_size < 1 or self.cfg.n_volumes < 1 or self.cfg.n_slices < 1:
             raise ValueError(f"invalid sampler config {self.cfg}")
         if len(volumes) == 0:
             raise ValueError("PatchSampler needs at least one volume")
         self.volumes = list(volumes)
+        self.masks = None if masks is None else list(masks)
+        if self.masks is not None and len(self.masks) != len(self.volumes):
+            raise ValueError(f"{len(self.masks)} brain masks for {len(self.volumes)} volumes")
         self.rng = generator if generator is not None else np.random.default_rng(seed)
         self._slices: list[np.ndarray] = []  # per volume: indices of slices with brain
         self._boxes: list[np.ndarray] = []   # per volume: (n_brain_slices, 4) boxes
         for i, v in enumerate(self.volumes):
             if v.ndim != 3:
                 raise ValueError(f"volume {i}: expected (d, h, w), got shape {v.shape}")
-            b = slice_boxes(v)
+            mk = None if self.masks is None else self.masks[i]
+            if mk is not None and tuple(mk.shape) != tuple(v.shape):
+                raise ValueError(f"volume {i}: brain mask of shape {mk.shape} for a volume of "
+                                 f"shape {v.shape}")
+            b = slice_boxes(v, mk)
             idx = np.flatnonzero(b[:, 0])
             if idx.size == 0:
                 raise ValueError(f"volume {i}: no slice contains brain (all zero)")
@@ -101,32 +119,58 @@ class PatchSampler:
 
     def sample_numpy(self) -> np.ndarray:
         """One batch as a float32 numpy array ``(n_volumes * n_slices, 1, P, P)``."""
+        return self._sample(False)[0]
+
+    def _sample(self, with_masks: bool) -> tuple[np.ndarray, np.ndarray | None]:
         cfg, p = self.cfg, self.cfg.patch_size
         nv = len(self.volumes)
         vids = self.rng.choice(nv, size=cfg.n_volumes, replace=nv < cfg.n_volumes)
         out = np.zeros((self.batch_size, 1, p, p), dtype=np.float32)
+        brain = np.zeros((self.batch_size, 1, p, p), dtype=bool) if with_masks else None
         k = 0
         for v in vids:
             vol, idx, boxes = self.volumes[v], self._slices[v], self._boxes[v]
+            mk = None if self.masks is None else self.masks[v]
             pick = self.rng.choice(idx.size, size=cfg.n_slices, replace=idx.size < cfg.n_slices)
             bx = boxes[pick]
             tops = self._start(bx[:, 0], bx[:, 1])
             lefts = self._start(bx[:, 2], bx[:, 3])
             for z, t, left in zip(idx[pick], tops, lefts, strict=True):
+                sl_brain = vol[z] if mk is None else mk[z]
+                if brain is not None:  # a bool window: non-zero (or masked) pixels
+                    self._fill(brain[k, 0], sl_brain, t, left)
+                    has = brain[k, 0].any()
+                else:
+                    has = self._has_brain(sl_brain, t, left, p)
+                if not has:  # rare: the box holds brain but the window missed it
+                    t, left = self._on_brain(sl_brain, p)
+                    if brain is not None:
+                        self._fill(brain[k, 0], sl_brain, t, left)
                 self._fill(out[k, 0], vol[z], t, left)
-                if not out[k, 0].any():  # rare: the box holds brain but the window missed it
-                    self._fill_on_brain(out[k, 0], vol[z])
                 k += 1
-        return out
+        return out, brain
 
-    def _fill_on_brain(self, dst: np.ndarray, sl: np.ndarray) -> None:
-        """Window around a random brain pixel of the slice (fallback for sparse slices)."""
-        p = dst.shape[0]
+    def sample_pair(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch and its brain mask: float32 and bool tensors ``(B, 1, P, P)`` (CPU).
+
+        Without masks the brain mask is the non-zero pixels of the patches.
+        """
+        x, brain = self._sample(True)
+        return torch.from_numpy(x), torch.from_numpy(brain)
+
+    def _has_brain(self, sl: np.ndarray, t: int, left: int, p: int) -> bool:
+        h, w = sl.shape
+        r0, r1 = max(t, 0), min(t + p, h)
+        c0, c1 = max(left, 0), min(left + p, w)
+        return bool(r1 > r0 and c1 > c0 and (np.asarray(sl[r0:r1, c0:c1]) > 0).any())
+
+    def _on_brain(self, sl: np.ndarray, p: int) -> tuple[int, int]:
+        """Window start around a random brain pixel of the slice (fallback for sparse slices)."""
         rr, cc = np.nonzero(np.asarray(sl) > 0)
         i = int(self.rng.integers(rr.size))
         t = int(rr[i]) - int(self.rng.integers(p))
         left = int(cc[i]) - int(self.rng.integers(p))
-        self._fill(dst, sl, t, left)
+        return t, left
 
     @staticmethod
     def _fill(dst: np.ndarray, sl: np.ndarray, t: int, left: int) -> None:

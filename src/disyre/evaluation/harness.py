@@ -50,9 +50,12 @@ class Case:
         subject: Identifier.
         anomaly_map: Scores (higher = more anomalous), normally in ``[0, 1]``.
         label: Lesion label (non-zero = lesion); all zero for a healthy scan.
-        brain_mask: Brain mask (non-zero = brain); ``None`` = every voxel.
+        brain_mask: Brain mask (non-zero = brain); ``None`` = every voxel. Lesion voxels
+            outside it still count as lesion (scored by the map's value there).
         image: Optional scan, only used for the report's gallery (any intensity scale: the
             gallery shows it scaled by the 99th percentile of its brain voxels).
+        voxel_mm3: Voxel volume in mm^3, for the volume score (the highest-scoring 1 cm^3);
+            ``None``: 1 mm^3.
     """
 
     subject: str
@@ -60,17 +63,24 @@ class Case:
     label: np.ndarray
     brain_mask: np.ndarray | None = None
     image: np.ndarray | None = None
+    voxel_mm3: float | None = None
 
 
 @dataclass
 class CaseRecord:
-    """What is kept of one case: its numbers and one axial slice for the gallery."""
+    """What is kept of one case: its numbers and one axial slice for the gallery.
+
+    ``n_lesion`` counts every lesion voxel, ``n_lesion_outside`` those outside the brain mask;
+    ``score`` is the volume score (mean of the highest-scoring 1 cm^3 of brain), the same
+    number ``disyre detect`` writes.
+    """
 
     subject: str
     n_brain: int
     n_lesion: int
     ap: float
     score: float
+    n_lesion_outside: int = field(default=0, kw_only=True)
     dice: dict[float, float]
     slice_index: int
     slice_map: np.ndarray = field(repr=False)
@@ -115,6 +125,8 @@ class EvaluationResult:
             "n_cases": len(self.cases),
             "n_cases_with_lesion": sum(r.n_lesion > 0 for r in self.cases),
             "pixel": self.pixel.as_dict(),
+            "n_cases_with_lesion_outside_brain": sum(r.n_lesion_outside > 0
+                                                     for r in self.cases),
             "note": ORACLE_NOTE,
             "calibrated": {fpr_key(f): v for f, v in self.calibrated.items()},
             "thresholds": None if self.thresholds is None else self.thresholds.to_dict(),
@@ -142,18 +154,18 @@ def _clean(o: Any) -> Any:
 
 def as_case(obj: Any) -> Case:
     """Accept a :class:`Case`, a dict with its field names, or a tuple
-    ``(subject, anomaly_map, label, brain_mask[, image])``."""
+    ``(subject, anomaly_map, label, brain_mask[, image[, voxel_mm3]])``."""
     if isinstance(obj, Case):
         return obj
     if isinstance(obj, dict):
         return Case(**obj)
-    if isinstance(obj, tuple | list) and len(obj) in (4, 5):
+    if isinstance(obj, tuple | list) and len(obj) in (4, 5, 6):
         return Case(*obj)
     if all(hasattr(obj, a) for a in ("subject", "anomaly_map", "label")):
         return Case(obj.subject, obj.anomaly_map, obj.label, getattr(obj, "brain_mask", None),
-                    getattr(obj, "image", None))
+                    getattr(obj, "image", None), getattr(obj, "voxel_mm3", None))
     raise TypeError(f"cannot read a case from {type(obj).__name__}; give a Case, a dict or a "
-                    "tuple (subject, anomaly_map, label, brain_mask[, image])")
+                    "tuple (subject, anomaly_map, label, brain_mask[, image[, voxel_mm3]])")
 
 
 def _gallery_slice(amap: np.ndarray, lab: np.ndarray, mask: np.ndarray) -> int:
@@ -219,9 +231,11 @@ def evaluate_cases(
     acc = M.PixelAccumulator(spill_dir=spill_dir, hist_bins=hist_bins)
     pooled = np.zeros((len(th_items), 4), np.int64)
     records: list[CaseRecord] = []
-    slice_scores: dict[str, list[np.ndarray]] = {r: [] for r in M.REDUCTIONS}
+    slice_scores: dict[str, list[np.ndarray]] = {r: [] for r in
+                                                 (*M.REDUCTIONS, M.WHOLE_SLICE_MEAN)}
     slice_labels: list[np.ndarray] = []
-    vol_scores: dict[str, list[float]] = {r: [] for r in M.REDUCTIONS}
+    vol_scores: dict[str, list[float]] = {r: [] for r in (*M.REDUCTIONS, M.VOLUME_SCORE)}
+    assumed_voxel = False
     vol_labels: list[bool] = []
     seen: set[str] = set()
     try:
@@ -241,7 +255,7 @@ def evaluate_cases(
             if not np.isfinite(amap[mask]).all():
                 raise ValueError(f"case {c.subject}: anomaly map holds NaN or Inf inside the brain")
             seen.add(c.subject)
-            lab &= mask
+            n_out = M.lesion_outside_brain(lab, mask)  # they stay lesion: misses, normally
             acc.update(amap, lab, mask)
             pos, neg = amap[lab], amap[mask & ~lab]
             ap = (M.average_precision(M.curve_counts(pos, neg)) if len(pos)
@@ -254,18 +268,21 @@ def evaluate_cases(
                     den = 2 * tp + fp + fn
                     dice[f] = float(2 * tp / den) if den else 1.0
             ss, sl = M.slice_scores(amap, lab, mask, top_k)
-            for r in M.REDUCTIONS:
+            for r in slice_scores:
                 slice_scores[r].append(ss[r])
             slice_labels.append(sl)
-            vs = M.volume_scores(amap, mask, top_k)
-            for r in M.REDUCTIONS:
+            assumed_voxel |= c.voxel_mm3 is None
+            vs = M.volume_scores(amap, mask, top_k,
+                                 voxel_mm3=1.0 if c.voxel_mm3 is None else float(c.voxel_mm3))
+            for r in vol_scores:
                 vol_scores[r].append(vs[r])
             vol_labels.append(bool(lab.any()))
             z = _gallery_slice(amap, lab, mask)
             img = None if c.image is None else _display_slice(np.asarray(c.image), mask, z)
             records.append(CaseRecord(
                 subject=str(c.subject), n_brain=int(mask.sum()), n_lesion=int(lab.sum()),
-                ap=ap, score=vs["topk"], dice=dice, slice_index=z,
+                n_lesion_outside=n_out, ap=ap, score=vs[M.VOLUME_SCORE], dice=dice,
+                slice_index=z,
                 slice_map=amap[z].astype(np.float16), slice_label=lab[z].copy(),
                 slice_mask=mask[z].copy(), slice_image=img))
         pos_h = np.stack(acc.pos_hist) if acc.pos_hist else np.zeros((0, hist_bins), np.int64)
@@ -308,6 +325,14 @@ def evaluate_cases(
     settings = {"fprs": [f for f, _ in th_items], "top_k": top_k, "n_boot": n_boot,
                 "seed": seed, "hist_bins": hist_bins, "threshold_rule": "score > threshold",
                 "best_dice_rule": "score >= threshold",
+                "lesion_voxels": "every labelled voxel is a positive; one outside the brain "
+                                 "mask keeps the map's value there (normally 0: a miss)",
+                "slice_mean_slice": "mean over the whole slice, background included (the "
+                                    "authors' slice score)",
+                "volume_score": f"{M.VOLUME_SCORE}: mean of the highest-scoring "
+                                f"{M.SCORE_VOLUME_MM3:g} mm^3 of brain voxels"
+                                + (" (voxel volume unknown for some cases: 1 mm^3 assumed)"
+                                   if assumed_voxel else ""),
                 "bootstrap": "percentile 95 % interval over volumes resampled with "
                              f"replacement; pixel metrics from per-volume {hist_bins}-bin "
                              "histograms on [0, 1]"}

@@ -1,7 +1,9 @@
 """Exact, streaming evaluation metrics for anomaly maps (METHOD.md, "Evaluation").
 
 Everything here takes numpy arrays: an anomaly map, a lesion label and a brain mask, all
-``(D, H, W)`` of the same shape. Only brain voxels count.
+``(D, H, W)`` of the same shape. Negatives are the healthy brain voxels; positives are EVERY
+labelled lesion voxel: one outside the brain mask keeps the map's value there (normally 0, so
+a miss) instead of being dropped, which would inflate recall (METHOD.md, "Evaluation").
 
 Pixel-wise AP and AUROC (:class:`PixelAccumulator`) are computed *exactly* over all brain
 voxels of all test volumes pooled, streaming one volume at a time:
@@ -37,6 +39,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -49,7 +52,14 @@ import numpy as np
 HIST_BINS = 4096
 #: default k of the top-k-mean reduction
 TOP_K = 100
+#: reductions of a slice's (or volume's) brain voxels to one score
 REDUCTIONS = ("mean", "max", "topk")
+#: the authors' slice score: the mean over the WHOLE slice, background included
+WHOLE_SLICE_MEAN = "mean_slice"
+#: the volume score of ``disyre detect`` and ``cases.csv`` (see :func:`top_volume_mean`)
+VOLUME_SCORE = "top_1cm3"
+#: tissue volume (mm^3) averaged by :data:`VOLUME_SCORE`
+SCORE_VOLUME_MM3 = 1000.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,7 +77,7 @@ def _check_shapes(score: np.ndarray, label: np.ndarray, mask: np.ndarray | None,
 
 def brain_values(score: np.ndarray, label: np.ndarray,
                  mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of the lesion and the healthy brain voxels of one volume.
+    """Scores of the lesion voxels and of the healthy brain voxels of one volume.
 
     Args:
         score: Anomaly map.
@@ -75,7 +85,8 @@ def brain_values(score: np.ndarray, label: np.ndarray,
         mask: Brain mask (non-zero = brain); ``None`` = every voxel.
 
     Returns:
-        ``(positives, negatives)`` as 1-D float64 arrays.
+        ``(positives, negatives)`` as 1-D float64 arrays: every lesion voxel (inside the brain
+        mask or not) and the brain voxels without lesion.
     """
     _check_shapes(score, label, mask)
     lab = np.asarray(label) != 0
@@ -83,7 +94,15 @@ def brain_values(score: np.ndarray, label: np.ndarray,
     if mask is None:
         return s[lab].astype(np.float64), s[~lab].astype(np.float64)
     m = np.asarray(mask) != 0
-    return s[m & lab].astype(np.float64), s[m & ~lab].astype(np.float64)
+    return s[lab].astype(np.float64), s[m & ~lab].astype(np.float64)
+
+
+def lesion_outside_brain(label: np.ndarray, mask: np.ndarray | None) -> int:
+    """Number of lesion voxels outside the brain mask (they count, as lesion, with the map's
+    value there)."""
+    if mask is None:
+        return 0
+    return int(np.count_nonzero((np.asarray(label) != 0) & (np.asarray(mask) == 0)))
 
 
 def histogram(values: np.ndarray, bins: int = HIST_BINS) -> np.ndarray:
@@ -221,9 +240,10 @@ class PixelMetrics:
         auroc: Area under the ROC curve (ties count 1/2).
         best_dice: Best Dice over all thresholds (ORACLE: chosen on the test labels).
         best_threshold: The threshold (``score >= t``) giving ``best_dice``.
-        n_pos: Lesion brain voxels.
+        n_pos: Lesion voxels (all of them, inside the brain mask or not).
         n_neg: Healthy brain voxels.
         curve: Exact counts at each distinct positive score (for PR / ROC curves).
+        n_pos_outside: Lesion voxels outside the brain mask (part of ``n_pos``).
     """
 
     ap: float
@@ -233,11 +253,13 @@ class PixelMetrics:
     n_pos: int
     n_neg: int
     curve: CurveCounts | None = field(default=None, repr=False)
+    n_pos_outside: int = 0
 
     def as_dict(self) -> dict[str, float | int]:
         """JSON-friendly summary (no curve)."""
         return {"ap": self.ap, "auroc": self.auroc, "best_dice_oracle": self.best_dice,
                 "best_threshold_oracle": self.best_threshold, "n_lesion_voxels": self.n_pos,
+                "n_lesion_voxels_outside_brain": self.n_pos_outside,
                 "n_healthy_voxels": self.n_neg,
                 "prevalence": self.n_pos / max(self.n_pos + self.n_neg, 1)}
 
@@ -260,6 +282,7 @@ class PixelAccumulator:
         self._path = Path(name)
         self._pos: list[np.ndarray] = []
         self.n_neg = 0
+        self.n_pos_outside = 0
         self.chunk = int(chunk)
         self.hist_bins = int(hist_bins)
         #: per-volume histograms (n_volumes, bins) of lesion / healthy voxel scores
@@ -273,6 +296,7 @@ class PixelAccumulator:
         pos, neg = brain_values(score, label, mask)
         if not (np.isfinite(pos).all() and np.isfinite(neg).all()):
             raise ValueError("anomaly map holds NaN or Inf inside the brain")
+        self.n_pos_outside += lesion_outside_brain(label, mask)
         self._pos.append(pos.astype(np.float32))
         neg32 = neg.astype(np.float32)
         self._file.write(neg32.tobytes())
@@ -313,7 +337,8 @@ class PixelAccumulator:
         c = _counts_from(uniq, cnt, ge, eq, self.n_neg)
         d, t = best_dice(c)
         return PixelMetrics(ap=average_precision(c), auroc=c.auroc, best_dice=d,
-                            best_threshold=t, n_pos=c.n_pos, n_neg=c.n_neg, curve=c)
+                            best_threshold=t, n_pos=c.n_pos, n_neg=c.n_neg, curve=c,
+                            n_pos_outside=self.n_pos_outside)
 
 
 def pixel_metrics(volumes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]]
@@ -435,37 +460,70 @@ def reduce_scores(values: np.ndarray, how: str, k: int = TOP_K) -> float:
     raise ValueError(f"unknown reduction {how!r}; choose from {REDUCTIONS}")
 
 
+def top_volume_mean(values: np.ndarray, voxel_mm3: float = 1.0,
+                    volume_mm3: float = SCORE_VOLUME_MM3) -> float:
+    """Mean of the highest values that together make up ``volume_mm3`` of tissue.
+
+    Voxels are counted by volume: ``k = volume_mm3 / voxel_mm3`` voxels (1,000 at 1 mm,
+    125 at 2 mm), the last one with its fractional weight, so the score means the same for any
+    voxel size. With fewer voxels than that, the mean of all of them.
+
+    Example:
+        >>> top_volume_mean(np.r_[np.zeros(990), np.ones(10)], voxel_mm3=8.0, volume_mm3=100)
+        0.8
+    """
+    if not (math.isfinite(voxel_mm3) and voxel_mm3 > 0):
+        raise ValueError(f"voxel volume must be positive, got {voxel_mm3}")
+    v = np.asarray(values, np.float64).ravel()
+    if v.size == 0:
+        return float("nan")
+    k = volume_mm3 / voxel_mm3
+    if v.size <= k:
+        return float(v.mean())
+    n = int(math.floor(k))
+    frac = k - n
+    top = np.sort(np.partition(v, v.size - n - 1)[v.size - n - 1:])  # n + 1 largest, sorted
+    return float((top[1:].sum() + frac * top[0]) / k)
+
+
 def slice_scores(score: np.ndarray, label: np.ndarray, mask: np.ndarray | None,
                  k: int = TOP_K) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Per axial slice (first axis) reduced scores over brain voxels, and slice labels.
+    """Per axial slice (first axis) reduced scores, and slice labels.
 
-    Slices without brain voxels are left out. A slice is anomalous if any brain voxel of its
-    label is.
+    Slices with neither brain nor lesion voxels are left out. A slice is anomalous if any of
+    its voxels is labelled lesion. The reductions of :data:`REDUCTIONS` run over the slice's
+    brain voxels; :data:`WHOLE_SLICE_MEAN` (the authors' slice score) is the mean over the
+    whole slice of the grid given, background included.
 
     Returns:
         ``({reduction: (n_slices,) scores}, (n_slices,) bool labels)``.
     """
     _check_shapes(score, label, mask)
     m = np.ones(score.shape, bool) if mask is None else np.asarray(mask) != 0
-    lab = (np.asarray(label) != 0) & m
-    out: dict[str, list[float]] = {r: [] for r in REDUCTIONS}
+    lab = np.asarray(label) != 0
+    out: dict[str, list[float]] = {r: [] for r in (*REDUCTIONS, WHOLE_SLICE_MEAN)}
     labels = []
     for z in range(score.shape[0]):
         mz = m[z]
-        if not mz.any():
+        if not (mz.any() or lab[z].any()):
             continue
         vals = score[z][mz]
         for r in REDUCTIONS:
-            out[r].append(reduce_scores(vals, r, k))
+            out[r].append(reduce_scores(vals, r, k) if vals.size else 0.0)
+        out[WHOLE_SLICE_MEAN].append(float(np.mean(score[z], dtype=np.float64)))
         labels.append(bool(lab[z].any()))
     return {r: np.asarray(v) for r, v in out.items()}, np.asarray(labels, bool)
 
 
-def volume_scores(score: np.ndarray, mask: np.ndarray | None,
-                  k: int = TOP_K) -> dict[str, float]:
-    """Whole-volume reduced scores over brain voxels (``mean``, ``max``, ``topk``)."""
+def volume_scores(score: np.ndarray, mask: np.ndarray | None, k: int = TOP_K,
+                  voxel_mm3: float = 1.0) -> dict[str, float]:
+    """Whole-volume reduced scores over brain voxels: ``mean``, ``max``, ``topk`` and
+    :data:`VOLUME_SCORE` (:func:`top_volume_mean` of 1 cm^3, the score of ``disyre detect``).
+    """
     vals = score[np.asarray(mask) != 0] if mask is not None else np.asarray(score).ravel()
-    return {r: reduce_scores(vals, r, k) for r in REDUCTIONS}
+    out = {r: reduce_scores(vals, r, k) for r in REDUCTIONS}
+    out[VOLUME_SCORE] = top_volume_mean(vals, voxel_mm3)
+    return out
 
 
 def detection_metrics(scores: dict[str, np.ndarray], labels: np.ndarray

@@ -204,11 +204,11 @@ def _cases_csv(res: EvaluationResult) -> str:
     fprs = sorted(res.thresholds.fpr) if res.thresholds else []
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["subject", "n_brain_voxels", "lesion_voxels", "ap", "score_topk",
-                *[f"dice_fpr_{fpr_key(f)}" for f in fprs]])
+    w.writerow(["subject", "n_brain_voxels", "lesion_voxels", "lesion_voxels_outside_brain",
+                "ap", "score_1cm3", *[f"dice_fpr_{fpr_key(f)}" for f in fprs]])
     for r in res.cases:
-        w.writerow([r.subject, r.n_brain, r.n_lesion, _num(r.ap), _num(r.score),
-                    *[_num(r.dice.get(f)) for f in fprs]])
+        w.writerow([r.subject, r.n_brain, r.n_lesion, r.n_lesion_outside, _num(r.ap),
+                    _num(r.score), *[_num(r.dice.get(f)) for f in fprs]])
     return buf.getvalue()
 
 
@@ -247,11 +247,18 @@ def write_report(out_dir: str | Path, result: EvaluationResult, *,
     picks = _gallery(result, figs / "gallery.png")
 
     px = d["pixel"]
+    n_out = px.get("n_lesion_voxels_outside_brain", 0)
     lines = [f"# {title}", "",
              f"{d['n_cases']} test volumes ({d['n_cases_with_lesion']} with a lesion), "
              f"{px['n_lesion_voxels']} lesion and {px['n_healthy_voxels']} healthy brain "
-             f"voxels (lesion prevalence {px['prevalence']:.4f}: the AP of a random map).", "",
-             "## Pixel-wise (all brain voxels of all test volumes pooled, exact)", "",
+             f"voxels (lesion prevalence {px['prevalence']:.4f}: the AP of a random map). "
+             f"{n_out} lesion voxels "
+             f"({100 * n_out / max(px['n_lesion_voxels'], 1):.2f} %, in "
+             f"{d.get('n_cases_with_lesion_outside_brain', 0)} volumes) lie outside the brain "
+             "mask: they count as lesion, scored by the map's value there (normally 0, a "
+             "miss).", "",
+             "## Pixel-wise (all lesion voxels and all healthy brain voxels of all test "
+             "volumes pooled, exact)", "",
              "| metric | value | 95 % bootstrap CI |", "|---|---|---|",
              f"| AP | {_fmt(px['ap'])} |{_ci(d, 'ap')} |",
              f"| AUROC | {_fmt(px['auroc'])} |{_ci(d, 'auroc')} |",
@@ -274,13 +281,17 @@ def write_report(out_dir: str | Path, result: EvaluationResult, *,
                          f"{_fmt(v['fpr'], 4)} | {_fmt(ho, 4)} |")
         lines.append("")
     lines += ["## Slice- and volume-level detection", "",
-              "A slice (volume) is anomalous if any brain voxel of its label is; its score is "
+              "A slice (volume) is anomalous if any voxel of its label is; its score is "
               f"the mean, the max or the mean of the top {result.settings['top_k']} voxel "
-              "scores over its brain voxels.", "",
+              "scores over its brain voxels; `mean_slice` (the authors' slice score) is the "
+              "mean over the whole slice, background included; `top_1cm3` (the volume score "
+              "of `disyre detect`) is the mean of the highest-scoring 1 cm^3 of brain.", "",
               "| level | reduction | AUROC | AP | n | n anomalous |", "|---|---|---|---|---|---|"]
+    labels = {"mean_slice": "mean over the whole slice (authors')",
+              "top_1cm3": "mean of the top 1 cm^3 (detect's score)"}
     for level in ("slice_level", "volume_level"):
         for r, v in d[level].items():
-            lines.append(f"| {level.split('_')[0]} | {r} | {_fmt(v['auroc'])} | "
+            lines.append(f"| {level.split('_')[0]} | {labels.get(r, r)} | {_fmt(v['auroc'])} | "
                          f"{_fmt(v['ap'])} | {v['n']} | {v['n_positive']} |")
     lines += ["", "## Figures", "",
               "![precision-recall](figures/pr_curve.png) ![ROC](figures/roc_curve.png)", "",

@@ -35,7 +35,7 @@ Example:
 """
 
 from disyre.inference.detector import (
-    SCORE_TOP_K,
+    SCORE_VOLUME_MM3,
     DetectionError,
     DetectionResult,
     Detector,
@@ -63,7 +63,7 @@ from disyre.inference.windows import (
 )
 
 __all__ = [
-    "SCORE_TOP_K", "SIGMA_SCALE", "WEIGHTING_WINDOW", "DetectionError", "DetectionResult",
+    "SCORE_VOLUME_MM3", "SIGMA_SCALE", "WEIGHTING_WINDOW", "DetectionError", "DetectionResult",
     "Detector",
     "InferenceInput", "anomaly_map_slices", "count_work", "fitted_window", "load_checkpoint",
     "predict_slices", "predict_volume", "restore", "restore_ensemble", "restore_multistep",

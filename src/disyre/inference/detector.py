@@ -16,12 +16,10 @@ from torch import nn
 
 from disyre.config import ConfigError, InferenceConfig, RunConfig
 from disyre.data.intensity import intensity_signature
+from disyre.evaluation.metrics import SCORE_VOLUME_MM3, top_volume_mean
 from disyre.inference.restoration import InferenceInput
 from disyre.inference.windows import _size_multiple, count_work, predict_volume
 from disyre.runtime import resolve_device
-
-#: Number of highest map values averaged into a volume's score (see :class:`DetectionResult`).
-SCORE_TOP_K: int = 1000
 
 # --------------------------------------------------------------------------------------------
 # 3. The user's API
@@ -38,9 +36,11 @@ class DetectionResult:
             ``disyre.data.nifti.save_like(result.map_dhw_full, result.scan, path)`` or
             :meth:`save_map`).
         restored: The restored image, float32 in [0, 1] (intensity-normalised), native grid.
-        score: Volume-level anomaly score in [0, 1]: the mean of the ``SCORE_TOP_K`` (1000)
-            highest map values (all of them for smaller brains), i.e. the typical residual in
-            the most abnormal ~1 cm^3 of brain. Higher = more likely to hold an anomaly.
+        score: Volume-level anomaly score in [0, 1]: the mean of the highest map values of
+            the brain that together make up 1 cm^3 (voxels counted by volume: 1,000 at 1 mm,
+            125 at 2 mm; the whole brain if smaller), i.e. the typical residual in the most
+            abnormal 1 cm^3 of brain; the same number as ``score_1cm3`` in the evaluation's
+            ``cases.csv``. Higher = more likely to hold an anomaly.
         map_cropped: The map on the cropped axial-first grid ``(d, h, w)``.
         restored_cropped: The restoration on the same grid.
         image_cropped: The normalised input on the same grid.
@@ -90,11 +90,16 @@ class DetectionResult:
         save_like(self.full(m.astype(np.uint8)), self.scan, path, dtype=np.uint8)
 
 
-def volume_score(amap: np.ndarray, top_k: int = SCORE_TOP_K) -> float:
-    """Mean of the ``top_k`` highest values of a map (in [0, 1] for maps in [0, 1])."""
+def volume_score(amap: np.ndarray, top_k: int | None = None, *, voxel_mm3: float = 1.0
+                 ) -> float:
+    """A volume's score: the mean of its highest values making up 1 cm^3 of ``voxel_mm3``
+    voxels (:func:`disyre.evaluation.metrics.top_volume_mean`), or of its ``top_k`` highest
+    values when ``top_k`` is given. In [0, 1] for maps in [0, 1]."""
     flat = np.asarray(amap, np.float32).ravel()
     if flat.size == 0:
         return 0.0
+    if top_k is None:
+        return float(np.clip(top_volume_mean(flat, voxel_mm3, SCORE_VOLUME_MM3), 0, 1))
     k = min(top_k, flat.size)
     return float(np.clip(np.partition(flat, flat.size - k)[flat.size - k:].mean(), 0, 1))
 
@@ -257,7 +262,7 @@ class Detector:
         if isinstance(mask, str | Path):
             mask = load_mask(mask, like=scan)
         try:
-            pre = normalize(scan.data, mask, self.cfg.intensity)
+            pre = normalize(scan.data, mask, self.cfg.intensity, spacing=scan.spacing)
         except ValueError as e:
             raise InputError(f"{scan.path}: {e}") from e
         msgs = sanity_warnings(scan, pre.image, pre.mask, self.reference)
@@ -273,7 +278,8 @@ class Detector:
                 f"overflow: try precision fp32)")
         res = DetectionResult(
             anomaly_map=np.empty(0, np.float32), restored=np.empty(0, np.float32),
-            score=volume_score(amap[pre.mask]), map_cropped=amap, restored_cropped=rest,
+            score=volume_score(amap[pre.mask], voxel_mm3=float(np.prod(scan.spacing))),
+            map_cropped=amap, restored_cropped=rest,
             image_cropped=pre.image, mask_cropped=pre.mask, scan=scan, pre=pre, warnings=msgs)
         from disyre.data.nifti import to_native
 

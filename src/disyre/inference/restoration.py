@@ -114,7 +114,10 @@ def restore_multistep(
     """Multi-step cold-diffusion restoration (DISYRE v1).
 
     Starting from ``x_T = x`` at the most severe level of
-    :func:`~disyre.corruption.schedule.multistep_levels`, each step predicts
+    :func:`~disyre.corruption.schedule.multistep_levels` (level 80, severity about 0.82: the
+    most severe level of the v2 ensemble, as the authors'; the network is never queried at
+    more severe levels), walking down evenly to level 0 (five steps: the v2 levels
+    ``[80, 60, 40, 20, 0]``), each step predicts
     ``x0_hat = P(x_t, t)`` and moves to the next milder level with
     ``x_prev = x0_hat + (a_prev / a_t) (x_t - x0_hat)`` (``a`` = severity, ``a_prev = 0`` after
     the last level), clipped to [0, 1]. The map is the mean of ``|x_t - x0_hat|`` over the steps.

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from disyre.config import ConfigError, RunConfig, SamplerConfig
-from disyre.corruption import augment, make_corruption
+from disyre.corruption import augment_pair, make_corruption
 from disyre.runtime import make_generator
 
 #: stream ids mixed into shard seeds so that training and validation never share draws
@@ -105,19 +105,25 @@ class BatchSource:
         device: Where corruption runs (its generator lives there).
         sampler_factory: ``(volumes, shard_cfg, seed) -> sampler`` with ``.sample()`` and a
             ``numpy.random.Generator`` in ``.rng``; default
-            :class:`disyre.data.sampler.PatchSampler`.
+            :class:`disyre.data.sampler.PatchSampler`. With ``masks`` it is called with
+            ``masks=`` too and must offer ``.sample_pair()``.
         corruption: ``(x, generator) -> CorruptionResult``; default
-            ``disyre.corruption.make_corruption(cfg.corruption, codebook)``.
+            ``disyre.corruption.make_corruption(cfg.corruption, codebook)``. With ``masks``
+            it is called with ``brain=`` too.
+        masks: Brain masks of ``volumes`` (e.g. the cache's): the sampler, the augmentation
+            and the corruption then take the brain from them instead of from ``x > 0``.
     """
 
     def __init__(self, volumes: Sequence[np.ndarray], cfg: RunConfig,
                  codebook: Sequence[float] | None = None,
                  device: torch.device | str = "cpu", *,
                  sampler_factory: SamplerFactory | None = None,
-                 corruption: Callable[..., Any] | None = None) -> None:
+                 corruption: Callable[..., Any] | None = None,
+                 masks: Sequence[np.ndarray] | None = None) -> None:
         if len(volumes) == 0:
             raise ConfigError("no volumes to draw training patches from")
         self.volumes = list(volumes)
+        self.masks = None if masks is None else list(masks)
         self.device = torch.device(device)
         self.shard_cfg = SamplerConfig(n_volumes=cfg.sampler.n_volumes, n_slices=1,
                                        patch_size=cfg.sampler.patch_size)
@@ -130,32 +136,47 @@ class BatchSource:
             corruption = training_corruption(cfg, codebook)
         self.sampler_factory = sampler_factory
         # built once (it indexes the brain slices of every volume); reseeded per shard
-        self.sampler = sampler_factory(self.volumes, self.shard_cfg, 0)
+        if self.masks is None:
+            self.sampler = sampler_factory(self.volumes, self.shard_cfg, 0)
+        else:
+            self.sampler = sampler_factory(self.volumes, self.shard_cfg, 0, masks=self.masks)
         if not hasattr(self.sampler, "rng"):
             raise TypeError("the patch sampler must keep its numpy Generator in .rng")
         self.corruption = corruption
-        self.augment: Callable[..., torch.Tensor] | None = (
-            augment if cfg.corruption.augment else None)
+        self.augment = cfg.corruption.augment
+        self.augment_recipe = cfg.corruption.augment_recipe
 
     def sample_shard(self, seed: int) -> torch.Tensor:
         """Clean patches ``(n_slices, 1, P, P)`` of one shard (no corruption)."""
-        self.sampler.rng = np.random.default_rng(seed)
-        return self.sampler.sample()
+        return self._draw(seed)[0]
 
-    def corrupt(self, x: torch.Tensor, seed: int) -> Batch:
-        """Augment (if configured) and corrupt clean patches; generator seeded by ``seed``."""
+    def _draw(self, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self.sampler.rng = np.random.default_rng(seed)
+        if self.masks is None:
+            return self.sampler.sample(), None
+        return self.sampler.sample_pair()
+
+    def corrupt(self, x: torch.Tensor, seed: int, brain: torch.Tensor | None = None) -> Batch:
+        """Augment (if configured) and corrupt clean patches; generator seeded by ``seed``.
+
+        ``brain`` (the patches' brain mask) travels through the augmentation to the
+        corruption; without it both take the non-zero pixels.
+        """
         g = make_generator(seed, self.device)
         x = x.to(self.device, non_blocking=True)
-        if self.augment is not None:
-            x = self.augment(x, g)
-        r = self.corruption(x, g)
+        if brain is not None:
+            brain = brain.to(self.device, non_blocking=True)
+        if self.augment:
+            x, aug_brain = augment_pair(x, brain, g, recipe=self.augment_recipe)
+            brain = aug_brain if brain is not None else None
+        r = self.corruption(x, g) if brain is None else self.corruption(x, g, brain=brain)
         return Batch(r.corrupted, r.clean, r.level.to(self.device).long())
 
     def shard(self, seed: int, step: int, index: int, stream: int = TRAIN_STREAM) -> Batch:
         """Shard ``index`` of step ``step`` of the run with seed ``seed``."""
         s = shard_seed(seed, step, index, stream)
-        x = self.sample_shard(s)
-        return self.corrupt(x, s ^ 0x5DEECE66D)
+        x, brain = self._draw(s)
+        return self.corrupt(x, s ^ 0x5DEECE66D, brain)
 
     def micro_batch(self, seed: int, step: int, shards: Sequence[int],
                     stream: int = TRAIN_STREAM) -> Batch:

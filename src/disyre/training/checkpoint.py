@@ -35,7 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from disyre.config import ConfigError, RunConfig
+from disyre.config import ConfigError, RunConfig, legacy_filled
 from disyre.io_utils import CheckpointError, file_mode, provenance
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *,
 
     ckpt, meta = read_checkpoint_meta(path)
     try:
-        cfg = RunConfig.from_dict(meta["run"])
+        # a config saved before a fidelity switch existed was made with its legacy value
+        cfg = RunConfig.from_dict(legacy_filled(meta["run"]))
     except (KeyError, ConfigError) as e:
         raise CheckpointError(f"{ckpt / CONFIG_FILE}: invalid run config ({e})") from e
     if weights not in ("auto", "ema", "model"):

@@ -273,19 +273,23 @@ def _mark_stopped(run_json: Path, error: BaseException, step: int) -> None:
 
 
 def describe_training_data(volumes: Sequence[np.ndarray],
-                           extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                           extra: dict[str, Any] | None = None,
+                           masks: Sequence[np.ndarray] | None = None) -> dict[str, Any]:
     """What a checkpoint records about its training data (``config.json``'s ``"data"``).
 
     Args:
-        volumes: NormalizedVolume training volumes (brain = non-zero voxels).
+        volumes: NormalizedVolume training volumes.
         extra: Further fields to record (``contrast``, ``spacing``, ...).
+        masks: Their brain masks (default: the non-zero voxels).
 
     Returns:
         ``extra`` plus ``intensity_quantiles`` (mean signature over up to 32 volumes) and
         ``n_volumes``.
     """
     out = dict(extra or {})
-    sigs = [intensity_signature(v, np.asarray(v) > 0) for v in list(volumes)[:32]]
+    vols = list(volumes)[:32]
+    brains = [np.asarray(v) > 0 for v in vols] if masks is None else list(masks)[:32]
+    sigs = [intensity_signature(v, b) for v, b in zip(vols, brains, strict=True)]
     if sigs:
         out.setdefault("intensity_quantiles", [float(q) for q in np.mean(sigs, axis=0)])
     out.setdefault("n_volumes", len(volumes))
@@ -297,7 +301,9 @@ def train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
           resume: bool = False, overwrite: bool = False,
           codebook: Sequence[float] | None = None, progress: bool = True,
           batch_source: BatchSource | None = None,
-          data_info: dict[str, Any] | None = None) -> TrainResult:
+          data_info: dict[str, Any] | None = None,
+          train_masks: Sequence[np.ndarray] | None = None,
+          val_masks: Sequence[np.ndarray] | None = None) -> TrainResult:
     """Train the restoration network of ``cfg`` on healthy volumes.
 
     Args:
@@ -314,6 +320,10 @@ def train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
             ``config.json`` under ``"data"`` (e.g. ``{"contrast": "t2"}``); the mean
             :func:`~disyre.data.intensity.intensity_signature` of ``train_volumes`` is added
             as ``intensity_quantiles``, so that detection can warn about unlike scans.
+        train_masks: Brain masks of ``train_volumes`` (e.g. the cache's): patch sampling,
+            augmentation, corruption and the intensity signature take the brain from them
+            (default: the non-zero voxels).
+        val_masks: Brain masks of ``val_volumes``.
 
     Returns:
         A :class:`TrainResult`.
@@ -327,7 +337,7 @@ def train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
     cfg.validate()
     device = resolve_device(t.device)
     _check_precision(cfg, device)
-    data = describe_training_data(train_volumes, data_info)
+    data = describe_training_data(train_volumes, data_info, train_masks)
     world = ddp.init_distributed(device)
     device = ddp.local_device(device, world)
     if device.type == "cuda":
@@ -339,7 +349,8 @@ def train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
     try:
         return _train(cfg, train_volumes, val_volumes, out_dir, device, world, resume=resume,
                       overwrite=overwrite, codebook=codebook, progress=progress,
-                      batch_source=batch_source, data=data)
+                      batch_source=batch_source, data=data, train_masks=train_masks,
+                      val_masks=val_masks)
     finally:
         torch.set_num_threads(old_threads)
         ddp.cleanup(world)
@@ -349,7 +360,9 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
            val_volumes: Sequence[np.ndarray] | None, out_dir: Path, device: torch.device,
            world: ddp.DistInfo, *, resume: bool, overwrite: bool,
            codebook: Sequence[float] | None, progress: bool,
-           batch_source: BatchSource | None, data: dict[str, Any]) -> TrainResult:
+           batch_source: BatchSource | None, data: dict[str, Any],
+           train_masks: Sequence[np.ndarray] | None = None,
+           val_masks: Sequence[np.ndarray] | None = None) -> TrainResult:
     t = cfg.train
     shards = micro_batch_shards(cfg.sampler.n_slices, world.world_size, t.grad_accum,
                                 world.rank)
@@ -412,11 +425,12 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
         net = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    src = batch_source or BatchSource(train_volumes, cfg, codebook, device)
+    src = batch_source or BatchSource(train_volumes, cfg, codebook, device, masks=train_masks)
     val_batches: list[Batch] = []
     if world.is_main and val_volumes is not None and len(val_volumes) and t.val_batches > 0:
         vsrc = BatchSource(val_volumes, cfg, codebook, device,
-                           sampler_factory=src.sampler_factory, corruption=src.corruption)
+                           sampler_factory=src.sampler_factory, corruption=src.corruption,
+                           masks=val_masks if train_masks is not None else None)
         all_shards = list(range(cfg.sampler.n_slices))
         val_batches = [vsrc.micro_batch(t.seed, i, all_shards, VAL_STREAM)
                        for i in range(t.val_batches)]

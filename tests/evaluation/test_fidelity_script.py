@@ -1,0 +1,84 @@
+"""benchmarks/fidelity.py: its rows, configs and table (the runs themselves take minutes: the
+``--quick`` mode is run by hand, see docs/fidelity.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "fidelity.py"
+
+
+@pytest.fixture(scope="module")
+def fidelity():
+    spec = importlib.util.spec_from_file_location("fidelity_script", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_rows_switch_one_thing_at_a_time(fidelity) -> None:
+    rows = {r.key: r for r in fidelity.ablation_rows()}
+    assert list(rows) == ["legacy", "authors", "scaling", "bias_selection", "shapes",
+                          "augment_recipe"]
+    assert rows["legacy"].switches == fidelity.LEGACY
+    assert rows["authors"].switches == fidelity.AUTHORS
+    for key in ("scaling", "bias_selection", "shapes", "augment_recipe"):
+        diff = {k for k, v in rows[key].switches.items() if v != fidelity.AUTHORS[k]}
+        assert len(diff) == 1 and diff.pop().endswith(key)
+
+
+def test_run_config_applies_the_switches_to_the_demo_settings(fidelity) -> None:
+    from disyre.config import RunConfig
+
+    s = fidelity.FidelitySettings(contrasts=["t1"], quick=True, n_test_lesion=5, steps=7)
+    demo = fidelity.demo_settings(s, "t1")
+    assert demo.cohort.contrast == "t1" and demo.cohort.n_test_lesion == 5
+    assert demo.steps == 7 and demo.preset == "tiny" and demo.methods == ["dag"]
+    cfg = fidelity.run_config(demo, fidelity.LEGACY)
+    assert (cfg.intensity.scaling, cfg.corruption.bias_selection, cfg.corruption.shapes,
+            cfg.corruption.augment_recipe) == ("brain", "single", "legacy", "legacy")
+    assert cfg.sampler.patch_size == demo.patch  # the rest is the demo's
+    authors = fidelity.run_config(demo, fidelity.AUTHORS)
+    default = RunConfig()  # the authors' values are the defaults
+    assert authors.intensity == default.intensity
+    assert (authors.corruption.shapes, authors.corruption.bias_selection,
+            authors.corruption.augment_recipe) == (default.corruption.shapes,
+                                                   default.corruption.bias_selection,
+                                                   default.corruption.augment_recipe)
+
+
+def test_table_has_the_columns_and_intervals(fidelity) -> None:
+    metrics = {"pixel": {"ap": 0.61, "best_dice_oracle": 0.55},
+               "bootstrap_ci": {"ap": [0.52, 0.70], "best_dice_oracle": [0.5, 0.6]},
+               "calibrated": {"0.01": {"dice": 0.41}},
+               "healthy_heldout": {"0.01": {"fpr": 0.0123, "n_volumes": 4}},
+               "n_cases_with_lesion": 12}
+    h = fidelity.headline(metrics)
+    assert h["ap"] == 0.61 and h["ap_ci"] == [0.52, 0.70] and h["heldout_fpr_1pct"] == 0.0123
+    doc = {"settings": {"quick": False, "n_boot": 1000, "seed": 0, "steps": 650,
+                        "preset": "small",
+                        "cohorts": {"t2": {"n_train": 16, "n_val": 3, "n_test_healthy": 3,
+                                           "n_test_lesion": 12}}},
+           "results": {"t2": {"authors": {"label": "authors' recipe (all four)",
+                                          "switches": fidelity.AUTHORS,
+                                          "codebook": [0.2, 0.4, 0.6, 0.8, 0.95], **h}}}}
+    md = fidelity.markdown(doc)
+    assert "| configuration | pixel AP [95 % CI] | best Dice (oracle) [95 % CI] " in md
+    assert "| authors' recipe (all four) | 0.610 [0.520, 0.700] | 0.550 [0.500, 0.600] | " \
+           "0.410 | 1.23 % |" in md
+    assert "12 lesioned test subjects" in md
+    assert "fitted with `whole_volume` scaling: 0.200, 0.400, 0.600, 0.800, 0.950" in md
+
+
+def test_bad_rows_and_existing_output_are_refused(fidelity, tmp_path, capsys) -> None:
+    assert fidelity.main(["--out", str(tmp_path / "a"), "--quick", "--rows", "nope"]) == 1
+    assert "unknown rows" in capsys.readouterr().err
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "fidelity.json").write_text("{}")
+    assert fidelity.main(["--out", str(tmp_path / "b"), "--quick"]) == 1
+    assert "--overwrite" in capsys.readouterr().err
