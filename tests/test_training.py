@@ -55,6 +55,7 @@ def tiny_config(steps: int = 6, **train_kw: object) -> RunConfig:
     t.steps, t.lr, t.warmup_steps, t.device = steps, 2e-3, 2, "cpu"
     t.val_every, t.val_batches, t.ckpt_every, t.log_every = 1000, 1, 1000, 1
     t.channels_last = False
+    t.precision = "fp32"  # exact comparisons; "auto" would follow the CPU (bf16 where native)
     for k, v in train_kw.items():
         setattr(t, k, v)
     return cfg
@@ -189,7 +190,8 @@ def test_grad_accumulation_matches_one_big_batch(tmp_path: Path,
         opt = torch.optim.SGD(net.parameters(), lr=0.0)
         shards = micro_batch_shards(2, 1, accum, 0)
         train_step(net, opt, lambda i, sh=shards: src.micro_batch(0, 0, sh[i]), accum,
-                   global_size=8, device=torch.device("cpu"), grad_clip=None)
+                   global_size=8, device=torch.device("cpu"), grad_clip=None,
+                   precision="fp32")
         grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
     assert grads[0].abs().max() > 0
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)

@@ -6,6 +6,15 @@ residual blocks, optional self-attention), one channel in and out, predicting ``
 network (26,296,929 parameters), ``small`` a CPU-sized one, ``tiny`` one for tests.
 ``ModelConfig.spatial_dims=3`` gives volumetric DISYRE (inputs ``(B, 1, D, H, W)``).
 
+Speed levers (each checked against the plain network in ``tests/test_model.py``):
+
+- attention through ``torch.nn.functional.scaled_dot_product_attention`` (MONAI's
+  ``use_flash_attention`` flag; always on, ``sdpa=False`` gives MONAI's einsum reference);
+- channels-last memory layout (:func:`use_channels_last`: per device and preset);
+- ``torch.compile`` of the U-Net (:func:`compile_network`; ``train.compile`` /
+  ``inference.compile``, off by default). Inductor also fuses each GroupNorm with the SiLU
+  that follows it, so there is no separate fused GroupNorm+SiLU module.
+
 Example:
     >>> import torch
     >>> from disyre.config import ModelConfig
@@ -30,13 +39,15 @@ class RestorationNet(nn.Module):
 
     Args:
         cfg: Architecture (see :class:`disyre.config.ModelConfig`).
+        sdpa: Attention through ``scaled_dot_product_attention`` (default); ``False`` gives
+            MONAI's explicit einsum/softmax attention (same parameters, the reference).
 
     Attributes:
         cfg: The config the network was built from.
         unet: The wrapped ``monai.networks.nets.DiffusionModelUNet``.
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, sdpa: bool = True) -> None:
         super().__init__()
         _validate(cfg)
         self.cfg = cfg
@@ -50,7 +61,7 @@ class RestorationNet(nn.Module):
             num_head_channels=cfg.num_head_channels,
             norm_num_groups=cfg.norm_num_groups,
             # torch's scaled_dot_product_attention: same parameters, faster, less memory
-            use_flash_attention=True,
+            use_flash_attention=sdpa,
         )
 
     @property
@@ -101,16 +112,59 @@ def _validate(cfg: ModelConfig) -> None:
         )
 
 
-def build_model(cfg: ModelConfig) -> RestorationNet:
+def build_model(cfg: ModelConfig, sdpa: bool = True) -> RestorationNet:
     """Build the restoration network of ``cfg`` (weights freshly initialised).
 
     Args:
         cfg: Model config; a preset name alone is resolved through ``ModelConfig.from_preset``.
+        sdpa: See :class:`RestorationNet`.
 
     Returns:
         A :class:`RestorationNet` on the CPU, in train mode.
     """
-    return RestorationNet(cfg)
+    return RestorationNet(cfg, sdpa=sdpa)
+
+
+#: Channels-last on the CPU, per preset (2D only). Off until measured on a quiet machine with
+#: ``benchmarks/bench_training.py --channels-last on off``; on CUDA it is always on.
+CPU_CHANNELS_LAST: dict[str, bool] = {"paper": False, "small": False, "tiny": False}
+
+
+def use_channels_last(cfg: ModelConfig, device: torch.device | str,
+                      allowed: bool = True) -> bool:
+    """Whether to run the network channels-last (``train.channels_last`` is ``allowed``).
+
+    Channels-last where it helps: on CUDA for every 2D network, on the CPU for the presets
+    marked in :data:`CPU_CHANNELS_LAST`; never for 3D networks or when not ``allowed``.
+
+    Example:
+        >>> use_channels_last(ModelConfig.from_preset("small"), "cuda")
+        True
+    """
+    if not allowed or cfg.spatial_dims != 2:
+        return False
+    if torch.device(device).type == "cuda":
+        return True
+    return CPU_CHANNELS_LAST.get(cfg.preset, False)
+
+
+def compile_network(model: nn.Module, **kwargs: object) -> nn.Module:
+    """``torch.compile`` the network's U-Net in place (parameter names stay unchanged).
+
+    Compilation happens at the first forward pass (tens of seconds on a GPU, minutes on a
+    small CPU) and again for new input shapes. Compile before wrapping the network in DDP.
+
+    Args:
+        model: A :class:`RestorationNet` (or any module; its ``unet`` if it has one).
+        **kwargs: Passed to ``torch.compile`` (``mode``, ``backend``, ``dynamic``, ...).
+
+    Returns:
+        ``model`` itself, with ``model.compiled = True``.
+    """
+    target = getattr(model, "unet", model)
+    target.compile(**kwargs)
+    model.compiled = True
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -205,11 +205,11 @@ def run(args: argparse.Namespace) -> int:
         det.cfg.inference.precision = args.precision
     out.mkdir(parents=True, exist_ok=True)
     inf = det.inference
-    log.info("detect: %d scan(s)%s, %s, levels %s, window %s, device %s, precision %s",
+    log.info("detect: %d scan(s)%s, %s, levels %s, window %s, device %s, precision %s (%s)",
              len(mine), f" (shard {rank}/{world} of {len(scans)})" if world > 1 else "",
              "v2 ensemble" if inf.method == "ensemble" else f"v1 multistep ({inf.steps} steps)",
              inf.levels if inf.method == "ensemble" else "-", inf.window or "whole slice",
-             det.device, inf.precision)
+             det.device, det.precision.precision, det.precision.reason)
 
     failed: list[tuple[Path, str]] = []
     warned: list[str] = []
