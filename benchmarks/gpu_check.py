@@ -14,6 +14,7 @@ status, time-out, the last error line of its log) in place of figures where it d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -131,17 +132,19 @@ def _load(r: Path, name: str) -> tuple[dict | None, str]:
     res = None
     f = r / f"{name}.json"
     if f.is_file():
-        for line in reversed(f.read_text().splitlines()):
-            try:
-                res = json.loads(line)
-                break
-            except json.JSONDecodeError:
-                continue
-        if res is None:
-            try:
-                res = json.loads(f.read_text())
-            except json.JSONDecodeError:
-                res = None
+        text = f.read_text(errors="replace")
+        try:  # the whole file, else its last line holding a JSON object
+            res = json.loads(text)
+        except json.JSONDecodeError:
+            for line in reversed(text.splitlines()):
+                try:
+                    res = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(res, dict):
+                    break
+        if not isinstance(res, dict):
+            res = None
     if rc == 0 and res is not None:
         return res, ""
     if rc == 125:
@@ -157,17 +160,23 @@ def _load(r: Path, name: str) -> tuple[dict | None, str]:
     return None, f"FAILED (exit {rc} after {secs:.0f} s){': ' + last if last else ''}"
 
 
+def _flops(gflops: float) -> str:
+    return f"{gflops / 1e3:.1f} TFLOP/s" if gflops >= 1e3 else f"{gflops:.0f} GFLOP/s"
+
+
 def _f(v: float | None, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
 def table(args: argparse.Namespace) -> int:
-    """Print (and write) the one table of the GPU check."""
+    """Print (and write) the one table of the GPU check; a row that cannot be read says so."""
     r = Path(args.results)
-    env, env_err = _load(r, "env")
-    peak, peak_err = _load(r, "peak")
-    bf16_peak = (peak or {}).get("peaks", {}).get("bf16")
     rows: list[list[str]] = []
+    loaded = {n: _load(r, n) for n in ("env", "peak", "tests", "train_eager", "train_compiled",
+                                       "ddp", "detect_windows", "detect_whole")}
+    peak = loaded["peak"][0] or {}
+    bf16_peak = (peak.get("peaks") or {}).get("bf16")
+    best: list = []  # (label, result) of the fastest training row
 
     def frac(gflops: float | None) -> str:
         if gflops is None or not bf16_peak:
@@ -179,101 +188,133 @@ def table(args: argparse.Namespace) -> int:
         rows.append([check, result, _f(s_step, ".4f"), _f(pps, ".0f"), _f(s_vol, ".1f"),
                      _f(mem, ".2f"), pk, notes])
 
-    if env:
+    def env_row() -> None:
+        env, err = loaded["env"]
+        if env is None:
+            return add("environment", err)
         add("environment", "ok", notes=f"{env.get('gpu') or env.get('cpu')}; torch "
             f"{env.get('torch')}, CUDA {env.get('cuda')}; Python {env.get('python')}; "
             f"auto precision: {env.get('auto_precision')} ({env.get('auto_reason')})")
-    else:
-        add("environment", env_err)
-    tests, tests_err = _load(r, "tests")
-    add("CUDA-marked tests", tests.get("summary", "?") if tests else tests_err,
-        notes="pytest -k cuda: test_runtime, test_model, corruption")
-    if peak:
-        p = peak["peaks"]
-        add(f"matmul peak ({p['n']}^2)", f"bf16 {p['bf16'] / 1e3:.1f} TFLOP/s",
-            pk="100 %", notes=f"fp32 {p['fp32'] / 1e3:.1f} TFLOP/s (measured now; the "
-            "reference of the % column)")
-    else:
-        add("matmul peak", peak_err)
-    best = None
-    for name, label in (("train_eager", "train paper, bf16, channels-last"),
-                        ("train_compiled", "train paper, bf16, channels-last, compiled")):
-        d, err = _load(r, name)
+
+    def tests_row() -> None:
+        tests, err = loaded["tests"]
+        summary = ""
+        if (r / "tests.json").is_file():
+            with contextlib.suppress(json.JSONDecodeError, AttributeError):
+                summary = json.loads((r / "tests.json").read_text()).get("summary", "")
+        add("CUDA-marked tests", summary if tests else f"{err}; {summary or 'no summary'}",
+            notes="pytest -k cuda: test_runtime, test_model, corruption")
+
+    def peak_row() -> None:
+        p, err = loaded["peak"]
+        if p is None:
+            return add("matmul peak", err)
+        p = p["peaks"]
+        add(f"matmul peak ({p['n']}^2)", f"bf16 {_flops(p['bf16'])}", pk="100 %",
+            notes=f"fp32 {_flops(p['fp32'])} (measured now; the reference of the % column)")
+
+    def train_row(name: str, label: str) -> None:
+        d, err = loaded[name]
+        label = label.format(d.get("preset") if d else args.preset)
         if d is None:
-            add(label, err)
-            continue
+            return add(label, err)
         note = f"{d['steps']} steps of {d['batch']} patches ({d['accum']} micro-batch)"
         if d.get("compile_s") is not None:
             note += f"; compile {d['compile_s']:.0f} s (first step {d['first_step_s']:.0f} s)"
         add(label, "ok", d["s_per_step"], d["patches_per_s"], None, d.get("gpu_peak_gib"),
             frac(d.get("gflops")), note)
-        if best is None or d["s_per_step"] < best[1]["s_per_step"]:
-            best = (label, d)
-    dd, err = _load(r, "ddp")
-    if dd is None:
-        add("DDP, 1 GPU via torchrun", err)
-    else:
+        if not best or d["s_per_step"] < best[1]["s_per_step"]:
+            best[:] = [label, d]
+
+    def ddp_row() -> None:
+        dd, err = loaded["ddp"]
+        if dd is None:
+            return add("DDP, 1 GPU via torchrun", err)
         loop = dd.get("loop") or {}
-        rt = loop.get("runtime", {})
-        gfl = None
-        if best is not None:
-            gfl = best[1]["gflop_per_patch"] * dd["patches_per_s"]
+        rt = loop.get("runtime") or {}
+        gfl = best[1].get("gflop_per_patch", 0) * dd["patches_per_s"] if best else None
         add("DDP, 1 GPU via torchrun", "ok", dd["s_per_step"], dd["patches_per_s"], None,
             dd.get("gpu_peak_gib"), frac(gfl),
-            f"{dd['backend']}, {dd['patches_per_gpu']} patches/GPU (one of 8 GPUs' share of "
-            f"96); library loop: {loop.get('steps')} steps, checkpoint "
+            f"{dd.get('backend')}, {dd.get('patches_per_gpu')} patches/GPU (one of 8 GPUs' "
+            f"share of 96); library loop: {loop.get('steps')} steps, checkpoint "
             f"{'written' if loop.get('checkpoint') else 'MISSING'}, precision "
             f"{rt.get('precision')} ({rt.get('precision_reason')})")
-    for name, label in (("detect_windows", "detect 240x240x155, v2-5, 128 px windows"),
-                        ("detect_whole", "detect 240x240x155, v2-5, whole slices")):
-        d, err = _load(r, name)
+
+    def detect_row(name: str, label: str) -> None:
+        d, err = loaded[name]
+        shape = (d or {}).get("shape") or [int(v) for v in args.shape.split(",")]
+        label = label.format((d or {}).get("net") or args.preset,
+                             "x".join(map(str, (shape[1], shape[2], shape[0]))))
         if d is None:
-            add(label, err)
-            continue
-        note = (f"{d['resolved_precision']}, batch {d['batch']}, {d['n_inputs']} network "
-                f"inputs, {d['s_slice'] * 1e3:.1f} ms/slice")
+            return add(label, err)
+        note = (f"{d.get('resolved_precision')}, batch {d.get('batch')}, "
+                f"{d.get('n_inputs')} network inputs, {d['s_slice'] * 1e3:.1f} ms/slice")
         if d.get("compile_s") is not None:
             note += f", compile {d['compile_s']:.0f} s"
         add(label, "ok", None, None, d["s_volume"], d.get("gpu_peak_gib"),
             frac(d.get("gflops_per_s")), note)
 
+    for label, fn in (
+            ("environment", env_row), ("CUDA-marked tests", tests_row),
+            ("matmul peak", peak_row),
+            ("train eager", lambda: train_row("train_eager", "train {}, bf16, channels-last")),
+            ("train compiled", lambda: train_row("train_compiled",
+                                                 "train {}, bf16, channels-last, compiled")),
+            ("DDP", ddp_row),
+            ("detect windows", lambda: detect_row("detect_windows",
+                                                  "detect {} {}, v2-5, 128 px windows")),
+            ("detect whole slices", lambda: detect_row("detect_whole",
+                                                       "detect {} {}, v2-5, whole slices"))):
+        try:
+            fn()
+        except Exception as e:  # a malformed result must not cost the table
+            add(label, f"result unreadable ({type(e).__name__}: {e})")
+
     head = ["check", "result", "s/step", "patches/s", "s/volume", "peak GPU mem GiB",
             "% of bf16 peak", "notes"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
-    n = args.recipe_steps
-    lines.append("")
-    lines.append(f"On paper, the full recipe ({n:,} steps of 96 patches, 128 px):")
-    if best is not None:
-        s1 = best[1]["s_per_step"]
-        lines.append(f"- 1 GPU: {n:,} x {s1:.4f} s/step ({best[0]}) = {n * s1:,.0f} s = "
-                     f"{n * s1 / 3600:.1f} h")
-        ce, cc = _load(r, "train_eager")[0], _load(r, "train_compiled")[0]
-        if ce and cc and cc.get("compile_s") is not None:
-            gain = n * (ce["s_per_step"] - cc["s_per_step"])
-            lines.append(f"- compile: {cc['compile_s']:.0f} s once against "
-                         f"{n:,} x ({ce['s_per_step']:.4f} - {cc['s_per_step']:.4f}) s = "
-                         f"{gain:,.0f} s saved over the run")
-    else:
-        lines.append("- 1 GPU: no training figure measured")
-    if dd is not None:
-        ar = 2 * 7 / 8 * PAPER_GRAD_BYTES / (ASSUMED_BUS_GBPS * 1e9)
-        s8 = dd["s_per_step"] + ar
-        lines.append(f"- 8 GPUs with torchrun (sampler 12 volumes x 8 slices: 12 patches per "
-                     f"GPU): {n:,} x ({dd['s_per_step']:.4f} s measured at 12 patches + "
-                     f"{ar * 1e3:.2f} ms all-reduce of {PAPER_GRAD_BYTES / 1e6:.0f} MB at an "
-                     f"assumed {ASSUMED_BUS_GBPS:.0f} GB/s, not overlapped) = {n * s8:,.0f} s "
-                     f"= {n * s8 / 3600:.1f} h (upper bound: DDP overlaps the all-reduce with "
-                     "the backward pass)")
-    else:
-        lines.append("- 8 GPUs: no DDP figure measured")
+    lines += ["", *on_paper(args.recipe_steps, best, loaded)]
     text = "\n".join(lines) + "\n"
-    print(text)
+    print(text, flush=True)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
         print(f"table written to {args.out}")
     return 0
+
+
+def on_paper(n: int, best: list, loaded: dict) -> list[str]:
+    """The full recipe's time at the measured s/step, on 1 GPU and on 8 with torchrun."""
+    out = [f"On paper, the full recipe ({n:,} steps of 96 patches, 128 px):"]
+    try:
+        if best:
+            s1 = best[1]["s_per_step"]
+            out.append(f"- 1 GPU: {n:,} x {s1:.4f} s/step ({best[0]}) = {n * s1:,.0f} s = "
+                       f"{n * s1 / 3600:.1f} h")
+            ce, cc = loaded["train_eager"][0], loaded["train_compiled"][0]
+            if ce and cc and cc.get("compile_s") is not None:
+                gain = n * (ce["s_per_step"] - cc["s_per_step"])
+                out.append(f"- compile: {cc['compile_s']:.0f} s once, against {n:,} x "
+                           f"({ce['s_per_step']:.4f} - {cc['s_per_step']:.4f}) s = "
+                           f"{gain:,.0f} s saved over the run")
+        else:
+            out.append("- 1 GPU: no training figure measured")
+        dd = loaded["ddp"][0]
+        if dd is not None:
+            ar = 2 * 7 / 8 * PAPER_GRAD_BYTES / (ASSUMED_BUS_GBPS * 1e9)
+            s8 = dd["s_per_step"] + ar
+            out.append(f"- 8 GPUs with torchrun (sampler 12 volumes x 8 slices: 12 patches "
+                       f"per GPU): {n:,} x ({dd['s_per_step']:.4f} s measured at 12 patches + "
+                       f"{ar * 1e3:.2f} ms all-reduce of {PAPER_GRAD_BYTES / 1e6:.0f} MB at an "
+                       f"assumed {ASSUMED_BUS_GBPS:.0f} GB/s, not overlapped) = "
+                       f"{n * s8:,.0f} s = {n * s8 / 3600:.1f} h (upper bound: DDP overlaps "
+                       "the all-reduce with the backward pass)")
+        else:
+            out.append("- 8 GPUs: no DDP figure measured")
+    except Exception as e:
+        out.append(f"- estimate unavailable ({type(e).__name__}: {e})")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("results")
     t.add_argument("--out", default=None)
     t.add_argument("--recipe-steps", type=int, default=100_000)
+    t.add_argument("--preset", default="paper", help="for the labels of rows that did not run")
+    t.add_argument("--shape", default="155,240,240", help="D,H,W of the detection volume")
     a = p.parse_args(argv)
     return ddp(a) if a.cmd == "ddp" else table(a)
 

@@ -134,5 +134,5 @@ run_step train_compiled 240 "$PY" benchmarks/bench_training.py --child --preset 
 
 # 8. the table
 echo
-"$PY" benchmarks/gpu_check.py table "$R" --out "$OUTFILE"
+"$PY" benchmarks/gpu_check.py table "$R" --out "$OUTFILE" --preset "$PRESET" --shape "$SHAPE"
 echo "[gpu_check] done in $(( $(date +%s) - START )) s; logs in $R"

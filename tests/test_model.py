@@ -212,9 +212,6 @@ def test_cuda_levers_match_eager() -> None:
     y, g = _out_and_grads(net, xc, lv)
     # cuDNN may pick other algorithms (TF32 convolutions): 1e-3 relative
     assert _rel(y, y_ref) < 1e-3 and _rel(g, g_ref) < 1e-3
-    compile_network(net)
+    compile_network(net)  # inductor: Triton kernels (bf16 compiled: benchmarks/gpu_check.sh)
     y, g = _out_and_grads(net, xc, lv)
     assert _rel(y, y_ref) < 1e-3 and _rel(g, g_ref) < 1e-3
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        yb, _ = _out_and_grads(net, xc, lv)
-    assert _rel(yb, y_ref) < 0.05
