@@ -200,6 +200,24 @@ def test_training_records_resolved_precision(tmp_path: Path, monkeypatch: pytest
     assert run["run"]["train"]["precision"] == requested  # the config keeps what was asked
 
 
+@pytest.mark.parametrize("requested, probe, expected", [("auto", 3.0, "bf16"),
+                                                        ("auto", 0.5, "fp32"),
+                                                        ("bf16", None, "bf16")])
+def test_detector_reports_resolved_precision(monkeypatch: pytest.MonkeyPatch, fresh_decision,
+                                             requested: str, probe: float | None,
+                                             expected: str) -> None:
+    from disyre.inference import Detector
+
+    _patch_probe(monkeypatch, _cpu(True, ("avx512_bf16",)), probe)
+    cfg = RunConfig()
+    cfg.model = ModelConfig.from_preset("tiny")
+    cfg.inference.precision = requested
+    det = Detector(_random_net(), cfg, device="cpu")
+    d = det.precision
+    assert (d.requested, d.precision) == (requested, expected)
+    assert d.to_dict()["reason"] == d.reason
+
+
 # ---------------------------------------------------------------- CUDA (benchmarks/gpu_check.sh)
 @needs_cuda
 def test_cuda_auto_precision_and_bf16_autocast() -> None:
