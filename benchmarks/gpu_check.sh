@@ -102,7 +102,7 @@ from machine import measure_peaks
 print(json.dumps({'peaks': measure_peaks('$DEVICE')}))"
 
 # 3. the CUDA-marked tests (they skip without CUDA)
-run_step tests 120 "$PY" -m pytest -q -p no:cacheprovider -k cuda -rs \
+run_step tests 150 "$PY" -m pytest -q -p no:cacheprovider -k cuda -rs \
   tests/test_runtime.py tests/test_model.py tests/corruption/test_corruption.py
 if [ -f "$R/tests.json" ]; then
   cp "$R/tests.json" "$R/tests.out"
