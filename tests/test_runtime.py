@@ -100,6 +100,40 @@ def test_rank_agreement_outside_a_process_group_changes_nothing() -> None:
     assert runtime.agree_precision(d, torch.device("cpu")) is d
 
 
+AGREE = """
+import json, os, torch, torch.distributed as dist
+from disyre.runtime import PrecisionDecision, agree_precision
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+mine = PrecisionDecision("auto", "bf16" if rank == 0 else "fp32", "cpu", f"probe of {rank}")
+d = agree_precision(mine, torch.device("cpu"))
+print(json.dumps([rank, d.precision, d.reason]))
+dist.destroy_process_group()
+"""
+
+
+def test_ranks_follow_rank_zeros_decision(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+           "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", AGREE], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)})
+             for r in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-500:] for _, e in outs]
+    res = sorted(json.loads(o.strip().splitlines()[-1]) for o, _ in outs)
+    assert res[0] == [0, "bf16", "probe of 0"]
+    assert res[1][:2] == [1, "bf16"] and "rank 0's decision" in res[1][2]
+
+
 # ---------------------------------------------------------------- the probe itself
 def test_proc_cpuinfo_parsing(tmp_path: Path) -> None:
     f = tmp_path / "cpuinfo"
