@@ -92,11 +92,11 @@ def _child(spec: dict) -> dict:
     torch.manual_seed(0)
     mcfg = ModelConfig.from_preset(spec["net"])
     net = build_model(mcfg).to(dev).eval()
+    prec = decide_precision(spec["precision"], dev)
     cl = {"on": True, "off": False}.get(spec.get("channels_last", "auto"))
-    cl = use_channels_last(mcfg, dev) if cl is None else cl
+    cl = use_channels_last(mcfg, dev, precision=prec.precision) if cl is None else cl
     if cl:
         net = net.to(memory_format=torch.channels_last)
-    prec = decide_precision(spec["precision"], dev)
     cfg = InferenceConfig(window=spec["window"], stride=32, batch_size=spec["batch"],
                           precision=prec.precision, **METHODS[spec["method"]])
     vol, _ = synthetic_volume(tuple(spec.get("shape") or SHAPE))

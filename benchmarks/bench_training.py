@@ -107,7 +107,7 @@ def child(preset: str, batch: int, precision: str, reps: int, device: str, accum
     model = build_model(cfg.model).to(dev)
     gflop_patch = _flops_per_patch(model, patch, dev) / 1e9
     cl = {"on": True, "off": False}.get(channels_last)
-    cl = use_channels_last(cfg.model, dev) if cl is None else cl
+    cl = use_channels_last(cfg.model, dev, precision=prec.precision) if cl is None else cl
     if cl:
         model = model.to(memory_format=torch.channels_last)
     opt, _ = make_optimizer(model, cfg)
@@ -238,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     if refs:
         print("reference figures (not measured in this run; other code / other machines):")
         for d, r in refs:
-            print(f"  paper {d['batch']} {d['precision']}: " + "; ".join(r))
+            print(f"  paper {d['batch']} {d['precision']} compile "
+                  f"{'on' if d['compile'] else 'off'} channels-last "
+                  f"{'on' if d['channels_last'] else 'off'}: " + "; ".join(r))
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"machine": info, "peaks": peaks, "rows": rows}, f, indent=2)

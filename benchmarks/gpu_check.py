@@ -86,7 +86,7 @@ def ddp(args: argparse.Namespace) -> int:
     src = BatchSource(vols, cfg, device=dev)
     torch.manual_seed(0)
     model = build_model(cfg.model).to(dev)
-    cl = use_channels_last(cfg.model, dev)
+    cl = use_channels_last(cfg.model, dev, precision=prec.precision)
     if cl:
         model = model.to(memory_format=torch.channels_last)
     net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)

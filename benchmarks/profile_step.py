@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     model = build_model(cfg.model).to(dev)
     cl = {"on": True, "off": False}.get(a.channels_last)
-    cl = use_channels_last(cfg.model, dev) if cl is None else cl
+    cl = use_channels_last(cfg.model, dev, precision=prec.precision) if cl is None else cl
     if cl:
         model = model.to(memory_format=torch.channels_last)
     opt, _ = make_optimizer(model, cfg)

@@ -114,10 +114,12 @@ def test_channels_last_is_chosen_per_device_and_preset(monkeypatch: pytest.Monke
     small = ModelConfig.from_preset("small")
     assert use_channels_last(small, "cuda") and not use_channels_last(small, "cuda", False)
     assert not use_channels_last(ModelConfig.from_preset("small", spatial_dims=3), "cuda")
-    monkeypatch.setitem(model_mod.CPU_CHANNELS_LAST, "small", True)
-    monkeypatch.setitem(model_mod.CPU_CHANNELS_LAST, "paper", False)
-    assert use_channels_last(small, "cpu")
-    assert not use_channels_last(ModelConfig.from_preset("paper"), "cpu")
+    monkeypatch.setitem(model_mod.CPU_CHANNELS_LAST, ("small", "fp32"), True)
+    monkeypatch.setitem(model_mod.CPU_CHANNELS_LAST, ("small", "bf16"), False)
+    assert use_channels_last(small, "cpu", precision="fp32")
+    assert not use_channels_last(small, "cpu", precision="bf16")
+    assert not use_channels_last(small, "cpu", allowed=False, precision="fp32")
+    assert not use_channels_last(ModelConfig.from_preset("paper"), "cpu", precision="fp32")
 
 
 def test_compile_keeps_names_and_matches_eager() -> None:

@@ -147,7 +147,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     device: str = "auto"
-    channels_last: bool = True  # where it helps: CUDA; CPU per preset (model.CPU_CHANNELS_LAST)
+    channels_last: bool = True  # where it helps: CUDA; CPU per model.CPU_CHANNELS_LAST
     compile: bool = False  # torch.compile the network (compiles at the first step)
     num_threads: int | None = None
     # micro-batches per process and step (same gradient, memory of one micro-batch)

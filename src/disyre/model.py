@@ -125,17 +125,27 @@ def build_model(cfg: ModelConfig, sdpa: bool = True) -> RestorationNet:
     return RestorationNet(cfg, sdpa=sdpa)
 
 
-#: Channels-last on the CPU, per preset (2D only). Off until measured on a quiet machine with
-#: ``benchmarks/bench_training.py --channels-last on off``; on CUDA it is always on.
-CPU_CHANNELS_LAST: dict[str, bool] = {"paper": False, "small": False, "tiny": False}
+#: Channels-last on the CPU, per (preset, precision) (2D only; missing = off). All off until
+#: measured on a quiet machine with ``benchmarks/bench_training.py --channels-last off on``:
+#: on a shared 2-core AVX512-BF16 EPYC, `paper` at 16 patches looked faster channels-last in
+#: fp32 but much slower in bf16 (oneDNN's bf16 backward), so the choice depends on both.
+#: On CUDA channels-last is always on.
+CPU_CHANNELS_LAST: dict[tuple[str, str], bool] = {}
 
 
-def use_channels_last(cfg: ModelConfig, device: torch.device | str,
-                      allowed: bool = True) -> bool:
+def use_channels_last(cfg: ModelConfig, device: torch.device | str, allowed: bool = True,
+                      precision: str = "fp32") -> bool:
     """Whether to run the network channels-last (``train.channels_last`` is ``allowed``).
 
-    Channels-last where it helps: on CUDA for every 2D network, on the CPU for the presets
-    marked in :data:`CPU_CHANNELS_LAST`; never for 3D networks or when not ``allowed``.
+    Channels-last where it helps: on CUDA for every 2D network, on the CPU for the
+    ``(preset, precision)`` pairs marked in :data:`CPU_CHANNELS_LAST`; never for 3D networks
+    or when not ``allowed``.
+
+    Args:
+        cfg: The network's config (``spatial_dims``, ``preset``).
+        device: Where it runs.
+        allowed: ``False`` rules it out.
+        precision: The resolved precision it runs in (``fp32`` or ``bf16``).
 
     Example:
         >>> use_channels_last(ModelConfig.from_preset("small"), "cuda")
@@ -145,7 +155,7 @@ def use_channels_last(cfg: ModelConfig, device: torch.device | str,
         return False
     if torch.device(device).type == "cuda":
         return True
-    return CPU_CHANNELS_LAST.get(cfg.preset, False)
+    return CPU_CHANNELS_LAST.get((cfg.preset, precision), False)
 
 
 def compile_network(model: nn.Module, **kwargs: object) -> nn.Module:

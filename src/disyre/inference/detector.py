@@ -184,7 +184,8 @@ class Detector:
         if channels_last is None:
             from disyre.model import use_channels_last
 
-            channels_last = use_channels_last(cfg.model, self.device)
+            channels_last = use_channels_last(cfg.model, self.device,
+                                              precision=self.precision.precision)
         self.channels_last = channels_last
         model = model.to(self.device).eval()
         if self.channels_last:

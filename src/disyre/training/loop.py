@@ -338,7 +338,7 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
     model = build_model(cfg.model).to(device)
     # the resolved precision (rank 0's under DDP) and layout, recorded in run.json/config.json
     prec = agree_precision(decide_precision(t.precision, device), device)
-    use_cl = use_channels_last(cfg.model, device, t.channels_last)
+    use_cl = use_channels_last(cfg.model, device, t.channels_last, prec.precision)
     runtime = {"precision": prec.precision, "precision_requested": prec.requested,
                "precision_reason": prec.reason, "device": str(device), "channels_last": use_cl,
                "compile": t.compile, "cpu": cpu_info().describe()}
