@@ -1,8 +1,11 @@
-"""Detection benchmark: seconds per volume, per slice and per patch, peak RSS, and accuracy.
+"""Detection benchmark: seconds per volume, per slice and per patch, peak memory, and accuracy.
 
-Every timing configuration runs in a fresh subprocess (so peak RSS is its own). The volume is a
-synthetic brain of ``130 x 136 x 162`` voxels (axial slices x rows x columns, the size of the
-authors' cropped BraTS volume), random network weights (timing does not depend on them).
+Every timing configuration runs in a fresh subprocess (so peak memory is its own). The volume is
+a synthetic brain of ``130 x 136 x 162`` voxels by default (axial slices x rows x columns, the
+size of the authors' cropped BraTS volume; ``--shape`` changes it), random network weights
+(timing does not depend on them). GFLOP/s count the network's convolutions and matrix products;
+the fraction of peak is against the matmul peak of the same precision measured at the start of
+the run. Memory is in GiB.
 
 The accuracy part (``--accuracy``) compares the pixel AP of bf16 and of whole-slice inference
 with the fp32 sliding-window reference on a volume with planted lesions, using a ``small``
@@ -15,31 +18,39 @@ Examples::
     # the full table (quiet machine): paper + small, v2 with 5 and 4 levels, v1 with 5 steps
     python benchmarks/bench_detect.py --nets paper,small --precisions fp32,bf16 --windows 128,0
     python benchmarks/bench_detect.py --accuracy --train-steps 300
-    python benchmarks/bench_detect.py --device cuda --precisions bf16 --nets paper
+    python benchmarks/bench_detect.py --device cuda --precisions bf16 --nets paper \
+        --shape 155,240,240 --batch 160 --compile off,on
 
-Reference (TARGETS.md, the authors' code on the 2-core CPU): 813 s and 10.9 GB per 130-slice
-volume (paper network, 5 levels), 5.9 s/slice, 0.93 s per 128x128 patch; targets <= 1/3 of the
-time and <= 4 GB.
+Reference figures (not measured by this script; TARGETS.md, the authors' code on 2-core CPUs,
+fp32, paper network, 5 levels, sliding windows): 813 s and 10.9 GB per 130-slice volume,
+5.9 s/slice, 0.93 s per 128x128 patch; on the AVX512-BF16 EPYC (2026-11-26): 4.33 s/slice,
+633 s and 11.1 GB per volume.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import header, machine_info, measure_peaks, peak_rss_gib  # noqa: E402
 
 METHODS = {
     "v2-5": dict(method="ensemble", levels=[0, 20, 40, 60, 80]),
     "v2-4": dict(method="ensemble", levels=[0, 25, 50, 75]),
     "v1-5": dict(method="multistep", steps=5),
 }
+#: Reference figures (authors' code, other machines: TARGETS.md), printed as such.
+#: Their memory figures are peak RSS in GB as given there.
 AUTHORS = {"s_per_volume": 813.0, "rss_gb": 10.9, "s_per_slice": 5.9, "s_per_patch": 0.93}
+AUTHORS_BF16_EPYC = {"s_per_slice": 4.33, "s_per_volume": 633.0, "rss_gb": 11.1}
 SHAPE = (130, 136, 162)
 
 
@@ -72,27 +83,42 @@ def _child(spec: dict) -> dict:
 
     from disyre.config import InferenceConfig, ModelConfig
     from disyre.inference import count_work, predict_volume, restore
-    from disyre.model import build_model
-    from disyre.runtime import resolve_device
+    from disyre.model import build_model, compile_network, use_channels_last
+    from disyre.runtime import decide_precision, resolve_device
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     dev = resolve_device(spec["device"])
     torch.manual_seed(0)
-    net = build_model(ModelConfig.from_preset(spec["net"])).to(dev).eval()
-    cl = dev.type == "cuda"
+    mcfg = ModelConfig.from_preset(spec["net"])
+    net = build_model(mcfg).to(dev).eval()
+    prec = decide_precision(spec["precision"], dev)
+    cl = {"on": True, "off": False}.get(spec.get("channels_last", "auto"))
+    cl = use_channels_last(mcfg, dev, precision=prec.precision) if cl is None else cl
     if cl:
         net = net.to(memory_format=torch.channels_last)
     cfg = InferenceConfig(window=spec["window"], stride=32, batch_size=spec["batch"],
-                          precision=spec["precision"], **METHODS[spec["method"]])
-    vol, _ = synthetic_volume()
+                          precision=prec.precision, **METHODS[spec["method"]])
+    vol, _ = synthetic_volume(tuple(spec.get("shape") or SHAPE))
     if spec["slices"]:
-        mid = SHAPE[0] // 2
+        mid = len(vol) // 2
         vol = vol[mid - spec["slices"] // 2: mid - spec["slices"] // 2 + spec["slices"]]
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     n_levels = len(cfg.levels) if cfg.method == "ensemble" else cfg.steps
     # per patch: one 128x128 window, all levels
-    patch = torch.from_numpy(vol[len(vol) // 2, :128, 17:145].copy())[None, None].to(dev)
+    c = (vol.shape[2] - 128) // 2
+    patch = torch.from_numpy(vol[len(vol) // 2, :128, c:c + 128].copy())[None, None].to(dev)
+    t_compile = None
+    if spec.get("compile"):
+        compile_network(net)
+        sync()
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            restore(net, patch, cfg, channels_last=cl)
+        sync()
+        t_compile = time.perf_counter() - t0
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
     with torch.inference_mode():
         with FlopCounterMode(display=False) as fc:
             net(torch.zeros(1, 1, 128, 128, device=dev), torch.zeros(1, dtype=torch.long,
@@ -128,9 +154,11 @@ def _child(spec: dict) -> dict:
     gflop = flops_patch * pix / 128 ** 2 * n_levels / 1e9
     out = dict(spec, s_volume=s_vol, s_slice=s_vol / max(n_slices, 1), s_patch=s_patch,
                n_slices=n_slices, n_inputs=work, gflop=gflop, gflops_per_s=gflop / s_vol,
-               rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
+               rss_gib=peak_rss_gib(), resolved_precision=prec.precision,
+               precision_reason=prec.reason, channels_last=cl, shape=list(vol.shape),
+               compile_s=t_compile)
     if dev.type == "cuda":
-        out["cuda_peak_gb"] = torch.cuda.max_memory_allocated() / 2 ** 30
+        out["gpu_peak_gib"] = torch.cuda.max_memory_allocated(dev) / 2 ** 30
     # a 130-slice volume at this rate
     out["s_per_130_slices"] = out["s_slice"] * 130
     return out
@@ -203,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=1, help="timed runs per volume (median)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.add_argument("--shape", default=",".join(map(str, SHAPE)),
+                   help="synthetic volume D,H,W (axial slices first)")
+    p.add_argument("--compile", default="off", help="off, on or off,on (torch.compile)")
+    p.add_argument("--channels-last", default="auto", help="auto, on, off (comma list)")
     p.add_argument("--accuracy", action="store_true", help="run the AP agreement check")
     p.add_argument("--no-timing", action="store_true", help="skip the timing table")
     p.add_argument("--train-steps", type=int, default=300)
@@ -213,29 +245,56 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_child(json.loads(a._child))))
         return 0
     results: dict = {"timing": [], "accuracy": []}
-    print(f"{'net':6} {'method':5} {'prec':5} {'win':>4} {'s/vol':>8} {'s/130sl':>8} "
-          f"{'s/slice':>8} {'s/patch':>8} {'GFLOP/s':>8} {'RSS GB':>7}")
+    shape = [int(v) for v in a.shape.split(",")]
+    if not a.no_timing:
+        info = machine_info(a.device)
+        peaks = measure_peaks(a.device)
+        results.update(machine=info, peaks=peaks)
+        print(header(info, peaks), flush=True)
+    print(f"{'net':6} {'method':5} {'prec':6} {'win':>4} {'comp':4} {'CL':3} {'s/vol':>8} "
+          f"{'s/130sl':>8} {'s/slice':>8} {'s/patch':>8} {'GFLOP/s':>8} {'%peak':>5} "
+          f"{'RSS GiB':>7}")
     for net in ([] if a.no_timing else a.nets.split(",")):
         for method in a.methods.split(","):
             for prec in a.precisions.split(","):
                 for win in (int(w) for w in a.windows.split(",")):
-                    spec = dict(net=net, method=method, precision=prec, window=win,
-                                batch=a.batch, slices=a.slices, repeats=a.repeats,
-                                device=a.device, threads=a.threads)
-                    r = subprocess.run([sys.executable, __file__, "--_child", json.dumps(spec)],
-                                       capture_output=True, text=True)
-                    if r.returncode != 0:
-                        print(f"{net} {method} {prec} {win}: FAILED\n{r.stderr[-2000:]}")
-                        continue
-                    res = json.loads(r.stdout.strip().splitlines()[-1])
-                    results["timing"].append(res)
-                    print(f"{net:6} {method:5} {prec:5} {win:>4} {res['s_volume']:8.2f} "
-                          f"{res['s_per_130_slices']:8.1f} {res['s_slice']:8.3f} "
-                          f"{res['s_patch']:8.3f} {res['gflops_per_s']:8.1f} "
-                          f"{res['rss_gb']:7.2f}", flush=True)
-    print(f"authors (paper, v2-5, CPU): {AUTHORS['s_per_volume']} s/130 slices, "
-          f"{AUTHORS['s_per_slice']} s/slice, {AUTHORS['s_per_patch']} s/patch, "
-          f"{AUTHORS['rss_gb']} GB")
+                    for comp in a.compile.split(","):
+                        for cl in a.channels_last.split(","):
+                            spec = dict(net=net, method=method, precision=prec, window=win,
+                                        batch=a.batch, slices=a.slices, repeats=a.repeats,
+                                        device=a.device, threads=a.threads, shape=shape,
+                                        compile=comp == "on", channels_last=cl)
+                            r = subprocess.run([sys.executable, __file__, "--_child",
+                                                json.dumps(spec)], capture_output=True,
+                                               text=True)
+                            if r.returncode != 0:
+                                print(f"{net} {method} {prec} {win} compile={comp} cl={cl}: "
+                                      f"FAILED\n{r.stderr[-2000:]}", flush=True)
+                                continue
+                            res = json.loads(r.stdout.strip().splitlines()[-1])
+                            results["timing"].append(res)
+                            rp = res["resolved_precision"]
+                            pk = 100 * res["gflops_per_s"] / peaks[rp]
+                            extra = []
+                            if res.get("compile_s") is not None:
+                                extra.append(f"compile {res['compile_s']:.0f} s")
+                            if "gpu_peak_gib" in res:
+                                extra.append(f"GPU peak {res['gpu_peak_gib']:.2f} GiB")
+                            print(f"{net:6} {method:5} {rp + ('*' if prec == 'auto' else ''):6} "
+                                  f"{win:>4} {comp:4} {'on' if res['channels_last'] else 'off':3} "
+                                  f"{res['s_volume']:8.2f} {res['s_per_130_slices']:8.1f} "
+                                  f"{res['s_slice']:8.3f} {res['s_patch']:8.3f} "
+                                  f"{res['gflops_per_s']:8.1f} {pk:5.1f} {res['rss_gib']:7.2f}"
+                                  + (f"  ({', '.join(extra)})" if extra else ""), flush=True)
+    if not a.no_timing:
+        print("* precision=auto, resolved on this machine. %peak: of the matmul peak of that "
+              "precision measured above.")
+        print("reference figures (not measured in this run; the authors' code, paper, v2-5, "
+              f"fp32, other machines): {AUTHORS['s_per_volume']} s per 130-slice volume, "
+              f"{AUTHORS['s_per_slice']} s/slice, {AUTHORS['s_per_patch']} s/patch, "
+              f"peak RSS {AUTHORS['rss_gb']} GB as given (2-core CPU); "
+              f"{AUTHORS_BF16_EPYC['s_per_slice']} s/slice, {AUTHORS_BF16_EPYC['s_per_volume']} "
+              f"s/volume, {AUTHORS_BF16_EPYC['rss_gb']} GB (AVX512-BF16 EPYC)")
     if a.accuracy:
         rows = accuracy(a.train_steps, a.device, a.slices)
         results["accuracy"] = rows

@@ -51,9 +51,9 @@ def _healthy(n: int, brain: np.ndarray, seed: int):
         yield rng.random(SHAPE, dtype=np.float32) * 0.6 * brain, brain
 
 
-def _rss_mb() -> float:
+def _rss_gib() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / 1024 / (1024 if sys.platform == "darwin" else 1)
+    return r / 2 ** 20 / (1024 if sys.platform == "darwin" else 1)
 
 
 def main() -> None:
@@ -70,7 +70,7 @@ def main() -> None:
     for _ in _cases(min(args.volumes, 3), brain, 1):
         pass
     gen = (time.perf_counter() - t0) / min(args.volumes, 3)
-    rss0 = _rss_mb()
+    rss0 = _rss_gib()
     t0 = time.perf_counter()
     res = evaluate_cases(_cases(args.volumes, brain, 0), _healthy(args.healthy, brain, 1),
                          n_boot=args.bootstrap)
@@ -80,8 +80,8 @@ def main() -> None:
           f"best Dice {res.pixel.best_dice:.4f}  ({res.pixel.n_pos} lesion voxels)")
     print(f"total {total:.1f} s; {total / n:.2f} s per volume including generation, "
           f"~{total / n - gen:.2f} s per volume of evaluation (generation {gen:.2f} s)")
-    print(f"peak RSS {_rss_mb():.0f} MB (after setup {rss0:.0f} MB; one volume's map "
-          f"{np.prod(SHAPE) * 4 / 2**20:.0f} MB)")
+    print(f"peak RSS {_rss_gib():.2f} GiB (after setup {rss0:.2f} GiB; one volume's map "
+          f"{np.prod(SHAPE) * 4 / 2**30:.3f} GiB)")
 
 
 if __name__ == "__main__":

@@ -1,55 +1,87 @@
 """Training throughput and peak memory of the restoration network, with a time breakdown.
 
-Each configuration runs in a fresh subprocess, so its peak RSS is its own. A step is end to end:
-patch sampling, corruption (DAG), forward, backward, optimizer. GFLOP/s use the `paper` U-Net's
-48.3 GFLOP forward+backward per 128x128 patch (scaled by parameter-free FLOP ratio for other
-presets is not attempted: the fraction of peak is printed for `paper` only).
+Each configuration runs in a fresh subprocess, so its peak memory is its own. A step is end to
+end: patch sampling, corruption (DAG), forward, backward, optimizer. The FLOP of a step are
+counted once per configuration (``torch.utils.flop_counter``: convolutions and matrix products,
+forward and backward; the `paper` U-Net at 128 px: 48.3 GFLOP per patch), and the fraction of
+peak is taken against the fp32/bf16 matrix-product peak measured at the start of the same run.
+Memory is in GiB. ``precision=auto`` is shown with what it resolved to on this machine.
 
 Usage::
 
     python benchmarks/bench_training.py --preset small --batch 16 96 --precision fp32 bf16
-    python benchmarks/bench_training.py --preset paper --batch 16 --precision bf16 --reps 2
+    python benchmarks/bench_training.py --preset paper --batch 16 --precision auto --reps 2
+    python benchmarks/bench_training.py --preset paper --batch 16 --compile off on \\
+        --channels-last off on          # the levers, A/B
+    python benchmarks/bench_training.py --device cuda --preset paper --batch 96 --accum 1 \\
+        --precision bf16 --reps 200 --no-breakdown
 
-Authors' figures on a 2-core CPU: 67.8 s/step at 96 patches (1.4 patches/s, 17.9 GB peak RSS),
-7.9 s/step at 16 (2.0 patches/s). Peaks of that machine: 182 GFLOP/s fp32, 393 GFLOP/s bf16.
+The first (warm-up) step is timed on its own: with ``--compile on`` the difference between it
+and the median step is the compile time, reported separately.
+
+Reference figures (not measured by this script; TARGETS.md): the authors' code, 2-core CPU,
+fp32: 67.8 s per step of 96 patches (17.9 GB peak RSS), 7.9 s per step of 16; on an AVX512-BF16
+EPYC (2026-11-26): fp32 60.2 s / bf16 24.4 s at 96, fp32 5.66 s / bf16 2.40 s at 16.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-PAPER_GFLOP_PER_PATCH = 48.3
-PEAK_GFLOPS = {"fp32": 182.0, "bf16": 393.0}
-AUTHORS = {96: (67.8, 17.9), 16: (7.9, 3.9)}  # s/step, peak RSS GB
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import header, machine_info, measure_peaks, peak_rss_gib  # noqa: E402
+
+#: Reference figures, labelled as such when printed: (source, {batch: {precision: s/step}}).
+REFERENCES = [
+    ("authors' code, 2-core CPU (TARGETS.md)", {96: {"fp32": 67.8}, 16: {"fp32": 7.9}}),
+    ("authors' code, AVX512-BF16 EPYC 2026-11-26 (TARGETS.md)",
+     {96: {"fp32": 60.2, "bf16": 24.4}, 16: {"fp32": 5.66, "bf16": 2.40}}),
+]
 
 
 def _batch_shape(batch: int) -> tuple[int, int]:
+    """(volumes, slices) of a batch: the authors' 8 x 12 for 96, 8 x 2 for 16."""
     return {96: (8, 12), 16: (8, 2)}.get(batch, (batch, 1))
 
 
-def child(preset: str, batch: int, precision: str, reps: int, device: str, accum: int) -> dict:
-    """Time ``reps`` training steps after one warm-up; returns medians and peak RSS."""
+def _flops_per_patch(model, patch: int, dev, spatial_dims: int = 2) -> float:
+    """Forward + backward FLOP of one patch (convolutions and matrix products)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 1, *([patch] * spatial_dims), device=dev)
+    with FlopCounterMode(display=False) as fc:
+        model(x, torch.zeros(1, dtype=torch.long, device=dev)).sum().backward()
+    model.zero_grad(set_to_none=True)
+    return float(fc.get_total_flops())
+
+
+def child(preset: str, batch: int, precision: str, reps: int, device: str, accum: int,
+          compile_: bool = False, channels_last: str = "auto", breakdown: bool = True,
+          patch: int = 128) -> dict:
+    """Time ``reps`` training steps after one warm-up; returns medians and peak memory."""
     import numpy as np
     import torch
 
     from disyre.config import ModelConfig, RunConfig, SamplerConfig
-    from disyre.model import build_model
-    from disyre.runtime import resolve_device
+    from disyre.model import build_model, compile_network, use_channels_last
+    from disyre.runtime import decide_precision, resolve_device
     from disyre.training import BatchSource, make_optimizer, micro_batch_shards, train_step
 
     dev = resolve_device(device)
     cfg = RunConfig()
     cfg.model = ModelConfig.from_preset(preset)
     nv, ns = _batch_shape(batch)
-    cfg.sampler = SamplerConfig(n_volumes=nv, n_slices=ns, patch_size=128)
+    cfg.sampler = SamplerConfig(n_volumes=nv, n_slices=ns, patch_size=patch)
     cfg.corruption.augment = False
-    cfg.train.precision = precision
+    cfg.corruption.window = min(cfg.corruption.window, patch // 2)
+    prec = decide_precision(precision, dev)
     rng = np.random.default_rng(0)
     vols = []
     for _ in range(8):  # synthetic cohort of the authors' benchmark size
@@ -68,36 +100,51 @@ def child(preset: str, batch: int, precision: str, reps: int, device: str, accum
             return out
         return f
 
-    src.sample_shard = timed("sampling", real_sample)
-    src.corrupt = timed("corruption", real_corrupt)
+    if breakdown:
+        src.sample_shard = timed("sampling", real_sample)
+        src.corrupt = timed("corruption", real_corrupt)
     torch.manual_seed(0)
     model = build_model(cfg.model).to(dev)
-    channels_last = cfg.train.channels_last and dev.type == "cuda"  # as the loop does
-    if channels_last:
+    gflop_patch = _flops_per_patch(model, patch, dev) / 1e9
+    cl = {"on": True, "off": False}.get(channels_last)
+    cl = use_channels_last(cfg.model, dev, precision=prec.precision) if cl is None else cl
+    if cl:
         model = model.to(memory_format=torch.channels_last)
     opt, _ = make_optimizer(model, cfg)
+    if compile_:
+        compile_network(model)
     shards = micro_batch_shards(ns, 1, accum, 0)
-    steps, breakdown = [], []
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    steps, parts = [], []
+    first = 0.0
     for r in range(reps + 1):
         t.clear()
         t0 = time.perf_counter()
         train_step(model, opt, lambda i, r=r: src.micro_batch(0, r, shards[i]), accum,
-                   global_size=batch, device=dev, precision=precision, channels_last=channels_last,
-                   timings=t)
+                   global_size=batch, device=dev, precision=prec.precision, channels_last=cl,
+                   timings=t if breakdown else None)
         if dev.type == "cuda":
             torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
         if r:
-            steps.append(time.perf_counter() - t0)
-            breakdown.append(dict(t))
+            steps.append(dt)
+            parts.append(dict(t))
+        else:
+            first = dt
     med = statistics.median(steps)
     keys = ("sampling", "corruption", "forward", "backward", "optimizer")
-    out = {"preset": preset, "batch": batch, "precision": precision, "device": str(dev),
-           "accum": accum, "s_per_step": med, "patches_per_s": batch / med,
-           "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
-           "spread": (max(steps) - min(steps)) / med,
-           "breakdown": {k: statistics.median(b.get(k, 0.0) for b in breakdown) for k in keys}}
+    out = {"preset": preset, "batch": batch, "precision": prec.precision,
+           "precision_requested": precision, "precision_reason": prec.reason,
+           "device": str(dev), "accum": accum, "compile": compile_, "channels_last": cl,
+           "steps": reps, "s_per_step": med, "patches_per_s": batch / med,
+           "first_step_s": first, "compile_s": max(0.0, first - med) if compile_ else None,
+           "gflop_per_patch": gflop_patch, "gflops": gflop_patch * batch / med,
+           "rss_gib": peak_rss_gib(), "spread": (max(steps) - min(steps)) / med,
+           "breakdown": ({k: statistics.median(b.get(k, 0.0) for b in parts) for k in keys}
+                         if breakdown else None)}
     if dev.type == "cuda":
-        out["gpu_peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
+        out["gpu_peak_gib"] = torch.cuda.max_memory_allocated(dev) / 2 ** 30
     return out
 
 
@@ -108,50 +155,97 @@ def _auto_accum(batch: int, micro: int) -> int:
     return max(d for d in range(1, ns + 1) if ns % d == 0 and d <= want)
 
 
-def main() -> None:
+def references(batch: int, precision: str, s_per_step: float) -> list[str]:
+    """Ratios to the labelled reference figures (other machines or other code)."""
+    out = []
+    for src, table in REFERENCES:
+        ref = table.get(batch, {}).get(precision)
+        if ref:
+            out.append(f"{ref / s_per_step:.2f}x of {ref} s ({src})")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", nargs="+", default=["small"])
     p.add_argument("--batch", nargs="+", type=int, default=[16, 96])
-    p.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--precision", nargs="+", default=["fp32", "bf16"],
+                   help="fp32, bf16 and/or auto (the hardware decision)")
+    p.add_argument("--compile", nargs="+", choices=["off", "on"], default=["off"],
+                   help="torch.compile the network (A/B: --compile off on)")
+    p.add_argument("--channels-last", nargs="+", choices=["auto", "off", "on"],
+                   default=["auto"], help="memory layout (auto = the library's choice)")
+    p.add_argument("--reps", type=int, default=3, help="timed steps after one warm-up")
     p.add_argument("--accum", type=int, default=0,
                    help="micro-batches per step (0 = batch / --micro, so memory stays that of "
                         "a --micro batch)")
     p.add_argument("--micro", type=int, default=16, help="micro-batch size when --accum is 0")
+    p.add_argument("--patch", type=int, default=128)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--no-breakdown", action="store_true",
+                   help="no per-phase timing (on CUDA it synchronises around every phase)")
+    p.add_argument("--json", default=None, help="also write all rows here")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    a = p.parse_args()
+    a = p.parse_args(argv)
     if a.child:
         print(json.dumps(child(a.preset[0], a.batch[0], a.precision[0], a.reps, a.device,
-                               max(1, a.accum))))
-        return
-    print(f"{'preset':6} {'batch':>5} {'prec':4} {'s/step':>7} {'patch/s':>7} {'xAuth':>5} "
-          f"{'RSS GB':>6} {'GF/s':>6} {'%peak':>5}  breakdown s (sample/corrupt/fwd/bwd/opt)")
+                               max(1, a.accum), a.compile[0] == "on", a.channels_last[0],
+                               not a.no_breakdown, a.patch)))
+        return 0
+    info = machine_info(a.device)
+    peaks = measure_peaks(a.device)
+    print(header(info, peaks), flush=True)
+    print(f"{'preset':6} {'batch':>5} {'prec':9} {'comp':4} {'CL':3} {'s/step':>7} "
+          f"{'patch/s':>7} {'RSS GiB':>7} {'GF/s':>6} {'%peak':>5}  "
+          "breakdown s (sample/corrupt/fwd/bwd/opt)")
+    rows = []
     for preset in a.preset:
         for batch in a.batch:
             for prec in a.precision:
-                accum = a.accum or _auto_accum(batch, a.micro)
-                cmd = [sys.executable, __file__, "--child", "--preset", preset, "--batch",
-                       str(batch), "--precision", prec, "--reps", str(a.reps), "--device",
-                       a.device, "--accum", str(accum)]
-                r = subprocess.run(cmd, capture_output=True, text=True)
-                if r.returncode:
-                    print(f"{preset} {batch} {prec}: failed\n{r.stderr[-2000:]}")
-                    continue
-                d = json.loads(r.stdout.strip().splitlines()[-1])
-                gf = pk = float("nan")
-                if preset == "paper":
-                    gf = PAPER_GFLOP_PER_PATCH * d["patches_per_s"]
-                    pk = 100 * gf / PEAK_GFLOPS.get(prec, PEAK_GFLOPS["fp32"])
-                auth = AUTHORS.get(batch)
-                x = d["patches_per_s"] / (batch / auth[0]) if auth and preset == "paper" \
-                    else float("nan")
-                b = d["breakdown"]
-                print(f"{preset:6} {batch:5d} {prec:4} {d['s_per_step']:7.2f} "
-                      f"{d['patches_per_s']:7.1f} {x:5.2f} {d['rss_gb']:6.2f} {gf:6.1f} "
-                      f"{pk:5.1f}  " + "/".join(f"{b[k]:.2f}" for k in b)
-                      + f"  (spread {100 * d['spread']:.0f}%)", flush=True)
+                for comp in a.compile:
+                    for cl in a.channels_last:
+                        accum = a.accum or _auto_accum(batch, a.micro)
+                        cmd = [sys.executable, __file__, "--child", "--preset", preset,
+                               "--batch", str(batch), "--precision", prec, "--reps",
+                               str(a.reps), "--device", a.device, "--accum", str(accum),
+                               "--compile", comp, "--channels-last", cl, "--patch",
+                               str(a.patch)] + (["--no-breakdown"] if a.no_breakdown else [])
+                        r = subprocess.run(cmd, capture_output=True, text=True)
+                        if r.returncode:
+                            print(f"{preset} {batch} {prec} compile={comp} cl={cl}: failed\n"
+                                  f"{r.stderr[-2000:]}", flush=True)
+                            continue
+                        d = json.loads(r.stdout.strip().splitlines()[-1])
+                        rows.append(d)
+                        pk = 100 * d["gflops"] / peaks[d["precision"]]
+                        label = d["precision"] + ("*" if prec == "auto" else "")
+                        b = d["breakdown"]
+                        parts = "/".join(f"{b[k]:.2f}" for k in b) if b else "-"
+                        print(f"{preset:6} {batch:5d} {label:9} {comp:4} "
+                              f"{'on' if d['channels_last'] else 'off':3} "
+                              f"{d['s_per_step']:7.3f} {d['patches_per_s']:7.1f} "
+                              f"{d['rss_gib']:7.2f} {d['gflops']:6.1f} {pk:5.1f}  {parts}"
+                              f"  (spread {100 * d['spread']:.0f}%"
+                              + (f", compile {d['compile_s']:.0f} s" if d["compile_s"]
+                                 is not None else "")
+                              + (f", GPU peak {d['gpu_peak_gib']:.2f} GiB"
+                                 if "gpu_peak_gib" in d else "") + ")", flush=True)
+    print("* precision=auto, resolved on this machine. %peak: of the matmul peak of that "
+          "precision measured above. GF/s: counted FLOP (conv + matmul, fwd + bwd) / s.")
+    refs = [(d, references(d["batch"], d["precision"], d["s_per_step"])) for d in rows
+            if d["preset"] == "paper" and a.patch == 128 and d["device"] == "cpu"]
+    refs = [(d, r) for d, r in refs if r]
+    if refs:
+        print("reference figures (not measured in this run; other code / other machines):")
+        for d, r in refs:
+            print(f"  paper {d['batch']} {d['precision']} compile "
+                  f"{'on' if d['compile'] else 'off'} channels-last "
+                  f"{'on' if d['channels_last'] else 'off'}: " + "; ".join(r))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"machine": info, "peaks": peaks, "rows": rows}, f, indent=2)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

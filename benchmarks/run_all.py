@@ -1,6 +1,10 @@
 """Run every benchmark with its default (CPU-sized) settings and print their figures.
 
-Each benchmark runs as its own process, one after the other, so that timings do not overlap.
+The machine comes first (CPU model and flags: avx512_bf16, amx; torch; what
+``precision=auto`` picks here and why), then each benchmark as its own process, one after the
+other, so that timings do not overlap. Every benchmark measures the fp32/bf16 matmul peak in
+the same run and reports fractions of that peak; figures of other machines appear only as
+labelled references. Memory is in GiB.
 ``--quick`` shrinks every benchmark to a smoke run of a minute or two (figures are then only
 indicative); without it the whole set takes tens of minutes on a 2-core CPU, most of it in the
 `paper` network's training and detection rows.
@@ -27,11 +31,12 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "corruption": (["--threads", "2", "--repeats", "7"],
                    ["--threads", "2", "--repeats", "3"]),
     "training": (["--preset", "small", "paper", "--batch", "16", "96", "--precision", "fp32",
-                  "--reps", "3"],
-                 ["--preset", "small", "--batch", "16", "--precision", "fp32", "--reps", "2"]),
-    "detect": (["--nets", "paper,small", "--methods", "v2-5,v2-4,v1-5", "--precisions", "fp32",
-                "--windows", "128", "--slices", "0", "--repeats", "1"],
-               ["--nets", "small", "--slices", "4", "--repeats", "1"]),
+                  "bf16", "--reps", "3"],
+                 ["--preset", "small", "--batch", "16", "--precision", "fp32", "bf16",
+                  "--reps", "2"]),
+    "detect": (["--nets", "paper,small", "--methods", "v2-5,v1-5", "--precisions", "fp32,bf16",
+                "--windows", "128,0", "--slices", "16", "--repeats", "1"],
+               ["--nets", "small", "--methods", "v2-5", "--slices", "4", "--repeats", "1"]),
     "evaluation": (["--volumes", "100", "--bootstrap", "200"],
                    ["--volumes", "5", "--healthy", "2", "--bootstrap", "20"]),
 }
@@ -43,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), default=None)
     args = p.parse_args(argv)
     failed = []
+    sys.path.insert(0, str(HERE))
+    from machine import header, machine_info
+
+    machine = header(machine_info("cpu"))
+    print(machine, flush=True)
     for name, (full, quick) in BENCHMARKS.items():
         if args.only and name not in args.only:
             continue
@@ -53,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"=== {name}: exit {rc} after {time.perf_counter() - t0:.0f} s", flush=True)
         if rc:
             failed.append(name)
+    print(f"\nall figures above measured on:\n{machine}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

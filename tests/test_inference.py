@@ -255,7 +255,7 @@ def test_bad_window_settings_raise():
 def test_bf16_autocast_keeps_the_map_close():
     net = tiny_net(3)
     vol, _ = phantom(shape=(2, 48, 48), lesion=(1, 24, 24))
-    cfg = InferenceConfig(levels=[0, 60], window=32, stride=16)
+    cfg = InferenceConfig(levels=[0, 60], window=32, stride=16, precision="fp32")
     ref = predict_volume(net, vol, None, cfg)
     bf = predict_volume(net, vol, None, dataclasses.replace(cfg, precision="bf16"))
     assert bf.dtype == np.float32

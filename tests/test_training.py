@@ -153,7 +153,8 @@ def test_grad_accumulation_matches_one_big_batch(tmp_path: Path,
         opt = torch.optim.SGD(net.parameters(), lr=0.0)
         shards = micro_batch_shards(2, 1, accum, 0)
         train_step(net, opt, lambda i, sh=shards: src.micro_batch(0, 0, sh[i]), accum,
-                   global_size=8, device=torch.device("cpu"), grad_clip=None)
+                   global_size=8, device=torch.device("cpu"), grad_clip=None,
+                   precision="fp32")
         grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
     assert grads[0].abs().max() > 0
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)

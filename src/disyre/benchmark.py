@@ -289,6 +289,8 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
         t2 = time.perf_counter()
         config = {**run_cfg, "cache": str(cache.directory), "n_val": len(val_e),
                   "n_test_lesion": len(lesioned), "n_test_healthy": len(healthy_test)}
+        if mapper.detector is not None:
+            config["precision"] = mapper.detector.precision.to_dict()
         reports[name] = write_report(mdir / "report", res, config=config, overwrite=overwrite,
                                      title=f"{title}: {name}")
         if res.thresholds is not None:

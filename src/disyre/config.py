@@ -183,7 +183,7 @@ class TrainConfig:
     warmup_steps: int = 500
     grad_clip: float = 1.0
     ema_decay: float | None = None
-    precision: str = "auto"  # auto | fp32 | bf16 ; auto = bf16 on CUDA, fp32 on CPU
+    precision: str = "auto"  # auto | fp32 | bf16 ; auto = bf16 where the hardware has it
     val_every: int = 1000
     val_batches: int = 4
     ckpt_every: int = 1000
@@ -191,7 +191,8 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     device: str = "auto"
-    channels_last: bool = True
+    channels_last: bool = True  # where it helps: CUDA; CPU per model.CPU_CHANNELS_LAST
+    compile: bool = False  # torch.compile the network (compiles at the first step)
     num_threads: int | None = None
     # micro-batches per process and step (same gradient, memory of one micro-batch)
     grad_accum: int = 1
@@ -213,6 +214,7 @@ class InferenceConfig:
         foreground_weighting: Multiply each window's map by its foreground fraction.
         median_filter: Size of a 3D median filter applied to the map (0 = off).
         precision: ``auto`` | ``fp32`` | ``bf16``.
+        compile: ``torch.compile`` the network (compiles at the first pass).
     """
 
     method: str = "ensemble"
@@ -225,6 +227,7 @@ class InferenceConfig:
     median_filter: int = 0
     precision: str = "auto"
     device: str = "auto"
+    compile: bool = False
 
 
 #: autocast precisions of training and inference (``auto``: bf16 where it pays, else fp32)

@@ -8,6 +8,15 @@ The network can be built in 3D (``ModelConfig.spatial_dims=3``, inputs ``(B, 1, 
 but the data, corruptions and windows of disyre are 2D: a run config must keep
 ``spatial_dims=2`` (:meth:`disyre.config.RunConfig.validate`).
 
+Speed levers (each checked against the plain network in ``tests/test_model.py``):
+
+- attention through ``torch.nn.functional.scaled_dot_product_attention`` (MONAI's
+  ``use_flash_attention`` flag; always on, ``sdpa=False`` gives MONAI's einsum reference);
+- channels-last memory layout (:func:`use_channels_last`: per device and preset);
+- ``torch.compile`` of the U-Net (:func:`compile_network`; ``train.compile`` /
+  ``inference.compile``, off by default). Inductor also fuses each GroupNorm with the SiLU
+  that follows it, so there is no separate fused GroupNorm+SiLU module.
+
 Example:
     >>> import torch
     >>> from disyre.config import ModelConfig
@@ -32,13 +41,15 @@ class RestorationNet(nn.Module):
 
     Args:
         cfg: Architecture (see :class:`disyre.config.ModelConfig`).
+        sdpa: Attention through ``scaled_dot_product_attention`` (default); ``False`` gives
+            MONAI's explicit einsum/softmax attention (same parameters, the reference).
 
     Attributes:
         cfg: The config the network was built from.
         unet: The wrapped ``monai.networks.nets.DiffusionModelUNet``.
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, sdpa: bool = True) -> None:
         super().__init__()
         _validate(cfg)
         self.cfg = cfg
@@ -52,7 +63,7 @@ class RestorationNet(nn.Module):
             num_head_channels=cfg.num_head_channels,
             norm_num_groups=cfg.norm_num_groups,
             # torch's scaled_dot_product_attention: same parameters, faster, less memory
-            use_flash_attention=True,
+            use_flash_attention=sdpa,
         )
 
     @property
@@ -103,16 +114,70 @@ def _validate(cfg: ModelConfig) -> None:
         )
 
 
-def build_model(cfg: ModelConfig) -> RestorationNet:
+def build_model(cfg: ModelConfig, sdpa: bool = True) -> RestorationNet:
     """Build the restoration network of ``cfg`` (weights freshly initialised).
 
     Args:
         cfg: Model config; a preset name alone is resolved through ``ModelConfig.from_preset``.
+        sdpa: See :class:`RestorationNet`.
 
     Returns:
         A :class:`RestorationNet` on the CPU, in train mode.
     """
-    return RestorationNet(cfg)
+    return RestorationNet(cfg, sdpa=sdpa)
+
+
+#: Channels-last on the CPU, per (preset, precision) (2D only; missing = off). All off until
+#: measured on a quiet machine with ``benchmarks/bench_training.py --channels-last off on``:
+#: on a shared 2-core AVX512-BF16 EPYC, `paper` at 16 patches looked faster channels-last in
+#: fp32 but much slower in bf16 (oneDNN's bf16 backward), so the choice depends on both.
+#: On CUDA channels-last is always on.
+CPU_CHANNELS_LAST: dict[tuple[str, str], bool] = {}
+
+
+def use_channels_last(cfg: ModelConfig, device: torch.device | str, allowed: bool = True,
+                      precision: str = "fp32") -> bool:
+    """Whether to run the network channels-last (``train.channels_last`` is ``allowed``).
+
+    Channels-last where it helps: on CUDA for every 2D network, on the CPU for the
+    ``(preset, precision)`` pairs marked in :data:`CPU_CHANNELS_LAST`; never for 3D networks
+    or when not ``allowed``.
+
+    Args:
+        cfg: The network's config (``spatial_dims``, ``preset``).
+        device: Where it runs.
+        allowed: ``False`` rules it out.
+        precision: The resolved precision it runs in (``fp32`` or ``bf16``).
+
+    Example:
+        >>> use_channels_last(ModelConfig.from_preset("small"), "cuda")
+        True
+    """
+    if not allowed or cfg.spatial_dims != 2:
+        return False
+    if torch.device(device).type == "cuda":
+        return True
+    return CPU_CHANNELS_LAST.get((cfg.preset, precision), False)
+
+
+def compile_network(model: nn.Module, **kwargs: object) -> nn.Module:
+    """``torch.compile`` the network's U-Net in place (parameter names stay unchanged).
+
+    Compilation happens at the first forward pass (minutes on a 2-core CPU, even for the
+    ``tiny`` network) and again for new input shapes. Compile before wrapping the network in
+    DDP.
+
+    Args:
+        model: A :class:`RestorationNet` (or any module; its ``unet`` if it has one).
+        **kwargs: Passed to ``torch.compile`` (``mode``, ``backend``, ``dynamic``, ...).
+
+    Returns:
+        ``model`` itself, with ``model.compiled = True``.
+    """
+    target = getattr(model, "unet", model)
+    target.compile(**kwargs)
+    model.compiled = True
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,8 +1,15 @@
 """Device, precision and randomness: one place that decides where and how tensors compute.
 
+``precision="auto"`` is a hardware decision (:func:`decide_precision`): bf16 autocast on a GPU
+that supports bf16, and on a CPU with native bf16 instructions (AVX512-BF16 or AMX) where a
+short fp32-vs-bf16 matrix product confirms that bf16 is faster; fp32 everywhere else. The CPU
+decision is taken once per process (cached) and logged with its reason.
+
 Example:
     >>> dev = resolve_device("cpu")
     >>> g = make_generator(0, dev)
+    >>> decide_precision("fp32", dev).precision
+    'fp32'
     >>> with autocast(dev, "fp32"):
     ...     pass
 """
@@ -10,9 +17,34 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
+import platform
+import time
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
+
+log = logging.getLogger(__name__)
+
+#: Accepted values of ``train.precision`` / ``inference.precision``.
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+#: CPU flags (``/proc/cpuinfo`` names) that mean bf16 matrix products run natively.
+CPU_BF16_FLAGS: tuple[str, ...] = ("avx512_bf16", "amx_bf16")
+
+#: CPU flags reported by :func:`cpu_info` (the ones that matter for speed here).
+CPU_FLAGS_OF_INTEREST: tuple[str, ...] = ("avx2", "fma", "avx512f", "avx512_vnni",
+                                          "avx512_bf16", "amx_tile", "amx_bf16", "bf16")
+
+#: ``auto`` picks bf16 on a CPU only if the probe's bf16 matmul is at least this much faster.
+CPU_BF16_MIN_SPEEDUP: float = 1.2
+
+#: Side of the square matrices of the fp32-vs-bf16 probe (about 0.1-0.3 s in all on 2 cores).
+PROBE_SIZE: int = 1024
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -27,16 +59,274 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+# --------------------------------------------------------------------------------------------
+# The CPU: model, flags, a matmul probe
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """What this CPU is and which of :data:`CPU_FLAGS_OF_INTEREST` it has.
+
+    Attributes:
+        model: Model name (``/proc/cpuinfo``'s ``model name``, else ``platform.processor()``).
+        arch: Machine architecture (``x86_64``, ``aarch64``, ...).
+        flags: The flags of interest it has.
+        bf16_native: True if it has a native bf16 matrix instruction set (AVX512-BF16, AMX),
+            False if it is an x86 CPU without one, None if unknown (other architectures).
+        cores: Logical CPUs torch sees (``torch.get_num_threads()`` at first call).
+    """
+
+    model: str
+    arch: str
+    flags: tuple[str, ...]
+    bf16_native: bool | None
+    cores: int
+
+    def describe(self) -> str:
+        """One line: model, architecture, the flags of interest."""
+        return f"{self.model} ({self.arch}; flags: {' '.join(self.flags) or 'none of interest'})"
+
+
+def _read_proc_cpuinfo(path: str = "/proc/cpuinfo") -> tuple[str, set[str]]:
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return "", set()
+    first: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, val = line.partition(":")
+        first.setdefault(key.strip().lower(), val.strip())
+    # x86: "model name" (its "model" is a number); ARM: "Model" or "Hardware", if anything
+    model = next((first[k] for k in ("model name", "cpu model", "model", "hardware")
+                  if first.get(k) and not first[k].isdigit()), "")
+    flags = set((first.get("flags") or first.get("features") or "").split())
+    return model, flags
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_info() -> CpuInfo:
+    """This machine's CPU (cached).
+
+    Example:
+        >>> info = cpu_info()
+        >>> isinstance(info.describe(), str)
+        True
+    """
+    model, flags = _read_proc_cpuinfo()
+    arch = platform.machine().lower()
+    x86 = arch in ("x86_64", "amd64", "i686", "x86")
+    if x86:
+        # torch's own detection (the cpuinfo library), in case /proc/cpuinfo is absent
+        probes = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_tile": "_is_amx_tile_supported",
+                  "avx512f": "_is_avx512_supported", "avx2": "_is_avx2_supported"}
+        for flag, fn in probes.items():
+            with contextlib.suppress(Exception):
+                if getattr(torch.cpu, fn)():
+                    flags.add(flag)
+    have = tuple(f for f in CPU_FLAGS_OF_INTEREST if f in flags)
+    native: bool | None = any(f in flags for f in CPU_BF16_FLAGS) if x86 else None
+    return CpuInfo(model=model or platform.processor() or "unknown CPU", arch=arch or "unknown",
+                   flags=have, bf16_native=native, cores=torch.get_num_threads())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_seconds(n: int, dtype: torch.dtype, device: str | torch.device = "cpu",
+                   reps: int = 3) -> float:
+    """Best-of-``reps`` seconds of one ``n x n`` by ``n x n`` product (after one warm-up).
+
+    Args:
+        n: Matrix side.
+        dtype: ``torch.float32`` or ``torch.bfloat16`` (or any matmul dtype).
+        device: Where to run it.
+        reps: Timed repetitions (the fastest counts).
+    """
+    device = torch.device(device)
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, generator=g, device=device).to(dtype)
+    b = torch.randn(n, n, generator=g, device=device).to(dtype)
+    a @ b
+    _sync(device)
+    best = float("inf")
+    for _ in range(max(1, reps)):
+        t0 = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def matmul_gflops(dtype: torch.dtype, device: str | torch.device = "cpu", n: int = 4096,
+                  reps: int = 3) -> float:
+    """Measured GFLOP/s of an ``n x n`` matrix product (``2 n^3`` FLOP): the practical peak.
+
+    Example:
+        >>> matmul_gflops(torch.float32, "cpu", n=64, reps=1) > 0
+        True
+    """
+    return 2 * n ** 3 / matmul_seconds(n, dtype, device, reps) / 1e9
+
+
+def bf16_matmul_speedup(n: int = PROBE_SIZE, rounds: int = 3) -> float:
+    """How many times faster a bf16 than an fp32 ``n x n`` product runs on this CPU.
+
+    The two are timed alternately (``rounds`` each, best of each kept), so a passing load
+    affects both alike. About 0.1-0.3 s at ``n=1024`` on 2 cores with native bf16; up to about
+    1 s without it.
+    """
+    g = torch.Generator().manual_seed(0)
+    a32 = torch.randn(n, n, generator=g)
+    b32 = torch.randn(n, n, generator=g)
+    a16, b16 = a32.bfloat16(), b32.bfloat16()
+    a32 @ b32
+    a16 @ b16
+    best = {"fp32": float("inf"), "bf16": float("inf")}
+    for _ in range(max(1, rounds)):
+        for name, (x, y) in (("fp32", (a32, b32)), ("bf16", (a16, b16))):
+            t0 = time.perf_counter()
+            x @ y
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best["fp32"] / max(best["bf16"], 1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# Precision
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrecisionDecision:
+    """The precision a computation runs in, and why.
+
+    Attributes:
+        requested: What the config asked for (``auto``, ``fp32`` or ``bf16``).
+        precision: What runs: ``fp32`` (no autocast) or ``bf16`` (bf16 autocast).
+        device: Device type (``cpu``, ``cuda``).
+        reason: Why, in words (the probe's answer for ``auto``).
+    """
+
+    requested: str
+    precision: str
+    device: str
+    reason: str
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """Autocast dtype (``None`` = plain fp32)."""
+        return torch.bfloat16 if self.precision == "bf16" else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for ``run.json``, ``config.json`` and reports."""
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.precision} on {self.device} (requested {self.requested}: {self.reason})"
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_decision() -> tuple[bool, str]:
+    """Whether ``auto`` runs bf16 on this CPU, and why (cached: decided once per process).
+
+    Reads the CPU flags (:func:`cpu_info`); where they show native bf16, or cannot tell
+    (non-x86), a short fp32-vs-bf16 matmul (:func:`bf16_matmul_speedup`) must show bf16 at
+    least :data:`CPU_BF16_MIN_SPEEDUP` times faster. An x86 CPU without AVX512-BF16/AMX gets
+    fp32 without probing (bf16 is emulated there and slower).
+    """
+    info = cpu_info()
+    native = [f for f in CPU_BF16_FLAGS if f in info.flags]
+    if info.bf16_native is False:
+        return False, f"{info.model} has no native bf16 (no {'/'.join(CPU_BF16_FLAGS)})"
+    speedup = bf16_matmul_speedup()
+    what = f"has {'/'.join(native)}" if native else f"{info.arch}, bf16 support unknown"
+    probe = f"bf16 matmul {speedup:.1f}x the speed of fp32 ({PROBE_SIZE}^2 probe)"
+    if speedup >= CPU_BF16_MIN_SPEEDUP:
+        return True, f"{info.model} {what}; {probe}"
+    return False, f"{info.model} {what}, but {probe} < {CPU_BF16_MIN_SPEEDUP}x"
+
+
+def _cuda_bf16(device: torch.device) -> tuple[bool, str]:
+    try:
+        ok = torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # older torch without the keyword
+        ok = torch.cuda.is_bf16_supported()
+    try:
+        name = torch.cuda.get_device_name(device)
+    except Exception:
+        name = "the GPU"
+    return ok, f"{name} {'supports' if ok else 'does not support'} bf16"
+
+
+_logged: set[tuple[str, str, str]] = set()
+
+
+def decide_precision(precision: str, device: torch.device | str) -> PrecisionDecision:
+    """Resolve ``precision`` (``auto``/``fp32``/``bf16``) on ``device``, with the reason.
+
+    ``auto``: bf16 on CUDA when ``torch.cuda.is_bf16_supported()``; on a CPU see
+    :func:`cpu_bf16_decision`; fp32 on other devices. The first ``auto`` decision per device
+    type is logged (INFO).
+
+    Raises:
+        ValueError: ``precision`` is not one of :data:`PRECISIONS`.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    device = torch.device(device)
+    kind = device.type
+    slow = False
+    if precision != "auto":
+        reason = "requested"
+        if precision == "bf16" and kind == "cpu" and cpu_info().bf16_native is False:
+            slow = True
+            reason = (f"requested; {cpu_info().model} has no native bf16, expect it slower "
+                      "than fp32")
+        d = PrecisionDecision(precision, precision, kind, reason)
+    elif kind == "cuda":
+        ok, why = _cuda_bf16(device)
+        d = PrecisionDecision("auto", "bf16" if ok else "fp32", kind, why)
+    elif kind == "cpu":
+        ok, why = cpu_bf16_decision()
+        d = PrecisionDecision("auto", "bf16" if ok else "fp32", kind, why)
+    else:
+        d = PrecisionDecision("auto", "fp32", kind, f"no bf16 decision for {kind} devices")
+    key = (d.requested, d.precision, kind)
+    if key not in _logged and (precision == "auto" or slow):
+        _logged.add(key)
+        (log.warning if slow else log.info)("precision: %s", d)
+    return d
+
+
+def agree_precision(decision: PrecisionDecision, device: torch.device) -> PrecisionDecision:
+    """Rank 0's ``auto`` decision on every rank of an initialised process group.
+
+    Each process times its own probe, so under DDP the ranks could disagree; this makes them
+    all follow rank 0. Outside a process group (or for explicit choices) it returns
+    ``decision`` unchanged.
+    """
+    import torch.distributed as dist
+
+    if decision.requested != "auto" or not (dist.is_available() and dist.is_initialized()) \
+            or dist.get_world_size() < 2:
+        return decision
+    flag = torch.tensor([1.0 if decision.precision == "bf16" else 0.0], device=device)
+    dist.broadcast(flag, src=0)
+    precision = "bf16" if flag.item() > 0.5 else "fp32"
+    if precision == decision.precision:
+        return decision
+    return PrecisionDecision("auto", precision, decision.device,
+                             f"rank 0's decision (this rank: {decision.reason})")
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype for ``precision`` on ``device`` (``None`` = plain fp32).
 
-    ``auto`` means bf16 on CUDA (the authors' setting) and fp32 on CPU.
+    See :func:`decide_precision` for what ``auto`` means.
     """
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return decide_precision(precision, device).dtype
 
 
 def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:

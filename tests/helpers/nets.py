@@ -50,6 +50,7 @@ def tiny_config(steps: int = 6, **train_kw: Any) -> RunConfig:
     t.steps, t.lr, t.warmup_steps, t.device = steps, 2e-3, 2, "cpu"
     t.val_every, t.val_batches, t.ckpt_every, t.log_every = 1000, 1, 1000, 1
     t.channels_last = False
+    t.precision = "fp32"  # exact comparisons; "auto" follows the CPU (bf16 where native)
     for k, v in train_kw.items():
         setattr(t, k, v)
     return cfg

@@ -277,11 +277,11 @@ def run(args: argparse.Namespace) -> int:
     if args.precision is not None:
         det.cfg.inference.precision = args.precision
     inf = det.inference
-    log.info("detect: %d scan(s)%s, %s, levels %s, window %s, device %s, precision %s",
+    log.info("detect: %d scan(s)%s, %s, levels %s, window %s, device %s, precision %s (%s)",
              len(todo), f" (shard {rank}/{world} of {len(scans)})" if world > 1 else "",
              "v2 ensemble" if inf.method == "ensemble" else f"v1 multistep ({inf.steps} steps)",
              inf.levels if inf.method == "ensemble" else "-", inf.window or "whole slice",
-             det.device, inf.precision)
+             det.device, det.precision.precision, det.precision.reason)
 
     failed: list[tuple[Path, str]] = []
     warned: list[str] = []

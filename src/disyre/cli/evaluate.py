@@ -201,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
               "n_healthy": len(healthy)}
     if source.detector is not None:
         config["run"] = source.detector.cfg.to_dict()
+        config["precision"] = source.detector.precision.to_dict()
     report = write_report(out, res, config=config, overwrite=True,
                           title=f"Evaluation of {args.checkpoint or args.maps}")
     if res.thresholds is not None:

@@ -19,7 +19,7 @@ from disyre.data.intensity import intensity_signature
 from disyre.evaluation.metrics import SCORE_VOLUME_MM3, top_volume_mean
 from disyre.inference.restoration import InferenceInput
 from disyre.inference.windows import _size_multiple, count_work, predict_volume
-from disyre.runtime import resolve_device
+from disyre.runtime import PrecisionDecision, decide_precision, resolve_device
 
 # --------------------------------------------------------------------------------------------
 # 3. The user's API
@@ -180,7 +180,8 @@ class Detector:
         device: Where to compute (``"auto"``: CUDA if available).
         reference: Training-data description for the sanity checks (``contrast``,
             ``intensity_quantiles``, ``spacing``); see :func:`sanity_warnings`.
-        channels_last: Feed the network channels-last tensors (default: on CUDA only).
+        channels_last: Feed the network channels-last tensors (default:
+            :func:`disyre.model.use_channels_last`, i.e. on CUDA).
         seed: Seed of the generator for noising corruptions (the Gaussian baseline).
 
     Example:
@@ -194,8 +195,12 @@ class Detector:
                  seed: int = 0) -> None:
         self.device = resolve_device(device)
         self.cfg = cfg
-        self.channels_last = (self.device.type == "cuda") if channels_last is None \
-            else channels_last
+        if channels_last is None:
+            from disyre.model import use_channels_last
+
+            channels_last = use_channels_last(cfg.model, self.device,
+                                              precision=self.precision.precision)
+        self.channels_last = channels_last
         model = model.to(self.device).eval()
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -208,6 +213,11 @@ class Detector:
     def inference(self) -> InferenceConfig:
         """The inference settings in use."""
         return self.cfg.inference
+
+    @property
+    def precision(self) -> PrecisionDecision:
+        """The precision the network runs in (``inference.precision`` resolved), and why."""
+        return decide_precision(self.inference.precision, self.device)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto",
@@ -296,6 +306,10 @@ class Detector:
         Noising corruptions (the Gaussian baseline) draw from a generator seeded with
         ``self.seed``, so the same volume always gets the same map.
         """
+        if self.inference.compile and not getattr(self.model, "compiled", False):
+            from disyre.model import compile_network
+
+            compile_network(self.model)
         gen = None
         if self.corruption is not None:
             gen = torch.Generator(device=self.device)

@@ -85,7 +85,8 @@ def _state_dict_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
 def save_checkpoint(ckpt_root: str | Path, *, step: int, model: nn.Module, cfg: RunConfig,
                     codebook: list[float] | None, state: dict[str, Any],
                     ema: nn.Module | None = None, keep_last: int = 3,
-                    data: dict[str, Any] | None = None) -> Path:
+                    data: dict[str, Any] | None = None,
+                    runtime: dict[str, Any] | None = None) -> Path:
     """Write the checkpoint of ``step`` atomically, point ``last`` at it, prune old ones.
 
     Args:
@@ -98,6 +99,7 @@ def save_checkpoint(ckpt_root: str | Path, *, step: int, model: nn.Module, cfg: 
         ema: The EMA network (its weights go to ``ema.safetensors``), if any.
         keep_last: Number of checkpoints to keep (older ones are deleted; ``<= 0`` keeps all).
         data: Description of the training data (contrast, intensity signature), if known.
+        runtime: How the run computed (resolved precision and why, device, layout, compile).
 
     Returns:
         The checkpoint folder.
@@ -122,6 +124,8 @@ def save_checkpoint(ckpt_root: str | Path, *, step: int, model: nn.Module, cfg: 
             "ema": ema is not None,
             "data": data or {},
         }
+        if runtime is not None:
+            meta["runtime"] = runtime
         save_file(_state_dict_cpu(model), str(tmp / MODEL_FILE), metadata={"step": str(step)})
         if ema is not None:
             save_file(_state_dict_cpu(ema.module), str(tmp / EMA_FILE),

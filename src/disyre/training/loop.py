@@ -34,8 +34,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from disyre.config import ConfigError, RunConfig
 from disyre.data.intensity import intensity_signature
 from disyre.io_utils import atomic_write_json, prepare_output_dir, provenance
-from disyre.model import build_model, count_parameters
-from disyre.runtime import autocast, resolve_device, resolve_precision
+from disyre.model import build_model, compile_network, count_parameters, use_channels_last
+from disyre.runtime import agree_precision, autocast, cpu_info, decide_precision, resolve_device
 from disyre.training import distributed as ddp
 from disyre.training.batches import VAL_STREAM, Batch, BatchSource, micro_batch_shards
 from disyre.training.checkpoint import (
@@ -216,7 +216,7 @@ def _check_precision(cfg: RunConfig, device: torch.device) -> None:
     if cfg.train.precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"train.precision must be auto, fp32 or bf16, got "
                           f"{cfg.train.precision!r}")
-    resolve_precision(cfg.train.precision, device)
+    decide_precision(cfg.train.precision, device)
 
 
 def _check_resume_config(cfg: RunConfig, saved: RunConfig, ckpt: Path) -> None:
@@ -376,9 +376,12 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
     # --- model, optimizer, EMA (same initial weights on every rank: seeded build) ---
     torch.manual_seed(t.seed)
     model = build_model(cfg.model).to(device)
-    # channels-last helps CUDA convolutions; on the CPU it is mixed (slower for small, faster
-    # for paper): CUDA only
-    use_cl = t.channels_last and cfg.model.spatial_dims == 2 and device.type == "cuda"
+    # the resolved precision (rank 0's under DDP) and layout, recorded in run.json/config.json
+    prec = agree_precision(decide_precision(t.precision, device), device)
+    use_cl = use_channels_last(cfg.model, device, t.channels_last, prec.precision)
+    runtime = {"precision": prec.precision, "precision_requested": prec.requested,
+               "precision_reason": prec.reason, "device": str(device), "channels_last": use_cl,
+               "compile": t.compile, "cpu": cpu_info().describe()}
     if use_cl:
         model = model.to(memory_format=torch.channels_last)
     opt, sched = make_optimizer(model, cfg)
@@ -413,11 +416,13 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
                              codebook)
                 codebook = [float(c) for c in saved_cb]
             log.info("resuming from %s (step %d)", ckpt_path, step)
+    if t.compile:  # after the EMA copy and the resumed weights; keeps parameter names
+        compile_network(model)
     if world.is_main:
         atomic_write_json(out_dir / RUN_MARKER, {
             "run": cfg.to_dict(), "codebook": codebook, "status": "training",
             "world_size": world.world_size, "provenance": provenance(),
-            "n_parameters": count_parameters(model)})
+            "n_parameters": count_parameters(model), "runtime": runtime})
         if step > 0:
             _truncate_log(out_dir / LOG_FILE, step)
     net: nn.Module = model
@@ -467,7 +472,8 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
                  "ema": None if ema is None else ema.state_dict(),
                  "torch_rng": torch.get_rng_state(), "step": at}
         return save_checkpoint(ckpt_root, step=at, model=model, cfg=cfg, codebook=codebook,
-                               state=state, ema=ema, keep_last=t.keep_last, data=data)
+                               state=state, ema=ema, keep_last=t.keep_last, data=data,
+                               runtime=runtime)
 
     try:
         while step < t.steps:
@@ -475,7 +481,7 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
             loss = train_step(
                 net, opt, lambda i, s=s: src.micro_batch(t.seed, s, shards[i]),
                 len(shards), global_size=global_size, device=device,
-                precision=t.precision, grad_clip=t.grad_clip,
+                precision=prec.precision, grad_clip=t.grad_clip,
                 channels_last=use_cl, world=world)
             lr = opt.param_groups[0]["lr"]
             sched.step()
@@ -493,11 +499,11 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
             do_log = step % t.log_every == 0 or step == t.steps or do_val
             row: dict[str, Any] = {}
             if do_val:
-                vl = evaluate(model, val_batches, device, t.precision)
+                vl = evaluate(model, val_batches, device, prec.precision)
                 row["val_loss"] = f"{vl:.6g}"
                 result.val_losses.append((step, vl))
                 if ema is not None:
-                    row["val_loss_ema"] = f"{evaluate(ema.module, val_batches, device, t.precision):.6g}"  # noqa: E501
+                    row["val_loss_ema"] = f"{evaluate(ema.module, val_batches, device, prec.precision):.6g}"  # noqa: E501
             if do_log and world.is_main:
                 now = time.perf_counter()
                 pps = steps_since * global_size / max(now - t_log, 1e-9)
@@ -539,7 +545,7 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
             "run": cfg.to_dict(), "codebook": codebook, "status": "done", "step": step,
             "checkpoint": str(result.checkpoint) if result.checkpoint else None,
             "world_size": world.world_size, "provenance": provenance(),
-            "n_parameters": count_parameters(model)})
+            "n_parameters": count_parameters(model), "runtime": runtime})
         log.info("%s", result.summary())
     else:
         result.checkpoint = None

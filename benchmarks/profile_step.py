@@ -1,0 +1,188 @@
+"""Profile one training step (default: `paper`, 16 patches of 128 px) with ``torch.profiler``.
+
+Prints where the step's time goes: by phase (batch, forward, backward, optimizer) and op type
+(convolution, matrix product, attention, GroupNorm, activation, element-wise, copies/layout,
+optimizer, ...), then the top ops by self time. The step is the training loop's step written
+out with a profiler label per phase; one or two unprofiled warm-up steps come first (two with
+``--compile``, whose first step compiles). On CUDA, times are GPU kernel times.
+
+Usage::
+
+    python benchmarks/profile_step.py                                   # paper, 16, auto
+    python benchmarks/profile_step.py --precision bf16 --channels-last on --top 30
+    python benchmarks/profile_step.py --device cuda --batch 96 --trace step.json  # Chrome trace
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+PHASES = ("batch", "forward", "backward", "optimizer")
+
+#: op type -> substrings of aten/profiler op names (first match wins, in this order)
+CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
+    ("optimizer", ("_foreach", "adamw", "adam", "clip_grad", "optimizer")),
+    ("attention", ("scaled_dot_product", "flash", "efficient_attention", "softmax", "sdpa")),
+    ("convolution", ("conv", "mkldnn_convolution", "cudnn", "winograd")),
+    ("matrix product", ("addmm", "::mm", "bmm", "matmul", "linear", "einsum", "gemm")),
+    ("group norm", ("group_norm", "groupnorm", "native_group_norm")),
+    ("activation", ("silu", "gelu", "sigmoid", "relu")),
+    ("upsample/pool", ("upsample", "interpolate", "pool")),
+    ("copy/layout", ("copy_", "_to_copy", "::to", "contiguous", "clone", "cat", "permute",
+                     "transpose", "view", "reshape", "expand", "empty", "as_strided", "fill_",
+                     "zero_", "memcpy", "memset")),
+    ("reduction/loss", ("mse", "sum", "mean", "norm", "::max", "::min")),
+    ("element-wise", ("add", "mul", "sub", "div", "pow", "sqrt", "exp", "lerp", "where",
+                      "clamp", "neg", "rsqrt")),
+]
+
+
+def category(name: str) -> str:
+    """Op type of a profiler event name (``aten::convolution`` -> ``convolution``)."""
+    n = name.lower()
+    for cat, keys in CATEGORIES:
+        if any(k in n for k in keys):
+            return cat
+    return "other"
+
+
+def _self_time_us(ev, cuda: bool) -> float:
+    if cuda:
+        for attr in ("self_device_time_total", "self_cuda_time_total"):
+            if hasattr(ev, attr):
+                return float(getattr(ev, attr))
+        return 0.0
+    return float(ev.self_cpu_time_total)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="paper")
+    p.add_argument("--batch", type=int, default=16, help="patches per step (one micro-batch)")
+    p.add_argument("--patch", type=int, default=128)
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
+    p.add_argument("--compile", action="store_true", help="torch.compile the network first")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--top", type=int, default=25, help="top ops to list")
+    p.add_argument("--trace", default=None, help="also write a Chrome trace here")
+    a = p.parse_args(argv)
+
+    import numpy as np
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from disyre.config import ModelConfig, RunConfig, SamplerConfig
+    from disyre.model import build_model, compile_network, use_channels_last
+    from disyre.runtime import autocast, cpu_info, decide_precision, resolve_device
+    from disyre.training import BatchSource, make_optimizer
+
+    dev = resolve_device(a.device)
+    cuda = dev.type == "cuda"
+    cfg = RunConfig()
+    cfg.model = ModelConfig.from_preset(a.preset)
+    cfg.sampler = SamplerConfig(n_volumes=a.batch, n_slices=1, patch_size=a.patch)
+    cfg.corruption.augment = False
+    cfg.corruption.window = min(cfg.corruption.window, a.patch // 2)
+    prec = decide_precision(a.precision, dev)
+    rng = np.random.default_rng(0)
+    vols = []
+    for _ in range(4):
+        v = np.zeros((40, 136, 162), np.float32)
+        v[5:35, 10:126, 12:150] = rng.random((30, 116, 138), dtype=np.float32) * 0.5 + 0.3
+        vols.append(v)
+    src = BatchSource(vols, cfg, device=dev)
+    torch.manual_seed(0)
+    model = build_model(cfg.model).to(dev)
+    cl = {"on": True, "off": False}.get(a.channels_last)
+    cl = use_channels_last(cfg.model, dev, precision=prec.precision) if cl is None else cl
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    opt, _ = make_optimizer(model, cfg)
+    if a.compile:
+        compile_network(model)
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(dev)
+
+    def step(s: int) -> None:
+        with record_function("batch"):
+            b = src.micro_batch(0, s, [0])
+            x = b.corrupted.to(dev)
+            if cl:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y, lvl = b.clean.to(dev), b.level.to(dev)
+        opt.zero_grad(set_to_none=True)
+        with record_function("forward"):
+            with autocast(dev, prec.precision):
+                pred = model(x, lvl)
+            loss = torch.nn.functional.mse_loss(pred.float(), y.float())
+        with record_function("backward"):
+            loss.backward()
+        with record_function("optimizer"):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+        sync()
+
+    t0 = time.perf_counter()
+    for s in range(2 if a.compile else 1):
+        step(s)
+    warm = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    step(10)
+    plain = time.perf_counter() - t0
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts, record_shapes=False) as prof:
+        step(11)
+    if a.trace:
+        prof.export_chrome_trace(a.trace)
+
+    print(f"profile of one training step: preset {a.preset}, {a.batch} patches of {a.patch} px, "
+          f"{prec.precision} ({prec.reason}), channels-last {'on' if cl else 'off'}, "
+          f"compile {'on' if a.compile else 'off'}, {dev}")
+    print(f"machine: {cpu_info().describe()}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads"
+          + (f"; {torch.cuda.get_device_name(dev)}" if cuda else ""))
+    print(f"warm-up {warm:.2f} s; unprofiled step {plain:.3f} s "
+          f"({a.batch / plain:.1f} patches/s)\n")
+
+    events = list(prof.events())
+    spans = {ev.name: ev.time_range for ev in events if ev.name in PHASES}
+    table: dict[tuple[str, str], float] = defaultdict(float)
+    for ev in events:
+        if ev.name in PHASES:
+            continue
+        t = _self_time_us(ev, cuda)
+        if t <= 0:
+            continue
+        start = ev.time_range.start
+        phase = next((ph for ph, r in spans.items() if r.start <= start <= r.end), "other")
+        table[(phase, category(ev.name))] += t
+    total = sum(table.values()) or 1.0
+    cats = sorted({c for _, c in table}, key=lambda c: -sum(v for (_, cc), v in table.items()
+                                                           if cc == c))
+    phases = [ph for ph in (*PHASES, "other") if any(k[0] == ph for k in table)]
+    unit = "GPU kernel" if cuda else "CPU self"
+    print(f"{unit} time by phase and op type (ms; % of {total / 1e3:.1f} ms):")
+    print(f"{'op type':16}" + "".join(f"{ph:>11}" for ph in phases) + f"{'total':>11}{'%':>6}")
+    for c in cats:
+        row = [table.get((ph, c), 0.0) for ph in phases]
+        print(f"{c:16}" + "".join(f"{v / 1e3:11.1f}" for v in row)
+              + f"{sum(row) / 1e3:11.1f}{100 * sum(row) / total:6.1f}")
+    col = [sum(v for (ph, _), v in table.items() if ph == p_) for p_ in phases]
+    print(f"{'all':16}" + "".join(f"{v / 1e3:11.1f}" for v in col) + f"{total / 1e3:11.1f}")
+    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    print(f"\ntop {a.top} ops by {unit.lower()} time:")
+    print(prof.key_averages().table(sort_by=sort, row_limit=a.top, max_name_column_width=48))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

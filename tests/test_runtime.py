@@ -1,0 +1,267 @@
+"""Tests of the device/precision decisions: ``precision=auto`` follows the hardware probe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from disyre import runtime
+from disyre.config import ModelConfig, RunConfig, SamplerConfig
+from disyre.model import build_model
+from disyre.runtime import CpuInfo, autocast, decide_precision
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.fixture
+def fresh_decision():
+    """Forget the cached CPU decision before and after the test."""
+    runtime.cpu_bf16_decision.cache_clear()
+    yield
+    runtime.cpu_bf16_decision.cache_clear()
+
+
+def _cpu(native: bool | None, flags: tuple[str, ...] = (), arch: str = "x86_64") -> CpuInfo:
+    return CpuInfo(model="Test CPU", arch=arch, flags=flags, bf16_native=native, cores=2)
+
+
+def _patch_probe(monkeypatch: pytest.MonkeyPatch, info: CpuInfo, speedup: float | None
+                 ) -> list[int]:
+    """Substitute the CPU flags and the matmul probe; returns a list counting probe calls."""
+    calls: list[int] = []
+
+    def probe(*a: object, **k: object) -> float:
+        calls.append(1)
+        if speedup is None:
+            raise AssertionError("the matmul probe should not run here")
+        return speedup
+
+    monkeypatch.setattr(runtime, "cpu_info", lambda: info)
+    monkeypatch.setattr(runtime, "bf16_matmul_speedup", probe)
+    return calls
+
+
+# ---------------------------------------------------------------- the decision, probe substituted
+@pytest.mark.parametrize("info, speedup, expected", [
+    (_cpu(True, ("avx512f", "avx512_bf16")), 3.0, "bf16"),   # native bf16, probe agrees
+    (_cpu(True, ("amx_tile", "amx_bf16")), 6.0, "bf16"),     # AMX
+    (_cpu(True, ("avx512_bf16",)), 0.8, "fp32"),             # flags say yes, probe says slower
+    (_cpu(None, ("bf16",), "aarch64"), 2.5, "bf16"),          # unknown flags: the probe decides
+    (_cpu(None, (), "aarch64"), 1.0, "fp32"),
+])
+def test_auto_on_cpu_follows_flags_and_probe(monkeypatch: pytest.MonkeyPatch, fresh_decision,
+                                             info: CpuInfo, speedup: float,
+                                             expected: str) -> None:
+    calls = _patch_probe(monkeypatch, info, speedup)
+    d = decide_precision("auto", torch.device("cpu"))
+    assert (d.requested, d.precision, d.device) == ("auto", expected, "cpu")
+    assert f"{speedup:.1f}x" in d.reason and "Test CPU" in d.reason
+    assert d.dtype == (torch.bfloat16 if expected == "bf16" else None)
+    # decided once per process: a second call does not probe again
+    assert decide_precision("auto", "cpu") == d
+    assert len(calls) == 1
+
+
+def test_auto_on_cpu_without_native_bf16_is_fp32_without_probing(
+        monkeypatch: pytest.MonkeyPatch, fresh_decision) -> None:
+    calls = _patch_probe(monkeypatch, _cpu(False, ("avx2", "avx512f")), None)
+    d = decide_precision("auto", "cpu")
+    assert d.precision == "fp32" and "no native bf16" in d.reason
+    assert runtime.resolve_precision("auto", torch.device("cpu")) is None
+    assert not calls
+
+
+@pytest.mark.parametrize("supported", [True, False])
+def test_auto_on_cuda_follows_is_bf16_supported(monkeypatch: pytest.MonkeyPatch,
+                                                supported: bool) -> None:
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: supported)
+    d = decide_precision("auto", torch.device("cuda"))
+    assert d.precision == ("bf16" if supported else "fp32")
+    assert ("does not support" in d.reason) != supported
+
+
+def test_explicit_choices_are_kept_and_fp16_is_refused(monkeypatch: pytest.MonkeyPatch,
+                                                       fresh_decision) -> None:
+    _patch_probe(monkeypatch, _cpu(False), None)  # explicit choices never probe
+    assert decide_precision("fp32", "cpu").precision == "fp32"
+    d = decide_precision("bf16", "cpu")
+    assert d.precision == "bf16" and "slower" in d.reason  # allowed, with a warning
+    for bad in ("fp16", "float32", "AUTO"):
+        with pytest.raises(ValueError, match="auto, fp32, bf16"):
+            decide_precision(bad, "cpu")
+
+
+def test_rank_agreement_outside_a_process_group_changes_nothing() -> None:
+    d = runtime.PrecisionDecision("auto", "bf16", "cpu", "probe")
+    assert runtime.agree_precision(d, torch.device("cpu")) is d
+
+
+AGREE = """
+import json, os, torch, torch.distributed as dist
+from disyre.runtime import PrecisionDecision, agree_precision
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+mine = PrecisionDecision("auto", "bf16" if rank == 0 else "fp32", "cpu", f"probe of {rank}")
+d = agree_precision(mine, torch.device("cpu"))
+print(json.dumps([rank, d.precision, d.reason]))
+dist.destroy_process_group()
+"""
+
+
+def test_ranks_follow_rank_zeros_decision(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+           "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", AGREE], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)})
+             for r in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-500:] for _, e in outs]
+    res = sorted(json.loads(o.strip().splitlines()[-1]) for o, _ in outs)
+    assert res[0] == [0, "bf16", "probe of 0"]
+    assert res[1][:2] == [1, "bf16"] and "rank 0's decision" in res[1][2]
+
+
+# ---------------------------------------------------------------- the probe itself
+def test_proc_cpuinfo_parsing(tmp_path: Path) -> None:
+    f = tmp_path / "cpuinfo"
+    f.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel\t\t: 17\n"
+                 "model name\t: AMD EPYC 9R14 96-Core Processor\n"
+                 "flags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile\n\n"
+                 "processor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n")
+    model, flags = runtime._read_proc_cpuinfo(str(f))
+    assert model == "AMD EPYC 9R14 96-Core Processor"
+    assert {"avx512_bf16", "amx_tile", "avx2"} <= flags and "other" not in flags
+    assert runtime._read_proc_cpuinfo(str(tmp_path / "missing")) == ("", set())
+
+
+def test_real_probe_answers(fresh_decision) -> None:
+    info = runtime.cpu_info()
+    assert info.model and set(info.flags) <= set(runtime.CPU_FLAGS_OF_INTEREST)
+    ok, why = runtime.cpu_bf16_decision()
+    assert isinstance(ok, bool) and info.model in why
+    if info.bf16_native is False:
+        assert not ok
+    assert runtime.bf16_matmul_speedup(n=128, rounds=1) > 0
+    assert runtime.matmul_gflops(torch.float32, "cpu", n=128, reps=1) > 0
+
+
+# ---------------------------------------------------------------- autocast really runs bf16
+def _random_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = build_model(ModelConfig.from_preset("tiny")).eval()
+    for p in net.parameters():  # a fresh MONAI U-Net outputs exactly zero
+        torch.nn.init.normal_(p, std=0.05)
+    return net
+
+
+def _conv_dtypes(net: torch.nn.Module, x: torch.Tensor, device: torch.device,
+                 precision: str) -> tuple[set[torch.dtype], torch.Tensor]:
+    seen: set[torch.dtype] = set()
+    hooks = [m.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
+             for m in net.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    try:
+        with torch.no_grad(), autocast(device, precision):
+            y = net(x, torch.tensor([0, 40], device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen, y.float()
+
+
+@pytest.mark.parametrize("chosen", ["bf16", "fp32"])
+def test_auto_autocast_runs_the_network_in_the_chosen_dtype_on_cpu(
+        monkeypatch: pytest.MonkeyPatch, fresh_decision, chosen: str) -> None:
+    _patch_probe(monkeypatch, _cpu(True, ("avx512_bf16",)), 3.0 if chosen == "bf16" else 0.5)
+    net, dev = _random_net(), torch.device("cpu")
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    dtypes, y = _conv_dtypes(net, x, dev, "auto")
+    _, ref = _conv_dtypes(net, x, dev, "fp32")
+    err = (y - ref).abs().max().item() / ref.abs().max().item()
+    if chosen == "bf16":
+        assert dtypes == {torch.bfloat16}
+        assert 0 < err < 0.05  # bf16 rounding: different, but close (8-bit mantissa)
+    else:
+        assert dtypes == {torch.float32}
+        assert err == 0
+
+
+# ---------------------------------------------------------------- the run folder records it
+def _cohort() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    vols = []
+    for _ in range(3):
+        v = np.zeros((4, 32, 32), np.float32)
+        v[:, 4:28, 4:28] = 0.3 + 0.5 * rng.random((4, 24, 24), dtype=np.float32)
+        vols.append(v)
+    return vols
+
+
+@pytest.mark.parametrize("requested, probe, expected", [("auto", 3.0, "bf16"),
+                                                        ("auto", 0.5, "fp32"),
+                                                        ("fp32", None, "fp32")])
+def test_training_records_resolved_precision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             fresh_decision, requested: str,
+                                             probe: float | None, expected: str) -> None:
+    from disyre.training import train
+
+    _patch_probe(monkeypatch, _cpu(True, ("avx512_bf16",)), probe)
+    cfg = RunConfig()
+    cfg.model = ModelConfig.from_preset("tiny")
+    cfg.sampler = SamplerConfig(n_volumes=2, n_slices=1, patch_size=32)
+    cfg.corruption.window = 16
+    t = cfg.train
+    t.steps, t.warmup_steps, t.device, t.precision, t.ckpt_every = 2, 1, "cpu", requested, 2
+    res = train(cfg, _cohort(), None, tmp_path / "run", progress=False)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    meta = json.loads((res.checkpoint / "config.json").read_text())
+    for rt in (run["runtime"], meta["runtime"]):
+        assert rt["precision"] == expected and rt["precision_requested"] == requested
+        assert rt["precision_reason"] and rt["device"] == "cpu"
+        assert rt["compile"] is False and rt["channels_last"] is False
+    assert run["run"]["train"]["precision"] == requested  # the config keeps what was asked
+
+
+@pytest.mark.parametrize("requested, probe, expected", [("auto", 3.0, "bf16"),
+                                                        ("auto", 0.5, "fp32"),
+                                                        ("bf16", None, "bf16")])
+def test_detector_reports_resolved_precision(monkeypatch: pytest.MonkeyPatch, fresh_decision,
+                                             requested: str, probe: float | None,
+                                             expected: str) -> None:
+    from disyre.inference import Detector
+
+    _patch_probe(monkeypatch, _cpu(True, ("avx512_bf16",)), probe)
+    cfg = RunConfig()
+    cfg.model = ModelConfig.from_preset("tiny")
+    cfg.inference.precision = requested
+    det = Detector(_random_net(), cfg, device="cpu")
+    d = det.precision
+    assert (d.requested, d.precision) == (requested, expected)
+    assert d.to_dict()["reason"] == d.reason
+
+
+# ---------------------------------------------------------------- CUDA (benchmarks/gpu_check.sh)
+@needs_cuda
+def test_cuda_auto_precision_and_bf16_autocast() -> None:
+    dev = torch.device("cuda")
+    d = decide_precision("auto", dev)
+    assert d.precision == ("bf16" if torch.cuda.is_bf16_supported(including_emulation=False)
+                           else "fp32")
+    net = _random_net().to(dev)
+    x = torch.rand(2, 1, 32, 32, device=dev)
+    dtypes, y = _conv_dtypes(net, x, dev, "bf16")
+    _, ref = _conv_dtypes(net, x, dev, "fp32")
+    assert dtypes == {torch.bfloat16}
+    assert (y - ref).abs().max().item() < 0.05 * ref.abs().max().item()
