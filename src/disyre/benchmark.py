@@ -275,8 +275,12 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
                 cb: list[float] | None = codebook
             else:
                 cb = None
+            from disyre.preprocessing.recipe import find_recipe
+
+            recipe = find_recipe(e.source for e in train_e)
             train(rc, train_vols, [e.image() for e in val_e], mdir / "run",
-                  overwrite=overwrite, codebook=cb, progress=progress)
+                  overwrite=overwrite, codebook=cb, progress=progress,
+                  data_info={"preprocessing": recipe} if recipe else None)
             mapper = _Mapper(name, run_dir=mdir / "run", device=device, seed=seed)
             run_cfg = {"method": name, "run": rc.to_dict()}
         t1 = time.perf_counter()

@@ -47,6 +47,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="pixel: voxel maps; sample: one score per scan; both (default pixel)")
     p.add_argument("--mask", type=Path, default=None,
                    help="brain mask NIfTI (single-scan input only; default non-zero voxels)")
+    p.add_argument("--preprocess", action="store_true",
+                   help="raw head scans: run the checkpoint's preprocessing recipe (skull "
+                   "strip, register), write maps on the raw scans' own grids")
     p.add_argument("--save-restored", action="store_true", help="also write restored images")
     p.add_argument("--png", action="store_true", help="also write PNG overlays")
     p.add_argument("--threshold", default=None, metavar="T|fpr=F",
@@ -182,6 +185,9 @@ def run(args: argparse.Namespace) -> int:
     scans, others = list_inputs(args.input)
     if args.mask is not None and len(scans) > 1:
         raise CLIError("--mask applies to a single input scan, not a folder")
+    if args.mask is not None and args.preprocess:
+        raise CLIError("--mask and --preprocess exclude each other (skull stripping finds "
+                       "the brain)")
     for o in others:
         log.warning("%s: not a NIfTI file, skipped", o)
     rank, world = parse_shard(args.shard)
@@ -224,7 +230,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                res = det.predict(scan, mask=args.mask, progress=bar.update, on_total=_total)
+                res = det.predict(scan, mask=args.mask, progress=bar.update, on_total=_total,
+                                  preprocess=args.preprocess)
         except InputError as e:
             bar.close()
             if len(scans) == 1:

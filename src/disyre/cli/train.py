@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from disyre.data.cache import VolumeCache, prepare_cache
     from disyre.data.manifest import read_manifest
     from disyre.io_utils import prepare_output_dir
+    from disyre.preprocessing.recipe import find_recipe
     from disyre.training import train
     from disyre.training.loop import RUN_MARKER
 
@@ -110,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
     codebook = cfg.corruption.codebook or fit_codebook(train_vols, k=5, seed=cfg.train.seed)
     # train() logs its summary (checkpoint, duration, losses) at the end
     contrasts = sorted({e.contrast for e in cache.select("train") if e.contrast})
+    recipe = find_recipe(e.source for e in cache.select("train"))  # from `disyre preprocess`
     train(cfg, train_vols, val_vols, args.output, resume=args.resume, overwrite=args.overwrite,
           codebook=codebook, progress=not args.no_progress,
-          data_info={"contrast": ",".join(contrasts) or None})
+          data_info={"contrast": ",".join(contrasts) or None,
+                     **({"preprocessing": recipe} if recipe else {})})
     return 0
