@@ -29,7 +29,7 @@ import numpy as np
 from disyre.data.nifti import Scan, load_mask, load_scan, to_canonical, to_native
 from disyre.preprocessing import steps
 from disyre.preprocessing.recipe import PreprocessConfig, PreprocessError
-from disyre.preprocessing.template import Template
+from disyre.preprocessing.template import MAX_BRAIN_ML, Template
 
 __all__ = ["Preprocessed", "preprocess_scan", "write_outputs", "output_names"]
 
@@ -171,9 +171,13 @@ def preprocess_scan(image: str | Path, cfg: PreprocessConfig, template: Template
             native_mask = arr > 0
         transform = None
     brain_ml = _ml(native_mask, scan.affine)
-    if brain_ml < cfg.min_brain_ml:
-        raise PreprocessError(f"{name}: no brain found (brain mask of {brain_ml:.0f} mL < "
-                              f"{cfg.min_brain_ml:.0f} mL)")
+    if not cfg.min_brain_ml <= brain_ml <= MAX_BRAIN_ML:
+        how = "skull stripping gave" if cfg.skull_strip or t1 is not None else \
+            "the non-zero voxels (the scan was declared skull-stripped) make"
+        raise PreprocessError(
+            f"{name}: no brain found ({how} a mask of {brain_ml:.0f} mL, outside "
+            f"[{cfg.min_brain_ml:.0f}, {MAX_BRAIN_ML:.0f}] mL)"
+            + ("" if cfg.skull_strip else "; is the scan really skull-stripped?"))
     fixed = template.ants()
     if transform is None:
         brain = steps.to_ants(np.where(native_mask, corrected, 0), scan.affine)

@@ -122,7 +122,11 @@ def _deepbet(device: str) -> Any:
     models = Path(DATA_PATH) / "models"
     if not (models / "model.pt").is_file():  # pragma: no cover - a broken install
         raise ImportError(f"{models}: deepbet's network weights are missing; reinstall deepbet")
-    bet = BrainExtraction(no_gpu=True)  # loads both networks (TorchScript) on the CPU
+    import warnings
+
+    with warnings.catch_warnings():  # deepbet ships TorchScript; torch deprecates its loader
+        warnings.filterwarnings("ignore", r".*torch\.jit\.load", DeprecationWarning)
+        bet = BrainExtraction(no_gpu=True)  # loads both networks on the CPU
     dev = torch.device(device)
     bet.model, bet.bbox_model = bet.model.to(dev), bet.bbox_model.to(dev)
     return bet
