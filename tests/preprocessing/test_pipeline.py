@@ -100,7 +100,8 @@ def test_inverse_warp_puts_a_template_blob_back_where_it_belongs(t1_run):
 def test_rerun_skips_the_done_subject_and_reports_a_failed_one_by_name(t1_run, tmp_path,
                                                                        capsys):
     """A folder with the processed head and two broken scans: the head is skipped (same
-    inputs, same recipe), the others fail by name in a pool of two, the rest stands."""
+    inputs, same recipe; a check's threshold is no new recipe), the others fail by name in a
+    pool of two, the rest stands."""
     from disyre.cli import main
 
     folder = t1_run.path.parent
@@ -110,7 +111,7 @@ def test_rerun_skips_the_done_subject_and_reports_a_failed_one_by_name(t1_run, t
     before = (t1_run.folder / "head.json").stat().st_mtime_ns
     try:
         rc = main(["preprocess", "-i", str(folder), "-o", str(t1_run.out), "--spacing",
-                   str(VOXEL_MM), "--jobs", "2", "--no-progress"])
+                   str(VOXEL_MM), "--jobs", "2", "--min-dice", "0.85", "--no-progress"])
     finally:
         (folder / "fourd.nii.gz").unlink()
         (folder / "broken.nii.gz").unlink()

@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,12 @@ def _inputs(job: Job) -> dict[str, Any]:
     return out
 
 
+def _outputs_key(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a recipe that shape the outputs (the checks' thresholds do not)."""
+    return {k: v for k, v in recipe.items()
+            if k not in ("min_dice", "min_brain_ml", "grid", "provenance")}
+
+
 def _up_to_date(job: Job, folder: Path, recipe: dict[str, Any]) -> dict[str, Any] | None:
     rec_path = folder / f"{job.subject}.json"
     if not rec_path.is_file():
@@ -143,7 +150,8 @@ def _up_to_date(job: Job, folder: Path, recipe: dict[str, Any]) -> dict[str, Any
         return None
     try:
         same = rec.get("inputs") == json.loads(json.dumps(_inputs(job))) and \
-            rec.get("recipe") == recipe
+            _outputs_key(rec.get("recipe", {})) == _outputs_key(recipe) and \
+            rec.get("dice_template", 0) >= recipe["min_dice"]
     except OSError:
         return None
     files = list(rec.get("outputs", {}).values()) + rec.get("transform", {}).get("forward", [])
@@ -211,8 +219,10 @@ def _run(job: Job, out: str, cfg_dict: dict[str, Any], device: str,
         warnings.simplefilter("always")
         try:
             rec = preprocess_one(job, out, cfg, device=device, qc=qc)
-        except (InputError, ValueError, OSError, RuntimeError) as e:
-            return job.subject, None, str(e) or type(e).__name__, []
+        except InputError as e:  # the message names the file and the problem
+            return job.subject, None, str(e), []
+        except Exception as e:  # a tool's own failure: report it, do not stop the others
+            return job.subject, None, f"{job.image}: {type(e).__name__}: {e}", []
     return job.subject, rec, None, [str(w.message) for w in caught
                                     if issubclass(w.category, UserWarning)]
 
@@ -261,9 +271,7 @@ def preprocess_many(jobs: list[Job], out: str | Path, cfg: PreprocessConfig, *,
     old = out / RECIPE_FILE
     if old.is_file() and not overwrite:
         prev = json.loads(old.read_text())
-        prev.pop("provenance", None)
-        prev.pop("grid", None)
-        if prev != recipe:
+        if _outputs_key(prev) != _outputs_key(recipe):
             raise OutputExistsError(f"{out}: holds outputs of another preprocessing recipe "
                                     f"({prev.get('template')}, {prev.get('steps')}); pass "
                                     "--overwrite to replace them or choose another folder")
@@ -311,9 +319,14 @@ def preprocess_many(jobs: list[Job], out: str | Path, cfg: PreprocessConfig, *,
         ctx = multiprocessing.get_context("spawn")  # torch and ITK do not survive fork well
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
                                  initargs=(threads,)) as pool:
-            futures = [pool.submit(_run, job, *args) for job in todo]
+            futures = {pool.submit(_run, job, *args): job for job in todo}
             for fut in as_completed(futures):
-                collect(*fut.result())
+                try:
+                    collect(*fut.result())
+                except BrokenProcessPool:  # a worker died (killed for memory, say)
+                    job = futures[fut]
+                    collect(job.subject, None, f"{job.image}: the worker process died (out of "
+                            "memory? try fewer --jobs)", [])
     bar.close()
     ok = set(summary.done) | set(summary.skipped)
     for job in jobs:
