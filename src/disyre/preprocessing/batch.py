@@ -175,7 +175,9 @@ def preprocess_one(job: Job, out: str | Path, cfg: PreprocessConfig,
 
     t0 = time.perf_counter()
     folder = Path(out) / job.subject
-    template = load_template(cfg.template, cfg.spacing, expect_sha1=cfg.template_sha1)
+    def template():  # noqa: ANN202 - loaded once the scan has passed its checks
+        return load_template(cfg.template, cfg.spacing, expect_sha1=cfg.template_sha1)
+
     work = Path(tempfile.mkdtemp(prefix=".work_", dir=Path(out)))
     try:
         pre = preprocess_scan(job.image, cfg, template, work, t1=job.t1, lesion=job.lesion,

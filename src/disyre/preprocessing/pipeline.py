@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,8 @@ def _ml(mask: np.ndarray, affine: np.ndarray) -> float:
     return float(mask.sum()) * abs(float(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
 
 
-def preprocess_scan(image: str | Path, cfg: PreprocessConfig, template: Template,
+def preprocess_scan(image: str | Path, cfg: PreprocessConfig,
+                    template: Template | Callable[[], Template],
                     workdir: str | Path, *, t1: str | Path | None = None,
                     lesion: str | Path | None = None, binarize_lesion: bool = False,
                     contrast: str = "t1", device: str = "cpu",
@@ -107,7 +109,8 @@ def preprocess_scan(image: str | Path, cfg: PreprocessConfig, template: Template
     Args:
         image: The raw NIfTI scan (3D).
         cfg: The recipe.
-        template: The template (from :func:`~disyre.preprocessing.template.load_template`).
+        template: The template (from :func:`~disyre.preprocessing.template.load_template`),
+            or a function that loads it (called only once the scan has passed its checks).
         workdir: Folder for the transform files (kept: :func:`write_outputs` copies them).
         t1: The same subject's T1 scan, for a contrast other than T1.
         lesion: A lesion mask on ``image``'s grid, carried onto the template grid.
@@ -178,6 +181,8 @@ def preprocess_scan(image: str | Path, cfg: PreprocessConfig, template: Template
             f"{name}: no brain found ({how} a mask of {brain_ml:.0f} mL, outside "
             f"[{cfg.min_brain_ml:.0f}, {MAX_BRAIN_ML:.0f}] mL)"
             + ("" if cfg.skull_strip else "; is the scan really skull-stripped?"))
+    if callable(template):
+        template = template()
     fixed = template.ants()
     if transform is None:
         brain = steps.to_ants(np.where(native_mask, corrected, 0), scan.affine)
