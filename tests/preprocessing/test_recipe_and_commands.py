@@ -85,6 +85,8 @@ def test_prepare_preprocess_builds_the_manifest_over_preprocessed_scans(tmp_path
     assert find_recipe(r.image for r in rows)["steps"] == ["reorient", "register:affine",
                                                            "resample"]
     assert (out / "cache" / "index.json").is_file()
+    # --preprocess never replaces the manifest it reads
+    assert main(["prepare", "--manifest", str(out / "manifest.csv"), "--preprocess"]) == 1
 
 
 def test_train_records_the_recipe_and_detect_maps_a_raw_head(t1_run, tmp_path, capsys):

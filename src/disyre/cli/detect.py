@@ -13,6 +13,7 @@ Examples::
     disyre detect -i sub-01.nii.gz -o out/ --checkpoint runs/t2 --mode both --png \\
         --threshold fpr=0.01
     disyre detect -i scans/ -o maps/ --checkpoint runs/t2 --shard 0/2   # and --shard 1/2
+    disyre detect -i raw_heads/ -o maps/ --checkpoint runs/t1 --preprocess  # raw grid maps
     torchrun --nproc_per_node 4 $(which disyre) detect -i scans/ -o maps/ --checkpoint runs/t2
 """
 

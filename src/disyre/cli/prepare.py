@@ -75,8 +75,14 @@ def run(args: argparse.Namespace) -> int:
         out = args.out or args.manifest.parent
         log.info("%s: %d scans", args.manifest, len(rows))
         if args.preprocess:
+            new = Path(out) / "manifest.csv"
+            if new.resolve() == args.manifest.resolve():
+                raise CLIError(f"{args.manifest}: --preprocess would replace the input "
+                               "manifest; give another output folder with -o")
+            if new.exists() and not args.overwrite:
+                raise CLIError(f"{new}: manifest already exists; pass --overwrite to replace it")
             rows = _preprocess(rows, out, args)
-            write_manifest(rows, Path(out) / "manifest.csv", overwrite=True)
+            write_manifest(rows, new, overwrite=True)
     else:
         if not args.layout or not args.root:
             raise CLIError("give --layout and --root (or --manifest)")
