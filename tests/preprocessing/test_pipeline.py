@@ -11,6 +11,7 @@ import json
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from disyre.preprocessing.inverse import warp_to_raw
 from disyre.preprocessing.steps import Transform, dice
@@ -122,3 +123,20 @@ def test_rerun_skips_the_done_subject_and_reports_a_failed_one_by_name(t1_run, t
     assert "broken: " in out and "gzip" in out
     assert (t1_run.folder / "head.json").stat().st_mtime_ns == before
     assert (t1_run.out / "manifest.csv").read_text().count("\n") == 2  # header + head
+
+
+@pytest.mark.slow
+def test_one_mm_head_full_recipe(tmp_path):
+    """The default recipe on a 1 mm 256^3 head onto the 1 mm MNI152 grid (CI runs the same
+    steps at 3 mm above; speed and memory are in benchmarks/bench_preprocessing.py)."""
+    from disyre.demo.raw_head import make_raw_head
+    from disyre.preprocessing.pipeline import preprocess_scan
+    from disyre.preprocessing.recipe import PreprocessConfig
+
+    head = make_raw_head(seed=0, voxel_mm=1.0, shape=(256, 256, 256))
+    path = tmp_path / "head1mm.nii.gz"
+    nib.save(head.nifti(), str(path))
+    pre = preprocess_scan(path, PreprocessConfig(), load_template(), tmp_path / "w")
+    d = dice(pre.native_mask, head.brain)
+    print(f"1 mm head: skull-strip Dice {d:.3f}, template Dice {pre.dice:.3f}")
+    assert d >= 0.9 and pre.dice >= 0.9
