@@ -178,6 +178,7 @@ def preprocess_one(job: Job, out: str | Path, cfg: PreprocessConfig,
     def template():  # noqa: ANN202 - loaded once the scan has passed its checks
         return load_template(cfg.template, cfg.spacing, expect_sha1=cfg.template_sha1)
 
+    Path(out).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".work_", dir=Path(out)))
     try:
         pre = preprocess_scan(job.image, cfg, template, work, t1=job.t1, lesion=job.lesion,
