@@ -66,22 +66,42 @@ def test_layouts_name_each_subjects_t1(tmp_path):
 
 
 def test_prepare_preprocess_builds_the_manifest_over_preprocessed_scans(tmp_path):
-    """``prepare --layout camcan --preprocess`` on skull-stripped synthetic brains (N4 and
-    skull stripping off: this checks the plumbing; the steps are tested elsewhere)."""
+    """``prepare --layout atlas --preprocess`` on skull-stripped synthetic brains with lesion
+    masks (N4 and skull stripping off: this checks the plumbing, the steps are tested
+    elsewhere): the manifest lists the preprocessed scans, and each lesion lands where the
+    known transform puts it on the template grid."""
     from disyre.demo.raw_head import make_raw_head
+    from disyre.preprocessing.template import load_template
 
-    for i, s in enumerate(("CC000001", "CC000002")):
+    heads = {}
+    for i, sub in enumerate(("r001s001", "r001s002")):
         h = make_raw_head(seed=10 + i, voxel_mm=3.0, shape=(64, 64, 64), noise=0.0)
-        _nii(tmp_path / "cc" / f"sub-{s}" / "anat" / f"sub-{s}_T1w.nii.gz",
-             np.where(h.brain, h.image, 0).astype(np.float32), h.affine)
+        anat = tmp_path / "atlas" / "R001" / f"sub-{sub}" / "ses-1" / "anat"
+        stem = f"sub-{sub}_ses-1_space-MNI152NLin2009aSym"
+        _nii(anat / f"{stem}_T1w.nii.gz", np.where(h.brain, h.image, 0).astype(np.float32),
+             h.affine)
+        centre = np.round(np.argwhere(h.brain).mean(0) + [4, -3, 2]).astype(int)
+        lesion = np.linalg.norm(np.indices(h.brain.shape).transpose(1, 2, 3, 0) - centre,
+                                axis=-1) <= 3
+        _nii(anat / f"{stem}_label-L_desc-T1lesion_mask.nii.gz", lesion.astype(np.uint8),
+             h.affine)
+        heads[f"sub-{sub}_ses-1"] = (h, centre)
     out = tmp_path / "prep"
-    assert main(["prepare", "--layout", "camcan", "--root", str(tmp_path / "cc"), "-o", str(out),
-                 "--preprocess", "--spacing", "3", "--no-n4", "--no-skull-strip",
+    assert main(["prepare", "--layout", "atlas", "--root", str(tmp_path / "atlas"), "-o",
+                 str(out), "--preprocess", "--spacing", "3", "--no-n4", "--no-skull-strip",
                  "--jobs", "1"]) == 0
     rows = read_manifest(out / "manifest.csv")
-    assert [r.subject for r in rows] == ["sub-CC000001", "sub-CC000002"]
-    assert all(r.image == out / "preprocessed" / r.subject / f"{r.subject}.nii.gz"
-               for r in rows)
+    assert [r.subject for r in rows] == list(heads)
+    tpl = load_template("mni152", 3.0)
+    for r in rows:
+        assert r.image == out / "preprocessed" / r.subject / f"{r.subject}.nii.gz"
+        assert r.split == "test" and r.lesion_mask.name == f"{r.subject}_lesion_mask.nii.gz"
+        les = np.asarray(nib.load(str(r.lesion_mask)).dataobj) > 0
+        assert les.shape == tpl.shape and les.sum() > 0
+        h, centre = heads[r.subject]
+        world = h.to_template @ h.affine @ np.r_[centre, 1]
+        expected = (np.linalg.inv(tpl.affine) @ world)[:3]
+        assert np.linalg.norm(np.argwhere(les).mean(0) - expected) <= 1.5
     assert find_recipe(r.image for r in rows)["steps"] == ["reorient", "register:affine",
                                                            "resample"]
     assert (out / "cache" / "index.json").is_file()

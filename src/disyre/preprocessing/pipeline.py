@@ -117,7 +117,7 @@ def preprocess_scan(image: str | Path, cfg: PreprocessConfig,
         binarize_lesion: The lesion file is a label map (every label > 0 is lesion).
         contrast: The scan's contrast (``t1``, ``t2``, ``pd``, ``flair``, ...).
         device: Torch device of deepbet.
-        subject: Name for outputs and messages (default: the file name).
+        subject: Name for outputs and messages (default: the file name without .nii/.nii.gz).
 
     Returns:
         The :class:`Preprocessed` scan.
