@@ -12,9 +12,10 @@ Layout of an output folder::
 A subject whose ``<subject>.json`` records the same inputs (path, size, mtime, checksum) and
 the same recipe, with all its outputs present, is skipped.
 
-Example:
-    >>> jobs = jobs_from_input("raw/")                                   # doctest: +SKIP
-    >>> summary = preprocess_many(jobs, "prep/", PreprocessConfig(), workers=2)  # doctest: +SKIP
+Example::
+
+    jobs = jobs_from_input("raw/")
+    summary = preprocess_many(jobs, "prep/", PreprocessConfig(), workers=2)
 """
 
 from __future__ import annotations

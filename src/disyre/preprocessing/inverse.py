@@ -6,10 +6,11 @@ warps the anomaly map and the restoration back through the inverse transform ont
 scan's grid and affine: the MOOD contract (same shape, same affine as the input) holds for raw
 input too, and a model trained at 2 mm maps a 1 mm raw head.
 
-Example:
-    >>> det = Detector.from_checkpoint("runs/t1")                          # doctest: +SKIP
-    >>> res = det.predict("raw/sub-01_T1w.nii.gz", preprocess=True)        # doctest: +SKIP
-    >>> res.save_map("maps/sub-01_T1w.nii.gz")   # on the raw scan's grid   # doctest: +SKIP
+Example::
+
+    det = Detector.from_checkpoint("runs/t1")
+    res = det.predict("raw/sub-01_T1w.nii.gz", preprocess=True)
+    res.save_map("maps/sub-01_T1w.nii.gz")   # on the raw scan's grid
 """
 
 from __future__ import annotations

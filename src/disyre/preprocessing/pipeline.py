@@ -9,10 +9,11 @@ recipe, the contrast is registered rigidly onto the (bias-corrected) T1, and the
 mask and template transform are reused through that rigid transform. Without a T1, deepbet
 runs on the contrast itself (it was trained on T1: a warning says so).
 
-Example:
-    >>> cfg = PreprocessConfig()                                             # doctest: +SKIP
-    >>> pre = preprocess_scan("sub-01_T1w.nii.gz", cfg, load_template(), "tmp")  # doctest: +SKIP
-    >>> write_outputs(pre, "out/sub-01")                                     # doctest: +SKIP
+Example::
+
+    cfg = PreprocessConfig()
+    pre = preprocess_scan("sub-01_T1w.nii.gz", cfg, load_template(), "tmp")
+    write_outputs(pre, "out/sub-01")
 """
 
 from __future__ import annotations

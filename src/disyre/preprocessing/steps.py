@@ -9,9 +9,14 @@ imported on first use. Thread counts: ITK reads ``ITK_GLOBAL_DEFAULT_NUMBER_OF_T
 antspyx first runs, so :func:`set_threads` must come before any other call of this module.
 
 Example:
-    >>> set_threads(1)                                    # doctest: +SKIP
-    >>> img = to_ants(arr, affine)                        # doctest: +SKIP
-    >>> corrected = n4(img, head_mask(img))               # doctest: +SKIP
+    >>> round(dice(np.array([1, 1, 0], bool), np.array([1, 0, 0], bool)), 3)
+    0.667
+
+    and, on a head ``arr`` with its ``affine``::
+
+        set_threads(1)
+        img = to_ants(arr, affine)
+        corrected = n4(img, head_mask(img))
 """
 
 from __future__ import annotations

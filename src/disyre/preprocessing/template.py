@@ -7,8 +7,8 @@ BraTS (SRI24) grid. A template that still has its skull (a non-zero volume large
 brain) is refused.
 
 Example:
-    >>> tpl = load_template("mni152", spacing=2.0)     # doctest: +SKIP
-    >>> tpl.shape, tpl.affine[0, 0]                    # doctest: +SKIP
+    >>> tpl = load_template("mni152", spacing=2.0)
+    >>> tpl.shape, float(tpl.affine[0, 0])
     ((99, 117, 95), 2.0)
 """
 
