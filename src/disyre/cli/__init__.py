@@ -12,7 +12,8 @@ import logging
 import sys
 
 #: sub-command modules, in the order ``disyre --help`` lists them
-COMMANDS = ("prepare", "corruptions", "train", "detect", "evaluate", "benchmark", "demo")
+COMMANDS = ("preprocess", "prepare", "corruptions", "train", "detect", "evaluate", "benchmark",
+            "demo")
 
 
 class CLIError(Exception):

@@ -13,6 +13,7 @@ Examples::
     disyre detect -i sub-01.nii.gz -o out/ --checkpoint runs/t2 --mode both --png \\
         --threshold fpr=0.01
     disyre detect -i scans/ -o maps/ --checkpoint runs/t2 --shard 0/2   # and --shard 1/2
+    disyre detect -i raw_heads/ -o maps/ --checkpoint runs/t1 --preprocess  # raw grid maps
     torchrun --nproc_per_node 4 $(which disyre) detect -i scans/ -o maps/ --checkpoint runs/t2
 """
 
@@ -47,6 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="pixel: voxel maps; sample: one score per scan; both (default pixel)")
     p.add_argument("--mask", type=Path, default=None,
                    help="brain mask NIfTI (single-scan input only; default non-zero voxels)")
+    p.add_argument("--preprocess", action="store_true",
+                   help="raw head scans: run the checkpoint's preprocessing recipe (skull "
+                   "strip, register), write maps on the raw scans' own grids")
     p.add_argument("--save-restored", action="store_true", help="also write restored images")
     p.add_argument("--png", action="store_true", help="also write PNG overlays")
     p.add_argument("--threshold", default=None, metavar="T|fpr=F",
@@ -245,6 +249,9 @@ def run(args: argparse.Namespace) -> int:
     if args.overwrite and args.continue_run:
         raise CLIError("--overwrite and --continue exclude each other: --overwrite recomputes "
                        "every scan, --continue skips the finished ones")
+    if args.mask is not None and args.preprocess:
+        raise CLIError("--mask and --preprocess exclude each other (skull stripping finds "
+                       "the brain)")
     for o in others:
         log.warning("%s: not a NIfTI file, skipped", o)
     rank, world = parse_shard(args.shard)
@@ -296,7 +303,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                res = det.predict(scan, mask=args.mask, progress=bar.update, on_total=_total)
+                res = det.predict(scan, mask=args.mask, progress=bar.update, on_total=_total,
+                                  preprocess=args.preprocess)
         except (InputError, DetectionError) as e:
             bar.close()
             if len(scans) == 1:

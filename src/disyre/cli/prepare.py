@@ -6,6 +6,7 @@ Examples::
     disyre prepare --layout brats --root /data/BraTS2021 --contrast t2 -o prep/brats_t2
     disyre prepare --layout folder --root scans/ --glob "*.nii.gz" -o prep/mine
     disyre prepare --manifest prep/mine/manifest.csv          # (re)build only the cache
+    disyre prepare --layout camcan --root /data/camcan --contrast t2 --preprocess -o prep/cc
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 from pathlib import Path
 
 from disyre.cli import add_overrides_argument
+from disyre.cli.preprocess import add_preprocess_options
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out scans with invalid files (logged) instead of stopping")
     p.add_argument("--overwrite", action="store_true", help="replace an existing manifest")
+    p.add_argument("--preprocess", action="store_true",
+                   help="raw scans: skull strip and register every scan first (into "
+                   "OUT/preprocessed/, see `disyre preprocess`); the manifest lists the results")
+    add_preprocess_options(p)
     p.set_defaults(func=run)
 
 
@@ -68,6 +74,15 @@ def run(args: argparse.Namespace) -> int:
         rows = read_manifest(args.manifest)
         out = args.out or args.manifest.parent
         log.info("%s: %d scans", args.manifest, len(rows))
+        if args.preprocess:
+            new = Path(out) / "manifest.csv"
+            if new.resolve() == args.manifest.resolve():
+                raise CLIError(f"{args.manifest}: --preprocess would replace the input "
+                               "manifest; give another output folder with -o")
+            if new.exists() and not args.overwrite:
+                raise CLIError(f"{new}: manifest already exists; pass --overwrite to replace it")
+            rows = _preprocess(rows, out, args)
+            write_manifest(rows, new, overwrite=True)
     else:
         if not args.layout or not args.root:
             raise CLIError("give --layout and --root (or --manifest)")
@@ -84,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
         if args.layout == "folder":
             kw["pattern"] = args.glob
         rows = build_manifest(args.layout, args.root, **kw)
+        if args.preprocess:
+            rows = _preprocess(rows, out, args)
         write_manifest(rows, manifest, overwrite=args.overwrite)
         splits = {s: sum(r.split == s for r in rows) for s in sorted({r.split for r in rows})}
         log.info("wrote %s: %d scans %s", manifest, len(rows), splits)
@@ -93,3 +110,20 @@ def run(args: argparse.Namespace) -> int:
     log.info("cache %s: %d scans (%d processed, %d reused)", cache.directory, len(cache),
              cache.processed, cache.reused)
     return 0
+
+
+def _preprocess(rows: list, out: Path, args: argparse.Namespace) -> list:
+    """Run the preprocessing recipe on every row (into OUT/preprocessed/); the new rows."""
+    from disyre.cli import CLIError
+    from disyre.cli.preprocess import recipe_from_args, report
+    from disyre.preprocessing import jobs_from_rows, preprocess_many
+
+    summary = preprocess_many(jobs_from_rows(rows), Path(out) / "preprocessed",
+                              recipe_from_args(args), workers=args.jobs, threads=args.threads,
+                              device=args.pre_device, overwrite=args.overwrite)
+    if report(summary, Path(out) / "preprocessed") and not args.skip_bad:
+        raise CLIError(f"{len(summary.failed)} scan(s) failed preprocessing (listed above); "
+                       "pass --skip-bad to go on without them")
+    if not summary.rows:
+        raise CLIError("no scan survived preprocessing")
+    return summary.rows

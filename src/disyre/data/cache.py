@@ -172,8 +172,15 @@ class VolumeCache:
         entries = self.select(split)
         contrasts = sorted({e.contrast for e in entries if e.contrast})
         spacing = np.median([e.spacing for e in entries], axis=0) if entries else None
-        return {"contrast": ",".join(contrasts) or None,
-                "spacing": None if spacing is None else [round(float(v), 4) for v in spacing]}
+        out: dict[str, Any] = {
+            "contrast": ",".join(contrasts) or None,
+            "spacing": None if spacing is None else [round(float(v), 4) for v in spacing]}
+        from disyre.preprocessing.recipe import find_recipe
+
+        recipe = find_recipe(e.source for e in entries)  # written by `disyre preprocess`
+        if recipe:
+            out["preprocessing"] = recipe
+        return out
 
     @classmethod
     def open(cls, directory: str | Path) -> VolumeCache:

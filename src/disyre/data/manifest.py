@@ -2,7 +2,9 @@
 
 A manifest is a CSV file with the columns ``subject,image,lesion_mask,brain_mask,split,contrast``
 (plus an optional ``binarize_lesion`` column, ``1`` when the lesion file is a label map whose
-labels > 0 all count as lesion, e.g. BraTS ``seg``). Empty cells mean "none". Relative paths
+labels > 0 all count as lesion, e.g. BraTS ``seg``, and an optional ``t1`` column, the same
+subject's T1-weighted scan, which ``disyre preprocess`` uses to skull-strip and register other
+contrasts). Empty cells mean "none". Relative paths
 are relative to the manifest's folder.
 
 Builders write manifests from the layouts users have on disk:
@@ -52,7 +54,8 @@ __all__ = [
     "build_manifest",
 ]
 
-COLUMNS = ("subject", "image", "lesion_mask", "brain_mask", "split", "contrast", "binarize_lesion")
+COLUMNS = ("subject", "image", "lesion_mask", "brain_mask", "split", "contrast", "binarize_lesion",
+           "t1")
 _REQUIRED = ("subject", "image")
 
 
@@ -68,6 +71,8 @@ class ManifestRow:
         split: ``train``, ``val``, ``test`` or any label.
         contrast: ``t1``, ``t2``, ``flair``, ... (free text, lower case by convention).
         binarize_lesion: The lesion file is a label map: every label > 0 is lesion.
+        t1: The same subject's T1-weighted scan (for preprocessing other contrasts), or
+            ``None``.
     """
 
     subject: str
@@ -77,12 +82,14 @@ class ManifestRow:
     split: str = "train"
     contrast: str = ""
     binarize_lesion: bool = False
+    t1: Path | None = None
 
     def __post_init__(self) -> None:
         self.subject = str(self.subject)
         self.image = Path(self.image)
         self.lesion_mask = Path(self.lesion_mask) if self.lesion_mask else None
         self.brain_mask = Path(self.brain_mask) if self.brain_mask else None
+        self.t1 = Path(self.t1) if self.t1 else None
 
 
 def _strip_nifti(name: str) -> str:
@@ -122,7 +129,7 @@ def validate_rows(rows: Sequence[ManifestRow], source: str | Path,
             raise InputError(f"{where}: empty image path")
         if not check_files:
             continue
-        for col in ("image", "lesion_mask", "brain_mask"):
+        for col in ("image", "lesion_mask", "brain_mask", "t1"):
             p = getattr(r, col)
             if p is not None and not Path(p).is_file():
                 raise InputError(f"{where}: {col} file not found: {p}")
@@ -183,6 +190,7 @@ def read_manifest(path: str | Path, check_files: bool = True) -> list[ManifestRo
             split=rec.get("split", "") or "train",
             contrast=rec.get("contrast", ""),
             binarize_lesion=rec.get("binarize_lesion", "").lower() in ("1", "true", "yes"),
+            t1=p("t1"),
         ))
         lines.append(reader.line_num)
     validate_rows(rows, path, check_files=check_files, line_of=lines)
@@ -230,6 +238,7 @@ def write_manifest(rows: Sequence[ManifestRow], path: str | Path, overwrite: boo
             r.split,
             r.contrast,
             "1" if r.binarize_lesion else "",
+            _p(r.t1),
         ])
     atomic_write_text(path, buf.getvalue())
 
@@ -355,7 +364,7 @@ def from_atlas(root: str | Path, contrast: str = "t1", split: str = "test",
 def from_camcan(root: str | Path, contrast: str = "t1", split: str = "train",
                 val_fraction: float | None = None, seed: int = 0) -> list[ManifestRow]:
     """CamCAN (BIDS): ``sub-CC*/anat/sub-CC*_T1w.nii.gz`` (``_T2w`` for ``contrast="t2"``),
-    at any depth under ``root``."""
+    at any depth under ``root``; a T2 row's ``t1`` is the ``_T1w`` scan beside it, if any."""
     root = _check_root(root)
     suffix = {"t1": "T1w", "t2": "T2w"}.get(contrast.lower())
     if suffix is None:
@@ -366,24 +375,35 @@ def from_camcan(root: str | Path, contrast: str = "t1", split: str = "train",
             continue
         m = _ENTITY.match(p.name)
         subject = m.group(1) if m else _strip_nifti(p.name)
-        rows.append(ManifestRow(subject, p, split=split, contrast=contrast.lower()))
+        t1 = None
+        if suffix != "T1w":
+            t1 = _find(p.parent, _strip_nifti(p.name)[: -len(suffix)] + "T1w")
+        rows.append(ManifestRow(subject, p, split=split, contrast=contrast.lower(), t1=t1))
     return _finish(rows, root, f"CamCAN scans sub-*/anat/sub-*_{suffix}.nii.gz",
                    val_fraction, seed)
 
 
 def from_ixi(root: str | Path, contrast: str = "t1", split: str = "train",
              val_fraction: float | None = None, seed: int = 0) -> list[ManifestRow]:
-    """IXI: ``IXI002-Guys-0828-T1.nii.gz`` (``-T2``, ``-PD``); subject id ``IXI002-Guys-0828``."""
+    """IXI: ``IXI002-Guys-0828-T1.nii.gz`` (``-T2``, ``-PD``); subject id ``IXI002-Guys-0828``.
+
+    A T2/PD row's ``t1`` is the subject's ``-T1`` scan found anywhere under ``root``, if any.
+    """
     root = _check_root(root)
     tag = {"t1": "T1", "t2": "T2", "pd": "PD"}.get(contrast.lower())
     if tag is None:
         raise ValueError(f"IXI contrast must be t1, t2 or pd, got {contrast!r}")
     pat = re.compile(rf"^(IXI\d+-[A-Za-z]+-\d+)-{tag}\.nii(\.gz)?$")
+    t1_pat = re.compile(r"^(IXI\d+-[A-Za-z]+-\d+)-T1\.nii(\.gz)?$")
+    files = sorted(root.rglob("IXI*"))
+    t1s = {m.group(1): p for p in files if (m := t1_pat.match(p.name)) and p.is_file()}
     rows = []
-    for p in sorted(root.rglob("IXI*")):
+    for p in files:
         m = pat.match(p.name)
         if m and p.is_file():
-            rows.append(ManifestRow(m.group(1), p, split=split, contrast=contrast.lower()))
+            t1 = t1s.get(m.group(1)) if tag != "T1" else None
+            rows.append(ManifestRow(m.group(1), p, split=split, contrast=contrast.lower(),
+                                    t1=t1))
     return _finish(rows, root, f"IXI scans IXI*-{tag}.nii.gz", val_fraction, seed)
 
 

@@ -327,6 +327,7 @@ def build_cohort(spec: CohortSpec, root: str | Path, *, progress: bool = True) -
         meta = json.loads(meta_path.read_text())
         if meta.get("key") == key and all((root / r["image"]).is_file()
                                           for r in meta.get("rows", [])):
+            _write_recipe(root, spec.resolution)
             return Cohort(root=root, manifest=root / "manifest.csv", spec=spec,
                           rows=meta["rows"], reused=True)
         # a different cohort: regenerate in place (it is a cache we own)
@@ -355,4 +356,15 @@ def build_cohort(spec: CohortSpec, root: str | Path, *, progress: bool = True) -
                                 contrast=r["contrast"]) for r in rows],
                    root / "manifest.csv", overwrite=True, relative=True)
     atomic_write_json(meta_path, {"key": key, "rows": rows, "subjects": params})
+    _write_recipe(root, spec.resolution)
     return Cohort(root=root, manifest=root / "manifest.csv", spec=spec, rows=rows)
+
+
+def _write_recipe(root: Path, resolution: int) -> None:
+    """The cohort lies where ``disyre preprocess --spacing R`` puts a raw head (the MNI152
+    brain's grid): record that recipe, so that a model trained on it can map raw scans."""
+    from disyre.preprocessing.recipe import PreprocessConfig, write_recipe
+    from disyre.preprocessing.template import load_template
+
+    write_recipe(root, PreprocessConfig(spacing=float(resolution)),
+                 load_template("mni152", float(resolution)).grid())

@@ -246,7 +246,8 @@ class Detector:
 
     def predict(self, scan: Any, mask: Any = None,
                 progress: Callable[[int], None] | None = None,
-                on_total: Callable[[int], None] | None = None) -> DetectionResult:
+                on_total: Callable[[int], None] | None = None,
+                preprocess: bool = False) -> DetectionResult:
         """Anomaly map of one scan, on the scan's own grid.
 
         Args:
@@ -256,6 +257,9 @@ class Detector:
             progress: Called with the number of windows done after each network pass.
             on_total: Called once, before the network runs, with the number of windows (or
                 slices, for ``window=0``) this scan needs (to size a progress bar).
+            preprocess: ``scan`` is a raw head: run the checkpoint's preprocessing recipe
+                (skull stripping, registration), detect on the template grid and warp the map
+                back onto the raw grid (:func:`disyre.preprocessing.predict_raw`).
 
         Returns:
             The :class:`DetectionResult`.
@@ -267,6 +271,13 @@ class Detector:
         from disyre.data.intensity import normalize
         from disyre.data.nifti import InputError, Scan, load_mask, load_scan
 
+        if preprocess:
+            if mask is not None:
+                raise ValueError("a brain mask cannot be given with preprocess=True "
+                                 "(skull stripping finds it)")
+            from disyre.preprocessing import predict_raw
+
+            return predict_raw(self, scan, progress=progress, on_total=on_total)
         if not isinstance(scan, Scan):
             scan = load_scan(scan, nan_policy=self.cfg.intensity.nan_policy)
         if isinstance(mask, str | Path):
