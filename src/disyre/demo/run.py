@@ -62,7 +62,7 @@ class DemoSettings:
     """
 
     cohort: CohortSpec = field(default_factory=lambda: CohortSpec(
-        n_train=16, n_val=3, n_test_healthy=3, n_test_lesion=6))
+        n_train=24, n_val=10, n_test_healthy=6, n_test_lesion=24, n_transfer=6))
     preset: str = "small"
     steps: int = 650
     methods: list[str] = field(default_factory=lambda: ["dag", "gaussian", "reference"])
@@ -81,7 +81,7 @@ class DemoSettings:
         """The seconds-long variant: tiny network, few steps, few small-cohort subjects."""
         base: dict[str, Any] = dict(
             cohort=CohortSpec(n_train=2, n_val=1, n_test_healthy=1, n_test_lesion=2,
-                              lesion_kinds=["tumour", "stroke"]),
+                              lesion_kinds=["tumour", "stroke"], n_transfer=1),
             preset="tiny", steps=4, patch=32, stride=32, window=0, n_volumes=2, n_slices=2,
             levels=[0, 50], n_boot=20)
         base.update(kw)
