@@ -66,10 +66,10 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"--subjects must be >= 2, got {args.subjects}")
         n = args.subjects
         s.cohort.n_train = n
-        s.cohort.n_val = max(1, 5 * n // 12)  # n = 24 gives the defaults
-        s.cohort.n_test_healthy = max(1, n // 4)
-        s.cohort.n_transfer = max(1, n // 4)
-        s.cohort.n_test_lesion = max(3, n)
+        s.cohort.n_val = max(1, n // 3)  # n = 24 gives the defaults
+        s.cohort.n_test_healthy = max(1, 5 * n // 24)
+        s.cohort.n_transfer = max(1, 5 * n // 24)
+        s.cohort.n_test_lesion = max(3, 7 * n // 8)
     if args.window is not None:
         if args.window < 0:
             raise CLIError(f"--window must be >= 0, got {args.window}")

@@ -62,7 +62,7 @@ class DemoSettings:
     """
 
     cohort: CohortSpec = field(default_factory=lambda: CohortSpec(
-        n_train=24, n_val=10, n_test_healthy=6, n_test_lesion=24, n_transfer=6))
+        n_train=24, n_val=8, n_test_healthy=5, n_test_lesion=21, n_transfer=5))
     preset: str = "small"
     steps: int = 650
     methods: list[str] = field(default_factory=lambda: ["dag", "gaussian", "reference"])
