@@ -51,12 +51,13 @@ def results_block(demo: dict[str, Any], img_rel: str) -> str:
     for r in demo["summary"]:
         tm = t.get(r["method"], {})
         ci = r.get("pixel_ap_ci")
-        ap = f"{r['pixel_ap']:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and ci[0] is not None
+        ap = f"{r['pixel_ap']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] is not None
                                        else "")
         lines.append(
             f"| {names.get(r['method'], r['method'])} | {ap} | "
             f"{r['best_dice_oracle']:.3f} | {r['dice_at_1pct']:.3f} | "
-            f"{_pct(r.get('heldout_fpr_at_1pct'))} | {_pct(r.get('transfer_fpr_at_1pct'))} | "
+            f"{_pct(r.get('heldout_fpr_at_1pct'), r.get('heldout_fpr_at_1pct_boot'))} | "
+            f"{_pct(r.get('transfer_fpr_at_1pct'))} | "
             f"{r['slice_auroc']:.3f} | "
             f"{tm.get('train_s', float('nan')):.0f} | {tm.get('detect_s', float('nan')):.0f} |")
     lines += [
@@ -64,7 +65,9 @@ def results_block(demo: dict[str, Any], img_rel: str) -> str:
         "*Best Dice is an oracle (threshold chosen on the test labels); the 1 % threshold is "
         "set on healthy validation scans only. Held-out healthy scans have anatomy drawn from "
         "the training ranges; older-looking ones have larger ventricles and thinner cortex "
-        "than any training subject (the transfer check). Full report: `demo_out/benchmark/"
+        "than any training subject (the transfer check). Brackets: 95 % bootstrap intervals "
+        "(AP: over test volumes; held-out FPR: over resamples of the validation subjects that "
+        "set the threshold). Full report: `demo_out/benchmark/"
         "comparison/comparison.md` (with bootstrap intervals) and one report per method.*",
         "",
         f"![pixel-wise precision-recall of the demo methods]({img_rel}/demo_pr.png)",
@@ -74,8 +77,10 @@ def results_block(demo: dict[str, Any], img_rel: str) -> str:
     return "\n".join(lines)
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f} %"
+def _pct(x: float | None, ci: list[float] | None = None) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:.2f} %" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
 
 
 def update_readme(demo_dir: str | Path, readme: str | Path = "README.md",
