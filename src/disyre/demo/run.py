@@ -5,7 +5,8 @@ parameters) -> manifest -> preprocessing cache -> benchmark (:mod:`disyre.benchm
 ``small`` vs the Gaussian-noise baseline at the same budget vs the non-learned reference)
 -> one report per method and a comparison table + figures.
 
-Sizing (a 2-core CPU, under 15 minutes in total, training the largest part): 2 mm voxels
+Sizing (a 2-core CPU, under 15 minutes in total, training the largest part; 24 training,
+8 validation, 5 healthy, 5 older-looking healthy and 21 lesioned test subjects): 2 mm voxels
 (99 x 117 x 95, about 80 x 100 pixels per axial slice after cropping), so training patches
 are 64 px (``sampler.patch_size=64``) instead of the authors' 128 px at 1 mm, the same field
 of view in mm. Detection runs whole slices through the fully convolutional network
