@@ -12,7 +12,11 @@ Every learned method gets the same :class:`~disyre.config.RunConfig` apart from
 ``corruption.name`` (same network, steps, batch, seed). Thresholds are calibrated on the
 healthy validation scans (split ``val``) of the cache; the test split holds lesioned scans
 (evaluated) and, optionally, healthy scans (their false-positive rate at the calibrated
-thresholds is reported). Everything is computed on the cache's preprocessed volumes.
+thresholds is reported). An optional ``transfer`` split holds healthy scans unlike the
+training ones (the demo's older-looking brains): their false-positive rate at the same
+thresholds shows whether the thresholds transfer. How much the thresholds depend on which
+validation scans were drawn is measured by refitting them on bootstrap resamples of those
+scans. Everything is computed on the cache's preprocessed volumes.
 
 Layout of ``out_dir``::
 
@@ -92,24 +96,33 @@ class BenchmarkResult:
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def rows(self) -> list[dict[str, Any]]:
-        """Headline numbers per method (pixel AP, oracle Dice, Dice and held-out FPR at 1 %)."""
+        """Headline numbers per method (pixel AP, oracle Dice, Dice and held-out FPR at 1 %,
+        the out-of-range healthy FPR at 1 % when there is a transfer split)."""
         out = []
         for name, m in self.metrics.items():
             cal = (m.get("calibrated") or {}).get("0.01") or {}
             held = (m.get("healthy_heldout") or {}).get("0.01") or {}
+            tra = (m.get("healthy_transfer") or {}).get("0.01") or {}
+            boot = (m.get("threshold_bootstrap") or {}).get("0.01") or {}
             sl = (m.get("slice_level") or {}).get("mean") or {}
             px = m.get("pixel") or {}
+            ci = m.get("bootstrap_ci") or {}
             out.append({"method": name, "pixel_ap": px.get("ap"), "auroc": px.get("auroc"),
+                        "pixel_ap_ci": ci.get("ap"),
                         "best_dice_oracle": px.get("best_dice_oracle"),
                         "dice_at_1pct": cal.get("dice"),
-                        "heldout_fpr_at_1pct": held.get("fpr"), "slice_auroc": sl.get("auroc")})
+                        "heldout_fpr_at_1pct": held.get("fpr"),
+                        "transfer_fpr_at_1pct": tra.get("fpr"),
+                        "heldout_fpr_at_1pct_boot": boot.get("heldout_fpr_ci"),
+                        "slice_auroc": sl.get("auroc")})
         return out
 
     def table(self) -> str:
         """A short plain-text table of :meth:`rows`."""
-        head = ["method", "pixel AP", "best Dice*", "Dice@1%", "healthy FPR@1%", "slice AUROC"]
+        head = ["method", "pixel AP", "best Dice*", "Dice@1%", "healthy FPR@1%",
+                "older FPR@1%", "slice AUROC"]
         keys = ["pixel_ap", "best_dice_oracle", "dice_at_1pct", "heldout_fpr_at_1pct",
-                "slice_auroc"]
+                "transfer_fpr_at_1pct", "slice_auroc"]
         lines = ["  ".join(f"{h:>14}" if i else f"{h:<10}" for i, h in enumerate(head))]
         for r in self.rows():
             cells = [f"{r['method']:<10}"]
@@ -117,14 +130,22 @@ class BenchmarkResult:
                 v = r[k]
                 if v is None:
                     cells.append(f"{'-':>14}")
-                elif k == "heldout_fpr_at_1pct":
+                elif k in ("heldout_fpr_at_1pct", "transfer_fpr_at_1pct"):
                     cells.append(f"{100 * v:>13.2f}%")
                 else:
                     cells.append(f"{v:>14.3f}")
             lines.append("  ".join(cells))
         lines.append("* oracle: threshold chosen on the test labels; Dice@1% uses a threshold "
-                     "set on healthy validation scans")
+                     "set on healthy validation scans; healthy FPR: held-out healthy scans like "
+                     "the training ones; older: healthy scans outside the training range")
         return "\n".join(lines)
+
+
+def _transfer_entries(cache: Any, transfer_split: str | None) -> list:
+    if not transfer_split:
+        return []
+    return [e for e in cache.entries
+            if e.split == transfer_split and e.files.get("lesion") is None]
 
 
 def _split_entries(cache: Any, val_split: str, test_split: str, train_split: str
@@ -179,18 +200,61 @@ class _Mapper:
         return self.detector.map_preprocessed(image, mask, progress)
 
 
+def _fpr_at(volumes: list[np.ndarray], thresholds: dict[float, float]
+            ) -> dict[str, dict[str, Any]]:
+    """Pooled and per-volume voxel FPR of healthy brain scores at each threshold."""
+    from disyre.evaluation.thresholds import fpr_key
+
+    n = int(sum(v.size for v in volumes))
+    out: dict[str, dict[str, Any]] = {}
+    for f, t in sorted(thresholds.items()):
+        fp = [int((v > t).sum()) for v in volumes]
+        out[fpr_key(f)] = {"threshold": t, "fpr": sum(fp) / n if n else float("nan"),
+                           "n_volumes": len(volumes), "n_voxels": n,
+                           "per_volume": [round(a / max(v.size, 1), 6)
+                                          for a, v in zip(fp, volumes, strict=True)]}
+    return out
+
+
+def _threshold_bootstrap(val: list[np.ndarray], held: list[np.ndarray],
+                         transfer: list[np.ndarray], fprs: list[float], *, n_boot: int,
+                         seed: int) -> dict[str, Any]:
+    """Spread of the thresholds over bootstrap resamples of the validation scans, and of the
+    held-out FPRs they give (95 % percentile intervals)."""
+    from disyre.evaluation.thresholds import bootstrap_thresholds, fpr_key
+
+    boot = bootstrap_thresholds(val, fprs, n_boot=n_boot, seed=seed)
+    out: dict[str, Any] = {"n_boot": n_boot, "n_volumes": len(val)}
+    for j, f in enumerate(fprs):
+        d: dict[str, Any] = {"threshold_ci": np.percentile(boot[:, j], [2.5, 97.5]).tolist()}
+        for name, vols in (("heldout", held), ("transfer", transfer)):
+            if vols:
+                allv = np.concatenate([np.ravel(v) for v in vols])
+                rates = [(allv > t).mean() for t in boot[:, j]]
+                d[f"{name}_fpr_ci"] = np.percentile(rates, [2.5, 97.5]).tolist()
+        out[fpr_key(f)] = d
+    return out
+
+
 def _evaluate(mapper: _Mapper, val: list, lesioned: list, healthy_test: list, *,
-              n_boot: int, seed: int, progress: bool, label: str) -> Any:
+              n_boot: int, seed: int, progress: bool, label: str,
+              transfer: list | None = None) -> tuple[Any, dict[str, Any]]:
+    """Evaluate one method; returns the harness result and the healthy-scan extras
+    (``healthy_transfer``, ``threshold_bootstrap``) for its report."""
     from tqdm.auto import tqdm
 
     from disyre.evaluation import evaluate_cases
 
-    total = sum(mapper.work(e) for e in (*val, *lesioned, *healthy_test))
+    transfer = transfer or []
+    total = sum(mapper.work(e) for e in (*val, *lesioned, *healthy_test, *transfer))
     bar = tqdm(total=total, desc=f"detect {label}", unit="win", disable=not progress)
+    scores: dict[str, list[np.ndarray]] = {"val": [], "test": [], "transfer": []}
 
-    def healthy(entries: list) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def healthy(entries: list, key: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for e in entries:
-            yield mapper(e, bar.update), np.asarray(e.mask(), bool)
+            amap, mask = mapper(e, bar.update), np.asarray(e.mask(), bool)
+            scores[key].append(np.asarray(amap)[mask])
+            yield amap, mask
 
     def cases() -> Iterator[tuple]:
         for e in lesioned:
@@ -200,10 +264,26 @@ def _evaluate(mapper: _Mapper, val: list, lesioned: list, healthy_test: list, *,
                    np.asarray(e.image()), voxel_mm3)
 
     try:
-        return evaluate_cases(cases(), healthy(val),
-                              healthy_test_maps=healthy(healthy_test) if healthy_test else None,
-                              n_boot=n_boot, seed=seed,
-                              source=f"{len(val)} healthy validation scans")
+        res = evaluate_cases(cases(), healthy(val, "val"),
+                             healthy_test_maps=(healthy(healthy_test, "test") if healthy_test
+                                                else None),
+                             n_boot=n_boot, seed=seed,
+                             source=f"{len(val)} healthy validation scans")
+        extra: dict[str, Any] = {}
+        if res.thresholds is not None:
+            for _ in healthy(transfer, "transfer"):
+                pass
+            if transfer:
+                extra["healthy_transfer"] = _fpr_at(scores["transfer"], res.thresholds.fpr)
+            if scores["test"]:
+                extra["healthy_heldout_volumes"] = {
+                    k: v["per_volume"] for k, v in _fpr_at(scores["test"],
+                                                           res.thresholds.fpr).items()}
+            if n_boot > 0:
+                extra["threshold_bootstrap"] = _threshold_bootstrap(
+                    scores["val"], scores["test"], scores["transfer"],
+                    sorted(res.thresholds.fpr), n_boot=n_boot, seed=seed)
+        return res, extra
     finally:
         bar.close()
 
@@ -211,7 +291,8 @@ def _evaluate(mapper: _Mapper, val: list, lesioned: list, healthy_test: list, *,
 def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path, *,
                   cfg: RunConfig | None = None, steps: int | None = None, seed: int = 0,
                   train_split: str = "train", val_split: str = "val", test_split: str = "test",
-                  device: str = "auto", n_boot: int = 200, overwrite: bool = False,
+                  transfer_split: str | None = "transfer", device: str = "auto",
+                  n_boot: int = 200, overwrite: bool = False,
                   progress: bool = True, title: str = "Benchmark") -> BenchmarkResult:
     """Train, detect and evaluate several methods the same way; write reports + a comparison.
 
@@ -224,6 +305,9 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
             ``cfg.train.steps``.
         seed: Seed of training, noising and bootstrap.
         train_split, val_split, test_split: Split names in the cache.
+        transfer_split: Split of healthy scans unlike the training ones, whose
+            false-positive rate at the calibrated thresholds is reported (skipped when the
+            cache has none; ``None``: never).
         device: ``auto`` | ``cpu`` | ``cuda``.
         n_boot: Bootstrap resamples for the confidence intervals.
         overwrite: Replace an existing benchmark in ``out_dir``.
@@ -247,6 +331,7 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
     base.inference.device = device
     train_e, val_e, lesioned, healthy_test = _split_entries(cache, val_split, test_split,
                                                             train_split)
+    transfer_e = _transfer_entries(cache, transfer_split)
     out = prepare_output_dir(out_dir, overwrite=overwrite, marker=MARKER)
     train_vols = [e.image() for e in train_e]
     train_masks = [e.mask() for e in train_e]
@@ -284,18 +369,20 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
             mapper = _Mapper(name, run_dir=mdir / "run", device=device, seed=seed)
             run_cfg = {"method": name, "run": rc.to_dict()}
         t1 = time.perf_counter()
-        res = _evaluate(mapper, val_e, lesioned, healthy_test, n_boot=n_boot, seed=seed,
-                        progress=progress, label=name)
+        res, extra = _evaluate(mapper, val_e, lesioned, healthy_test, n_boot=n_boot, seed=seed,
+                               progress=progress, label=name, transfer=transfer_e)
         t2 = time.perf_counter()
         config = {**run_cfg, "cache": str(cache.directory), "n_val": len(val_e),
                   "n_test_lesion": len(lesioned), "n_test_healthy": len(healthy_test)}
         if mapper.detector is not None:
             config["precision"] = mapper.detector.precision.to_dict()
+        if transfer_e:
+            config["n_test_transfer"] = len(transfer_e)
         reports[name] = write_report(mdir / "report", res, config=config, overwrite=overwrite,
-                                     title=f"{title}: {name}")
+                                     title=f"{title}: {name}", extra=extra)
         if res.thresholds is not None:
             save_thresholds(mdir / "report" / "thresholds.json", res.thresholds)
-        metrics[name] = res.to_dict()
+        metrics[name] = {**res.to_dict(), **extra}
         timings[name] = {"train_s": round(t1 - t0, 2), "detect_s": round(t2 - t1, 2)}
         log.info("%s: pixel AP %.4f (train %.0f s, detect+evaluate %.0f s)", name,
                  res.pixel.ap, t1 - t0, t2 - t1)
@@ -305,7 +392,8 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
     atomic_write_json(out / MARKER, {
         "methods": names, "steps": base.train.steps, "seed": seed, "device": device,
         "splits": {"train": len(train_e), "val": len(val_e), "test_lesion": len(lesioned),
-                   "test_healthy": len(healthy_test)},
+                   "test_healthy": len(healthy_test),
+                   **({"test_transfer": len(transfer_e)} if transfer_e else {})},
         "run": base.to_dict(), "timings": timings, "summary": result.rows(),
         "reports": {k: str(v.relative_to(out)) for k, v in reports.items()},
         "comparison": str(comparison.relative_to(out)), "provenance": provenance()})

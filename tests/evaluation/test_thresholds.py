@@ -81,3 +81,18 @@ def test_counts_and_summary() -> None:
     assert summ["dice"] == pytest.approx(2 / 3)
     healthy = T.counts_at(s, None, None, [0.5])
     assert T.summarize_counts(healthy[0])["fpr"] == 0.5
+
+
+def test_bootstrap_thresholds_refit_exactly_on_each_resample() -> None:
+    rng = np.random.default_rng(4)
+    vols = [rng.random(500 + 100 * i).astype(np.float32) * s
+            for i, s in enumerate((0.5, 1.0, 0.8, 0.9))]
+    boot = T.bootstrap_thresholds(vols, (0.01, 0.1), n_boot=6, seed=3)
+    draws = np.random.default_rng(3)  # the same resamples, fitted by the calibrator
+    for b in range(6):
+        idx = draws.integers(0, len(vols), size=len(vols))
+        th = T.fit_thresholds([(vols[i], None) for i in idx], fprs=(0.01, 0.1))
+        assert boot[b].tolist() == [th.fpr[0.01], th.fpr[0.1]]
+    assert boot[:, 0].min() < boot[:, 0].max()  # different volumes, different thresholds
+    with pytest.raises(ValueError, match="no healthy volumes"):
+        T.bootstrap_thresholds([], (0.01,))

@@ -27,7 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="seconds-long variant: tiny model, few steps, few subjects")
     p.add_argument("--steps", type=int, default=None, help="training steps of each method")
     p.add_argument("--subjects", type=int, default=None,
-                   help="healthy training subjects (validation/test sizes scale with it)")
+                   help="healthy training subjects (validation/test sizes scale with it; "
+                   "24 gives the defaults)")
     p.add_argument("--contrast", choices=["t2", "t1"], default="t2", help="cohort contrast")
     p.add_argument("--preset", default=None, help="network preset (default small; quick: tiny)")
     p.add_argument("--methods", default=None,
@@ -65,9 +66,10 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"--subjects must be >= 2, got {args.subjects}")
         n = args.subjects
         s.cohort.n_train = n
-        s.cohort.n_val = max(1, n // 4)
-        s.cohort.n_test_healthy = max(1, n // 4)
-        s.cohort.n_test_lesion = max(3, n // 2)
+        s.cohort.n_val = max(1, n // 3)  # n = 24 gives the defaults
+        s.cohort.n_test_healthy = max(1, 5 * n // 24)
+        s.cohort.n_transfer = max(1, 5 * n // 24)
+        s.cohort.n_test_lesion = max(3, 7 * n // 8)
     if args.window is not None:
         if args.window < 0:
             raise CLIError(f"--window must be >= 0, got {args.window}")

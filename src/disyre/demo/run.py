@@ -5,7 +5,8 @@ parameters) -> manifest -> preprocessing cache -> benchmark (:mod:`disyre.benchm
 ``small`` vs the Gaussian-noise baseline at the same budget vs the non-learned reference)
 -> one report per method and a comparison table + figures.
 
-Sizing (a 2-core CPU, under 15 minutes in total, training the largest part): 2 mm voxels
+Sizing (a 2-core CPU, under 15 minutes in total, training the largest part; 24 training,
+8 validation, 5 healthy, 5 older-looking healthy and 21 lesioned test subjects): 2 mm voxels
 (99 x 117 x 95, about 80 x 100 pixels per axial slice after cropping), so training patches
 are 64 px (``sampler.patch_size=64``) instead of the authors' 128 px at 1 mm, the same field
 of view in mm. Detection runs whole slices through the fully convolutional network
@@ -62,7 +63,7 @@ class DemoSettings:
     """
 
     cohort: CohortSpec = field(default_factory=lambda: CohortSpec(
-        n_train=16, n_val=3, n_test_healthy=3, n_test_lesion=6))
+        n_train=24, n_val=8, n_test_healthy=5, n_test_lesion=21, n_transfer=5))
     preset: str = "small"
     steps: int = 650
     methods: list[str] = field(default_factory=lambda: ["dag", "gaussian", "reference"])
@@ -81,7 +82,7 @@ class DemoSettings:
         """The seconds-long variant: tiny network, few steps, few small-cohort subjects."""
         base: dict[str, Any] = dict(
             cohort=CohortSpec(n_train=2, n_val=1, n_test_healthy=1, n_test_lesion=2,
-                              lesion_kinds=["tumour", "stroke"]),
+                              lesion_kinds=["tumour", "stroke"], n_transfer=1),
             preset="tiny", steps=4, patch=32, stride=32, window=0, n_volumes=2, n_slices=2,
             levels=[0, 50], n_boot=20)
         base.update(kw)

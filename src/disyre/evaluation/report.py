@@ -216,9 +216,33 @@ def _num(x: float | None) -> str:
     return "" if x is None or not math.isfinite(x) else f"{x:.6g}"
 
 
+def _threshold_spread_lines(d: Mapping[str, Any]) -> list[str]:
+    """Report lines: out-of-range scans, and the thresholds' spread over resamples."""
+    lines = []
+    if d.get("healthy_transfer"):
+        t = next(iter(d["healthy_transfer"].values()))
+        lines += [f"Out-of-range healthy FPR: {t['n_volumes']} healthy scans drawn outside the "
+                  "training range (e.g. older-looking brains), at the same thresholds.", ""]
+    boot = d.get("threshold_bootstrap") or {}
+    rows = [(k, v) for k, v in boot.items() if isinstance(v, dict)]
+    if rows:
+        lines += [f"Thresholds refitted on {boot['n_boot']} bootstrap resamples of the "
+                  f"{boot['n_volumes']} validation scans (95 % intervals):", "",
+                  "| healthy FPR | threshold | held-out healthy FPR | out-of-range FPR |",
+                  "|---|---|---|---|"]
+        for k, v in rows:
+            cells = [f"[{a:.4f}, {b:.4f}]" if (a, b) != (None, None) else "-"
+                     for a, b in (v.get("threshold_ci") or (None, None),
+                                  v.get("heldout_fpr_ci") or (None, None),
+                                  v.get("transfer_fpr_ci") or (None, None))]
+            lines.append(f"| {float(k):.0%} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
 def write_report(out_dir: str | Path, result: EvaluationResult, *,
                  config: Mapping[str, Any] | None = None, title: str = "Evaluation report",
-                 overwrite: bool = False) -> Path:
+                 overwrite: bool = False, extra: Mapping[str, Any] | None = None) -> Path:
     """Write ``metrics.json``, ``cases.csv``, ``report.md`` and ``figures/*.png``.
 
     Args:
@@ -228,6 +252,10 @@ def write_report(out_dir: str | Path, result: EvaluationResult, *,
         config: Settings to record (e.g. the run config, the manifest, the checkpoint).
         title: Heading of the report.
         overwrite: Replace an existing report.
+        extra: More entries for ``metrics.json``; ``healthy_transfer`` (FPR of healthy scans
+            outside the training range, shaped like ``healthy_heldout``) and
+            ``threshold_bootstrap`` (spread of the thresholds over resamples of the healthy
+            validation scans) are also shown in the report.
 
     Returns:
         Path of ``report.md``.
@@ -236,6 +264,8 @@ def write_report(out_dir: str | Path, result: EvaluationResult, *,
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
     d = result.to_dict()
+    d.update(extra or {})
+    transfer = d.get("healthy_transfer") or {}
     d["config"] = dict(config or {})
     d["provenance"] = provenance()
     atomic_write_text(out / "cases.csv", _cases_csv(result))
@@ -272,14 +302,18 @@ def write_report(out_dir: str | Path, result: EvaluationResult, *,
                   f"voxels, {th.get('method')} quantiles); a voxel is anomalous when "
                   "`score > threshold`.", "",
                   "| healthy FPR | threshold | Dice (pooled) | mean case Dice | precision "
-                  "| recall | test FPR | held-out healthy FPR |", "|---" * 8 + "|"]
+                  "| recall | test FPR | held-out healthy FPR |"
+                  + (" out-of-range healthy FPR |" if transfer else ""),
+                  "|---" * (9 if transfer else 8) + "|"]
         for k, v in d["calibrated"].items():
             ho = d["healthy_heldout"].get(k, {}).get("fpr")
             lines.append(f"| {float(k):.0%} | {_fmt(v['threshold'], 4)} | {_fmt(v['dice'])} | "
                          f"{_fmt(v['mean_case_dice'])}{_ci(d, f'mean_dice_fpr_{k}')} | "
                          f"{_fmt(v['precision'])} | {_fmt(v['recall'])} | "
-                         f"{_fmt(v['fpr'], 4)} | {_fmt(ho, 4)} |")
+                         f"{_fmt(v['fpr'], 4)} | {_fmt(ho, 4)} |"
+                         + (f" {_fmt(transfer.get(k, {}).get('fpr'), 4)} |" if transfer else ""))
         lines.append("")
+        lines += _threshold_spread_lines(d)
     lines += ["## Slice- and volume-level detection", "",
               "A slice (volume) is anomalous if any voxel of its label is; its score is "
               f"the mean, the max or the mean of the top {result.settings['top_k']} voxel "
@@ -328,6 +362,8 @@ def _row(name: str, m: Mapping[str, Any]) -> dict[str, Any]:
         row[f"dice_fpr_{k}"] = v.get("dice")
     for k, v in (m.get("healthy_heldout") or {}).items():
         row[f"heldout_fpr_at_{k}"] = v.get("fpr")
+    for k, v in (m.get("healthy_transfer") or {}).items():
+        row[f"transfer_fpr_at_{k}"] = v.get("fpr")
     sl = (m.get("slice_level") or {}).get("mean", {})
     row["slice_auroc_mean"] = sl.get("auroc")
     return row
@@ -388,8 +424,10 @@ def write_comparison(out_dir: str | Path, results: Mapping[str, Mapping[str, Any
     head = ["method", "AP", "AUROC", "best Dice (oracle)"]
     dkeys = [k for k in keys if k.startswith("dice_fpr_")]
     hkeys = [k for k in keys if k.startswith("heldout_fpr_at_")]
+    tkeys = [k for k in keys if k.startswith("transfer_fpr_at_")]
     head += [f"Dice @ {float(k[9:]):.0%} FPR" for k in dkeys]
     head += [f"held-out FPR @ {float(k[15:]):.0%}" for k in hkeys]
+    head += [f"out-of-range FPR @ {float(k[16:]):.0%}" for k in tkeys]
     head.append("slice AUROC (mean)")
     lines = [f"# {title}", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
@@ -401,6 +439,7 @@ def write_comparison(out_dir: str | Path, results: Mapping[str, Mapping[str, Any
                                            if ci and ci[0] is not None else ""))
         cells += [_fmt(r.get(k)) for k in dkeys]
         cells += [_fmt(r.get(k), 4) for k in hkeys]
+        cells += [_fmt(r.get(k), 4) for k in tkeys]
         cells.append(_fmt(r.get("slice_auroc_mean")))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"*{ORACLE_NOTE}. Brackets: 95 % bootstrap intervals over volumes.*", "",
