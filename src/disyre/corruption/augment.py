@@ -216,10 +216,7 @@ def _authors(x: torch.Tensor, brain: torch.Tensor | None, generator: torch.Gener
         ang = torch.where(do_rot, (u[:, 3] * 2 - 1) * math.radians(r.max_rotation_deg), 0.0)[idx]
         lo, hi = r.scale_range
         scale = torch.where(do_sc, lo + (hi - lo) * u[:, 4], 1.0)[idx]
-        c, s = torch.cos(ang) / scale, torch.sin(ang) / scale
-        zero = torch.zeros_like(c)
-        theta = torch.stack([torch.stack([c, -s, zero], 1), torch.stack([s, c, zero], 1)], 1)
-        grid = F.affine_grid(theta.to(dt), [idx.numel(), 1, H, W], align_corners=False)
+        grid = _rotation_scale_grid(ang, scale, H, W, dt)
         el = torch.nonzero(do_el[idx]).flatten()
         if el.numel():
             disp = elastic_offsets(el.numel(), H, W, generator, dev, r.elastic_scale)
@@ -292,10 +289,7 @@ def legacy_augment(x: torch.Tensor, generator: torch.Generator, *,
     if idx.numel():
         ang = torch.where(do_rot, (u[:, 3] * 2 - 1) * math.radians(15.0), 0.0)[idx]
         scale = torch.where(do_sc, 0.75 + 0.5 * u[:, 4], 1.0)[idx]
-        c, s = torch.cos(ang) / scale, torch.sin(ang) / scale
-        zero = torch.zeros_like(c)
-        theta = torch.stack([torch.stack([c, -s, zero], 1), torch.stack([s, c, zero], 1)], 1)
-        grid = F.affine_grid(theta.to(dt), [idx.numel(), 1, H, W], align_corners=False)
+        grid = _rotation_scale_grid(ang, scale, H, W, dt)
         el = torch.nonzero(do_el[idx]).flatten()
         if el.numel():
             disp = F.interpolate(coarse[idx[el]], size=(H, W), mode="bilinear",
@@ -329,3 +323,12 @@ def legacy_augment(x: torch.Tensor, generator: torch.Generator, *,
     if idx.numel():
         x[idx] = gaussian_blur(x[idx], 0.5 + u[idx, 15], max_sigma=1.5)
     return x.clamp(0.0, 1.0) * brain, brain
+
+
+def _rotation_scale_grid(ang: torch.Tensor, scale: torch.Tensor, H: int, W: int,
+                         dtype: torch.dtype) -> torch.Tensor:
+    """Sampling grid ``(n, H, W, 2)`` that rotates by ``ang`` (radians) and zooms by ``scale``."""
+    c, s = torch.cos(ang) / scale, torch.sin(ang) / scale
+    zero = torch.zeros_like(c)
+    theta = torch.stack([torch.stack([c, -s, zero], 1), torch.stack([s, c, zero], 1)], 1)
+    return F.affine_grid(theta.to(dtype), [ang.numel(), 1, H, W], align_corners=False)
