@@ -230,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default="v2-5,v2-4,v1-5")
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--windows", default="128,0", help="128 = sliding windows, 0 = whole slices")
-    p.add_argument("--batch", type=int, default=10,
-                   help="network inputs per pass (inference.batch_size; window x level pairs)")
+    p.add_argument("--batch", type=int, default=32,
+                   help="network inputs per pass (inference.batch_size, default the library's; "
+                        "window x level pairs)")
     p.add_argument("--slices", type=int, default=0, help="only this many middle slices (0=all)")
     p.add_argument("--repeats", type=int, default=1, help="timed runs per volume (median)")
     p.add_argument("--device", default="cpu")
