@@ -7,13 +7,19 @@ Batch of 96 patches of 128x128 (the authors' 8 volumes x 12 slices) with an elli
 synthetic brain; median of ``--repeats`` timed runs after one warm-up; CPU with
 ``--threads`` intra-op threads, and CUDA when available.
 
+The ``batch`` stage is the training loop's whole batch production, as the TARGETS row counts
+it: patches sampled from 8 in-memory volumes of 130 x 136 x 162 (the authors' benchmark size),
+augmented and corrupted (``BatchSource.micro_batch`` over all 12 shards of a step).
+
 Usage:
     python benchmarks/bench_corruption.py [--threads 2] [--repeats 5] [--batch 96] [--size 128]
+        [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -34,6 +40,23 @@ def synthetic_batch(batch: int, size: int, device: torch.device) -> torch.Tensor
     tex = torch.rand(batch, 1, size // 8, size // 8, generator=g)
     tex = torch.nn.functional.interpolate(tex, size=(size, size), mode="bilinear")
     return ((0.1 + 0.85 * tex) * inside).float().to(device)
+
+
+def _batch_source(n_volumes: int, n_slices: int, size: int, dev: torch.device):
+    """The training loop's batch source over 8 synthetic 130 x 136 x 162 volumes."""
+    import numpy as np
+
+    from disyre.config import RunConfig, SamplerConfig
+    from disyre.training import BatchSource
+
+    cfg = RunConfig()
+    cfg.sampler = SamplerConfig(n_volumes=n_volumes, n_slices=n_slices, patch_size=size)
+    rng = np.random.default_rng(0)
+    z, y, x = np.ogrid[:130, :136, :162]
+    inside = ((z - 65) / 60) ** 2 + ((y - 68) / 60) ** 2 + ((x - 81) / 72) ** 2 < 1
+    vols = [np.where(inside, rng.random((130, 136, 162), dtype=np.float32) * 0.5 + 0.3,
+                     0).astype(np.float32) for _ in range(8)]
+    return BatchSource(vols, cfg, device=dev)
 
 
 def time_it(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
@@ -57,15 +80,22 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--batch", type=int, default=96)
     p.add_argument("--size", type=int, default=128)
+    p.add_argument("--json", default=None, help="also write {device: {stage: s/batch}} here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     print(f"batch {args.batch} x {args.size}x{args.size}, {args.threads} CPU threads, "
           f"median of {args.repeats}")
     print(f"{'device':<6} {'stage':<11} {'ms/batch':>9} {'patches/s':>10}")
+    out: dict[str, dict[str, float]] = {}
     for dev in devices:
-        for name, seconds in bench_device(dev, args.batch, args.size, args.repeats).items():
+        out[dev.type] = bench_device(dev, args.batch, args.size, args.repeats)
+        for name, seconds in out[dev.type].items():
             print(f"{dev.type:<6} {name:<11} {1000 * seconds:9.1f} {args.batch / seconds:10.0f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"batch": args.batch, "size": args.size, "threads": args.threads,
+                       "repeats": args.repeats, "seconds": out}, f, indent=2)
 
 
 def bench_device(dev: torch.device, batch: int, size: int, repeats: int) -> dict[str, float]:
@@ -83,6 +113,10 @@ def bench_device(dev: torch.device, batch: int, size: int, repeats: int) -> dict
     old = make_corruption(CorruptionConfig(name="dag", shapes="legacy", bias_selection="single"))
     stages["dag-legacy"] = lambda: old(x, g)
     stages["aug-legacy"] = lambda: augment(x, g, recipe="legacy")
+    if batch % 12 == 0:
+        src = _batch_source(batch // 12, 12, size, dev)
+        step = iter(range(10 ** 6))
+        stages["batch"] = lambda: src.micro_batch(0, next(step), list(range(12)))
     return {name: time_it(fn, dev, repeats) for name, fn in stages.items()}
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ fp32, paper network, 5 levels, sliding windows): 813 s and 10.9 GB per 130-slice
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -84,17 +85,21 @@ def _child(spec: dict) -> dict:
     from disyre.config import InferenceConfig, ModelConfig
     from disyre.inference import count_work, predict_volume, restore
     from disyre.model import build_model, compile_network, use_channels_last
-    from disyre.runtime import decide_precision, resolve_device
+    from disyre.runtime import decide_precision, resolve_device, retain_freed_memory
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     dev = resolve_device(spec["device"])
+    # the allocator as the Detector sets it on a CPU (auto), or left alone (system)
+    alloc = (retain_freed_memory() if spec.get("malloc", "auto") == "auto" and dev.type == "cpu"
+             else "system")
     torch.manual_seed(0)
     mcfg = ModelConfig.from_preset(spec["net"])
     net = build_model(mcfg).to(dev).eval()
     prec = decide_precision(spec["precision"], dev)
     cl = {"on": True, "off": False}.get(spec.get("channels_last", "auto"))
-    cl = use_channels_last(mcfg, dev, precision=prec.precision) if cl is None else cl
+    cl = (use_channels_last(mcfg, dev, precision=prec.precision, mode="inference")
+          if cl is None else cl)
     if cl:
         net = net.to(memory_format=torch.channels_last)
     cfg = InferenceConfig(window=spec["window"], stride=32, batch_size=spec["batch"],
@@ -156,7 +161,7 @@ def _child(spec: dict) -> dict:
                n_slices=n_slices, n_inputs=work, gflop=gflop, gflops_per_s=gflop / s_vol,
                rss_gib=peak_rss_gib(), resolved_precision=prec.precision,
                precision_reason=prec.reason, channels_last=cl, shape=list(vol.shape),
-               compile_s=t_compile)
+               compile_s=t_compile, malloc=alloc)
     if dev.type == "cuda":
         out["gpu_peak_gib"] = torch.cuda.max_memory_allocated(dev) / 2 ** 30
     # a 130-slice volume at this rate
@@ -225,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default="v2-5,v2-4,v1-5")
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--windows", default="128,0", help="128 = sliding windows, 0 = whole slices")
-    p.add_argument("--batch", type=int, default=10,
-                   help="network inputs per pass (inference.batch_size; window x level pairs)")
+    p.add_argument("--batch", type=int, default=32,
+                   help="network inputs per pass (inference.batch_size, default the library's; "
+                        "window x level pairs)")
     p.add_argument("--slices", type=int, default=0, help="only this many middle slices (0=all)")
     p.add_argument("--repeats", type=int, default=1, help="timed runs per volume (median)")
     p.add_argument("--device", default="cpu")
@@ -235,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="synthetic volume D,H,W (axial slices first)")
     p.add_argument("--compile", default="off", help="off, on or off,on (torch.compile)")
     p.add_argument("--channels-last", default="auto", help="auto, on, off (comma list)")
+    p.add_argument("--malloc", default="auto",
+                   help="auto (freed memory kept on a CPU, as the Detector does), system "
+                        "(allocator left alone), or auto,system")
     p.add_argument("--accuracy", action="store_true", help="run the AP agreement check")
     p.add_argument("--no-timing", action="store_true", help="skip the timing table")
     p.add_argument("--train-steps", type=int, default=300)
@@ -259,11 +268,12 @@ def main(argv: list[str] | None = None) -> int:
             for prec in a.precisions.split(","):
                 for win in (int(w) for w in a.windows.split(",")):
                     for comp in a.compile.split(","):
-                        for cl in a.channels_last.split(","):
+                        for cl, malloc in itertools.product(a.channels_last.split(","),
+                                                            a.malloc.split(",")):
                             spec = dict(net=net, method=method, precision=prec, window=win,
                                         batch=a.batch, slices=a.slices, repeats=a.repeats,
                                         device=a.device, threads=a.threads, shape=shape,
-                                        compile=comp == "on", channels_last=cl)
+                                        compile=comp == "on", channels_last=cl, malloc=malloc)
                             r = subprocess.run([sys.executable, __file__, "--_child",
                                                 json.dumps(spec)], capture_output=True,
                                                text=True)
@@ -275,11 +285,14 @@ def main(argv: list[str] | None = None) -> int:
                             results["timing"].append(res)
                             rp = res["resolved_precision"]
                             pk = 100 * res["gflops_per_s"] / peaks[rp]
+                            res["pct_peak"] = pk
                             extra = []
                             if res.get("compile_s") is not None:
                                 extra.append(f"compile {res['compile_s']:.0f} s")
                             if "gpu_peak_gib" in res:
                                 extra.append(f"GPU peak {res['gpu_peak_gib']:.2f} GiB")
+                            if not res["malloc"].startswith("retained"):
+                                extra.append(f"allocator {res['malloc']}")
                             print(f"{net:6} {method:5} {rp + ('*' if prec == 'auto' else ''):6} "
                                   f"{win:>4} {comp:4} {'on' if res['channels_last'] else 'off':3} "
                                   f"{res['s_volume']:8.2f} {res['s_per_130_slices']:8.1f} "

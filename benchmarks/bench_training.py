@@ -27,6 +27,7 @@ EPYC (2026-11-26): fp32 60.2 s / bf16 24.4 s at 96, fp32 5.66 s / bf16 2.40 s at
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -64,17 +65,20 @@ def _flops_per_patch(model, patch: int, dev, spatial_dims: int = 2) -> float:
 
 def child(preset: str, batch: int, precision: str, reps: int, device: str, accum: int,
           compile_: bool = False, channels_last: str = "auto", breakdown: bool = True,
-          patch: int = 128) -> dict:
+          patch: int = 128, optimizer: str = "auto", malloc: str = "auto") -> dict:
     """Time ``reps`` training steps after one warm-up; returns medians and peak memory."""
     import numpy as np
     import torch
 
     from disyre.config import ModelConfig, RunConfig, SamplerConfig
     from disyre.model import build_model, compile_network, use_channels_last
-    from disyre.runtime import decide_precision, resolve_device
+    from disyre.runtime import decide_precision, resolve_device, retain_freed_memory
     from disyre.training import BatchSource, make_optimizer, micro_batch_shards, train_step
+    from disyre.training.loop import adamw_impl
 
     dev = resolve_device(device)
+    # the allocator as the training loop sets it on a CPU (auto), or left alone (system)
+    alloc = retain_freed_memory() if malloc == "auto" and dev.type == "cpu" else "system"
     cfg = RunConfig()
     cfg.model = ModelConfig.from_preset(preset)
     nv, ns = _batch_shape(batch)
@@ -110,7 +114,7 @@ def child(preset: str, batch: int, precision: str, reps: int, device: str, accum
     cl = use_channels_last(cfg.model, dev, precision=prec.precision) if cl is None else cl
     if cl:
         model = model.to(memory_format=torch.channels_last)
-    opt, _ = make_optimizer(model, cfg)
+    opt, _ = make_optimizer(model, cfg, impl=optimizer)
     if compile_:
         compile_network(model)
     shards = micro_batch_shards(ns, 1, accum, 0)
@@ -137,6 +141,7 @@ def child(preset: str, batch: int, precision: str, reps: int, device: str, accum
     out = {"preset": preset, "batch": batch, "precision": prec.precision,
            "precision_requested": precision, "precision_reason": prec.reason,
            "device": str(dev), "accum": accum, "compile": compile_, "channels_last": cl,
+           "optimizer": adamw_impl(optimizer, dev), "malloc": alloc,
            "steps": reps, "s_per_step": med, "patches_per_s": batch / med,
            "first_step_s": first, "compile_s": max(0.0, first - med) if compile_ else None,
            "gflop_per_patch": gflop_patch, "gflops": gflop_patch * batch / med,
@@ -175,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch.compile the network (A/B: --compile off on)")
     p.add_argument("--channels-last", nargs="+", choices=["auto", "off", "on"],
                    default=["auto"], help="memory layout (auto = the library's choice)")
+    p.add_argument("--optimizer", nargs="+", choices=["auto", "loop", "foreach", "fused"],
+                   default=["auto"], help="AdamW implementation (auto = the library's choice)")
+    p.add_argument("--malloc", nargs="+", choices=["auto", "system"], default=["auto"],
+                   help="auto: the allocator as the library sets it (freed memory kept on a "
+                        "CPU, disyre.runtime.retain_freed_memory); system: left alone")
     p.add_argument("--reps", type=int, default=3, help="timed steps after one warm-up")
     p.add_argument("--accum", type=int, default=0,
                    help="micro-batches per step (0 = batch / --micro, so memory stays that of "
@@ -190,46 +200,46 @@ def main(argv: list[str] | None = None) -> int:
     if a.child:
         print(json.dumps(child(a.preset[0], a.batch[0], a.precision[0], a.reps, a.device,
                                max(1, a.accum), a.compile[0] == "on", a.channels_last[0],
-                               not a.no_breakdown, a.patch)))
+                               not a.no_breakdown, a.patch, a.optimizer[0], a.malloc[0])))
         return 0
     info = machine_info(a.device)
     peaks = measure_peaks(a.device)
     print(header(info, peaks), flush=True)
-    print(f"{'preset':6} {'batch':>5} {'prec':9} {'comp':4} {'CL':3} {'s/step':>7} "
-          f"{'patch/s':>7} {'RSS GiB':>7} {'GF/s':>6} {'%peak':>5}  "
+    print(f"{'preset':6} {'batch':>5} {'micro':>5} {'prec':9} {'comp':4} {'CL':3} {'adamw':7} "
+          f"{'malloc':8} "
+          f"{'s/step':>7} {'patch/s':>7} {'RSS GiB':>7} {'GF/s':>6} {'%peak':>5}  "
           "breakdown s (sample/corrupt/fwd/bwd/opt)")
     rows = []
-    for preset in a.preset:
-        for batch in a.batch:
-            for prec in a.precision:
-                for comp in a.compile:
-                    for cl in a.channels_last:
-                        accum = a.accum or _auto_accum(batch, a.micro)
-                        cmd = [sys.executable, __file__, "--child", "--preset", preset,
-                               "--batch", str(batch), "--precision", prec, "--reps",
-                               str(a.reps), "--device", a.device, "--accum", str(accum),
-                               "--compile", comp, "--channels-last", cl, "--patch",
-                               str(a.patch)] + (["--no-breakdown"] if a.no_breakdown else [])
-                        r = subprocess.run(cmd, capture_output=True, text=True)
-                        if r.returncode:
-                            print(f"{preset} {batch} {prec} compile={comp} cl={cl}: failed\n"
-                                  f"{r.stderr[-2000:]}", flush=True)
-                            continue
-                        d = json.loads(r.stdout.strip().splitlines()[-1])
-                        rows.append(d)
-                        pk = 100 * d["gflops"] / peaks[d["precision"]]
-                        label = d["precision"] + ("*" if prec == "auto" else "")
-                        b = d["breakdown"]
-                        parts = "/".join(f"{b[k]:.2f}" for k in b) if b else "-"
-                        print(f"{preset:6} {batch:5d} {label:9} {comp:4} "
-                              f"{'on' if d['channels_last'] else 'off':3} "
-                              f"{d['s_per_step']:7.3f} {d['patches_per_s']:7.1f} "
-                              f"{d['rss_gib']:7.2f} {d['gflops']:6.1f} {pk:5.1f}  {parts}"
-                              f"  (spread {100 * d['spread']:.0f}%"
-                              + (f", compile {d['compile_s']:.0f} s" if d["compile_s"]
-                                 is not None else "")
-                              + (f", GPU peak {d['gpu_peak_gib']:.2f} GiB"
-                                 if "gpu_peak_gib" in d else "") + ")", flush=True)
+    for preset, batch, prec, comp, cl, optim, malloc in itertools.product(
+            a.preset, a.batch, a.precision, a.compile, a.channels_last, a.optimizer, a.malloc):
+        accum = a.accum or _auto_accum(batch, a.micro)
+        cmd = [sys.executable, __file__, "--child", "--preset", preset, "--batch", str(batch),
+               "--precision", prec, "--reps", str(a.reps), "--device", a.device, "--accum",
+               str(accum), "--compile", comp, "--channels-last", cl, "--patch", str(a.patch),
+               "--optimizer", optim, "--malloc", malloc]
+        cmd += ["--no-breakdown"] if a.no_breakdown else []
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            print(f"{preset} {batch} {prec} compile={comp} cl={cl} adamw={optim} "
+                  f"malloc={malloc}: failed\n"
+                  f"{r.stderr[-2000:]}", flush=True)
+            continue
+        d = json.loads(r.stdout.strip().splitlines()[-1])
+        rows.append(d)
+        pk = 100 * d["gflops"] / peaks[d["precision"]]
+        d["pct_peak"] = pk
+        label = d["precision"] + ("*" if prec == "auto" else "")
+        b = d["breakdown"]
+        parts = "/".join(f"{b[k]:.2f}" for k in b) if b else "-"
+        print(f"{preset:6} {batch:5d} {batch // accum:5d} {label:9} {comp:4} "
+              f"{'on' if d['channels_last'] else 'off':3} {d['optimizer']:7} "
+              f"{'retain' if d['malloc'].startswith('retained') else 'system':8} "
+              f"{d['s_per_step']:7.3f} {d['patches_per_s']:7.1f} "
+              f"{d['rss_gib']:7.2f} {d['gflops']:6.1f} {pk:5.1f}  {parts}"
+              f"  (spread {100 * d['spread']:.0f}%"
+              + (f", compile {d['compile_s']:.0f} s" if d["compile_s"] is not None else "")
+              + (f", GPU peak {d['gpu_peak_gib']:.2f} GiB" if "gpu_peak_gib" in d else "")
+              + ")", flush=True)
     print("* precision=auto, resolved on this machine. %peak: of the matmul peak of that "
           "precision measured above. GF/s: counted FLOP (conv + matmul, fwd + bwd) / s.")
     refs = [(d, references(d["batch"], d["precision"], d["s_per_step"])) for d in rows

@@ -114,12 +114,17 @@ def test_channels_last_is_chosen_per_device_and_preset(monkeypatch: pytest.Monke
     small = ModelConfig.from_preset("small")
     assert use_channels_last(small, "cuda") and not use_channels_last(small, "cuda", False)
     assert not use_channels_last(ModelConfig.from_preset("small", spatial_dims=3), "cuda")
-    monkeypatch.setitem(model_mod.CPU_CHANNELS_LAST, ("small", "fp32"), True)
-    monkeypatch.setitem(model_mod.CPU_CHANNELS_LAST, ("small", "bf16"), False)
+    monkeypatch.setattr(model_mod, "CPU_CHANNELS_LAST", {
+        ("small", "fp32", "train"): True, ("small", "bf16", "train"): False,
+        ("small", "bf16", "inference"): True})
     assert use_channels_last(small, "cpu", precision="fp32")
     assert not use_channels_last(small, "cpu", precision="bf16")
+    assert use_channels_last(small, "cpu", precision="bf16", mode="inference")
+    assert not use_channels_last(small, "cpu", precision="fp32", mode="inference")
     assert not use_channels_last(small, "cpu", allowed=False, precision="fp32")
     assert not use_channels_last(ModelConfig.from_preset("paper"), "cpu", precision="fp32")
+    with pytest.raises(ValueError, match="mode"):
+        use_channels_last(small, "cpu", mode="eval")
 
 
 def test_compile_keeps_names_and_matches_eager() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +52,17 @@ def test_micro_batches_partition_the_shards() -> None:
     assert one == two == [list(range(6)), list(range(6, 12))]
     with pytest.raises(ConfigError, match="n_slices=12 must be a multiple"):
         micro_batch_shards(12, world_size=1, grad_accum=5, rank=0)
+
+
+def test_auto_grad_accum_keeps_cpu_micro_batches_at_16_patches_of_128() -> None:
+    from disyre.training import auto_grad_accum
+
+    assert auto_grad_accum(8, 12, 128, 1, "cpu") == 6      # 96 patches: 6 x 16
+    assert auto_grad_accum(8, 12, 128, 2, "cpu") == 3      # 48 per rank: 3 x 16
+    assert auto_grad_accum(8, 12, 64, 1, "cpu") == 2       # 64 px: 2 x 48 patches
+    assert auto_grad_accum(8, 2, 128, 1, "cpu") == 1       # 16 patches: one micro-batch
+    assert auto_grad_accum(20, 1, 128, 1, "cpu") == 1      # one shard cannot be split
+    assert auto_grad_accum(8, 12, 128, 1, "cuda") == 1
 
 
 def test_shards_depend_only_on_seed_step_index(cohort: Sequence[np.ndarray]) -> None:
@@ -163,6 +175,15 @@ def test_grad_accumulation_matches_one_big_batch(tmp_path: Path,
     two = train(tiny_config(steps=4, grad_accum=2), cohort[:4], None, tmp_path / "b",
                 progress=False)
     np.testing.assert_allclose(two.losses, one.losses, rtol=1e-5)
+    # grad_accum=0 (auto) resolves from the micro-batch budget, and the run records it
+    from disyre.training import batches
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(batches, "CPU_MICRO_BATCH_PIXELS", 4 * 32 * 32)  # 4 patches of 32 px
+        auto = train(tiny_config(steps=4, grad_accum=0), cohort[:4], None, tmp_path / "c",
+                     progress=False)
+    assert json.loads((tmp_path / "c" / "run.json").read_text())["runtime"]["grad_accum"] == 2
+    assert auto.losses == two.losses
 
 
 # ---------------------------------------------------------------- checkpoints

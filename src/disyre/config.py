@@ -194,8 +194,10 @@ class TrainConfig:
     channels_last: bool = True  # where it helps: CUDA; CPU per model.CPU_CHANNELS_LAST
     compile: bool = False  # torch.compile the network (compiles at the first step)
     num_threads: int | None = None
-    # micro-batches per process and step (same gradient, memory of one micro-batch)
-    grad_accum: int = 1
+    # micro-batches per process and step (same gradient, memory of one micro-batch); 0 = auto:
+    # one on a GPU, on a CPU micro-batches of at most 16 patches of 128x128 (as fast as one
+    # batch, a quarter of the memory at 96 patches; training.auto_grad_accum)
+    grad_accum: int = 0
     tensorboard: bool = False
 
 
@@ -317,8 +319,9 @@ class RunConfig:
         need(t.ema_decay is None or 0 < t.ema_decay < 1, "train.ema_decay", "null or in (0, 1)",
              t.ema_decay)
         need(t.precision in PRECISIONS, "train.precision", " or ".join(PRECISIONS), t.precision)
-        for k in ("val_every", "ckpt_every", "log_every", "grad_accum"):
+        for k in ("val_every", "ckpt_every", "log_every"):
             need(getattr(t, k) >= 1, f"train.{k}", ">= 1", getattr(t, k))
+        need(t.grad_accum >= 0, "train.grad_accum", ">= 0 (0 = auto)", t.grad_accum)
         need(t.val_batches >= 0, "train.val_batches", ">= 0", t.val_batches)
         need(t.num_threads is None or t.num_threads >= 1, "train.num_threads", "null or >= 1",
              t.num_threads)

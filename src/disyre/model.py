@@ -127,37 +127,43 @@ def build_model(cfg: ModelConfig, sdpa: bool = True) -> RestorationNet:
     return RestorationNet(cfg, sdpa=sdpa)
 
 
-#: Channels-last on the CPU, per (preset, precision) (2D only; missing = off). All off until
-#: measured on a quiet machine with ``benchmarks/bench_training.py --channels-last off on``:
-#: on a shared 2-core AVX512-BF16 EPYC, `paper` at 16 patches looked faster channels-last in
-#: fp32 but much slower in bf16 (oneDNN's bf16 backward), so the choice depends on both.
-#: On CUDA channels-last is always on.
-CPU_CHANNELS_LAST: dict[tuple[str, str], bool] = {}
+#: Channels-last on the CPU, per (preset, precision, mode) with mode ``train`` or
+#: ``inference`` (2D only; missing = off). Filled from ``benchmarks/bench_training.py
+#: --channels-last off on`` and ``benchmarks/bench_detect.py --channels-last off,on`` on a
+#: quiet 2-core AVX512-BF16 EPYC (docs/training.md, "Speed levers"). On CUDA channels-last is
+#: always on.
+CPU_CHANNELS_LAST: dict[tuple[str, str, str], bool] = {}
+
+#: where a network runs in :func:`use_channels_last`
+CHANNELS_LAST_MODES: tuple[str, ...] = ("train", "inference")
 
 
 def use_channels_last(cfg: ModelConfig, device: torch.device | str, allowed: bool = True,
-                      precision: str = "fp32") -> bool:
+                      precision: str = "fp32", mode: str = "train") -> bool:
     """Whether to run the network channels-last (``train.channels_last`` is ``allowed``).
 
     Channels-last where it helps: on CUDA for every 2D network, on the CPU for the
-    ``(preset, precision)`` pairs marked in :data:`CPU_CHANNELS_LAST`; never for 3D networks
-    or when not ``allowed``.
+    ``(preset, precision, mode)`` triples marked in :data:`CPU_CHANNELS_LAST`; never for 3D
+    networks or when not ``allowed``.
 
     Args:
         cfg: The network's config (``spatial_dims``, ``preset``).
         device: Where it runs.
         allowed: ``False`` rules it out.
         precision: The resolved precision it runs in (``fp32`` or ``bf16``).
+        mode: ``train`` (forward and backward) or ``inference`` (forward only).
 
     Example:
         >>> use_channels_last(ModelConfig.from_preset("small"), "cuda")
         True
     """
+    if mode not in CHANNELS_LAST_MODES:
+        raise ValueError(f"mode must be one of {CHANNELS_LAST_MODES}, got {mode!r}")
     if not allowed or cfg.spatial_dims != 2:
         return False
     if torch.device(device).type == "cuda":
         return True
-    return CPU_CHANNELS_LAST.get((cfg.preset, precision), False)
+    return CPU_CHANNELS_LAST.get((cfg.preset, precision, mode), False)
 
 
 def compile_network(model: nn.Module, **kwargs: object) -> nn.Module:

@@ -19,7 +19,12 @@ from disyre.data.intensity import intensity_signature
 from disyre.evaluation.metrics import SCORE_VOLUME_MM3, top_volume_mean
 from disyre.inference.restoration import InferenceInput
 from disyre.inference.windows import _size_multiple, count_work, predict_volume
-from disyre.runtime import PrecisionDecision, decide_precision, resolve_device
+from disyre.runtime import (
+    PrecisionDecision,
+    decide_precision,
+    resolve_device,
+    retain_freed_memory,
+)
 
 # --------------------------------------------------------------------------------------------
 # 3. The user's API
@@ -181,7 +186,7 @@ class Detector:
         reference: Training-data description for the sanity checks (``contrast``,
             ``intensity_quantiles``, ``spacing``); see :func:`sanity_warnings`.
         channels_last: Feed the network channels-last tensors (default:
-            :func:`disyre.model.use_channels_last`, i.e. on CUDA).
+            :func:`disyre.model.use_channels_last` in ``inference`` mode).
         seed: Seed of the generator for noising corruptions (the Gaussian baseline).
 
     Example:
@@ -195,11 +200,14 @@ class Detector:
                  seed: int = 0) -> None:
         self.device = resolve_device(device)
         self.cfg = cfg
+        if self.device.type == "cpu":
+            retain_freed_memory()  # activations are reused, not faulted in again per pass
         if channels_last is None:
             from disyre.model import use_channels_last
 
             channels_last = use_channels_last(cfg.model, self.device,
-                                              precision=self.precision.precision)
+                                              precision=self.precision.precision,
+                                              mode="inference")
         self.channels_last = channels_last
         model = model.to(self.device).eval()
         if self.channels_last:

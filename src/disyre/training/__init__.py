@@ -6,7 +6,13 @@ Example:
     >>> model, cfg = load_model("runs/t2", device="cpu")  # doctest: +SKIP
 """
 
-from disyre.training.batches import Batch, BatchSource, micro_batch_shards, shard_seed
+from disyre.training.batches import (
+    Batch,
+    BatchSource,
+    auto_grad_accum,
+    micro_batch_shards,
+    shard_seed,
+)
 from disyre.training.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -27,6 +33,7 @@ __all__ = [
     "BatchSource",
     "CheckpointError",
     "TrainResult",
+    "auto_grad_accum",
     "evaluate",
     "latest_checkpoint",
     "load_model",

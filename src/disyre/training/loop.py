@@ -35,9 +35,22 @@ from disyre.config import ConfigError, RunConfig
 from disyre.data.intensity import intensity_signature
 from disyre.io_utils import atomic_write_json, prepare_output_dir, provenance
 from disyre.model import build_model, compile_network, count_parameters, use_channels_last
-from disyre.runtime import agree_precision, autocast, cpu_info, decide_precision, resolve_device
+from disyre.runtime import (
+    agree_precision,
+    autocast,
+    cpu_info,
+    decide_precision,
+    resolve_device,
+    retain_freed_memory,
+)
 from disyre.training import distributed as ddp
-from disyre.training.batches import VAL_STREAM, Batch, BatchSource, micro_batch_shards
+from disyre.training.batches import (
+    VAL_STREAM,
+    Batch,
+    BatchSource,
+    auto_grad_accum,
+    micro_batch_shards,
+)
 from disyre.training.checkpoint import (
     STATE_FILE,
     read_checkpoint_meta,
@@ -98,12 +111,48 @@ def lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     return f
 
 
-def make_optimizer(model: nn.Module, cfg: RunConfig) -> tuple[torch.optim.Optimizer,
-                                                              torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW and the warm-up + cosine scheduler of ``cfg.train``."""
+#: AdamW implementations: torch's per-parameter ``loop``, ``foreach`` (multi-tensor ops) and
+#: ``fused`` (one kernel over all parameters); ``auto`` picks :func:`adamw_impl`'s choice.
+ADAMW_IMPLS: tuple[str, ...] = ("auto", "loop", "foreach", "fused")
+
+
+def adamw_impl(impl: str, device: torch.device | str) -> str:
+    """The AdamW implementation ``impl`` resolves to on ``device``.
+
+    ``auto`` is ``fused`` where torch has a fused AdamW for the device (CPU and CUDA among
+    them), else ``loop``.
+
+    Example:
+        >>> adamw_impl("auto", "cpu")
+        'fused'
+    """
+    if impl not in ADAMW_IMPLS:
+        raise ConfigError(f"AdamW implementation must be one of {ADAMW_IMPLS}, got {impl!r}")
+    if impl != "auto":
+        return impl
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    return "fused" if torch.device(device).type in _get_fused_kernels_supported_devices() \
+        else "loop"
+
+
+def make_optimizer(model: nn.Module, cfg: RunConfig, impl: str = "auto"
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW and the warm-up + cosine scheduler of ``cfg.train``.
+
+    Args:
+        model: The network (its parameters' device decides ``auto``).
+        cfg: The run config (``train.lr``, ``betas``, ``weight_decay``, ``eps``, ...).
+        impl: AdamW implementation (:data:`ADAMW_IMPLS`); the same update up to float
+            rounding, at different speeds.
+    """
     t = cfg.train
-    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas),
-                            weight_decay=t.weight_decay, eps=t.eps)
+    params = list(model.parameters())
+    kind = adamw_impl(impl, params[0].device if params else "cpu")
+    opt = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas),
+                            weight_decay=t.weight_decay, eps=t.eps,
+                            foreach={"loop": False, "foreach": True}.get(kind),
+                            fused=kind == "fused")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t.warmup_steps, t.steps))
     return opt, sched
 
@@ -364,8 +413,9 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
            train_masks: Sequence[np.ndarray] | None = None,
            val_masks: Sequence[np.ndarray] | None = None) -> TrainResult:
     t = cfg.train
-    shards = micro_batch_shards(cfg.sampler.n_slices, world.world_size, t.grad_accum,
-                                world.rank)
+    accum = t.grad_accum or auto_grad_accum(cfg.sampler.n_volumes, cfg.sampler.n_slices,
+                                            cfg.sampler.patch_size, world.world_size, device)
+    shards = micro_batch_shards(cfg.sampler.n_slices, world.world_size, accum, world.rank)
     global_size = cfg.sampler.n_volumes * cfg.sampler.n_slices
     codebook = None if codebook is None else [float(c) for c in codebook]
     if world.is_main:
@@ -379,9 +429,11 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
     # the resolved precision (rank 0's under DDP) and layout, recorded in run.json/config.json
     prec = agree_precision(decide_precision(t.precision, device), device)
     use_cl = use_channels_last(cfg.model, device, t.channels_last, prec.precision)
+    malloc = retain_freed_memory() if device.type == "cpu" else "unchanged (not a CPU run)"
     runtime = {"precision": prec.precision, "precision_requested": prec.requested,
                "precision_reason": prec.reason, "device": str(device), "channels_last": use_cl,
-               "compile": t.compile, "cpu": cpu_info().describe()}
+               "compile": t.compile, "grad_accum": accum, "malloc": malloc,
+               "cpu": cpu_info().describe()}
     if use_cl:
         model = model.to(memory_format=torch.channels_last)
     opt, sched = make_optimizer(model, cfg)
