@@ -100,6 +100,9 @@ class FidelitySettings:
         seed: Seed of the cohort, training and bootstrap.
         device: ``auto`` | ``cpu`` | ``cuda``.
         rows: Keys of the rows to run (default: all of :func:`ablation_rows`).
+        precision: ``auto`` (the default: from the hardware), ``fp32`` or ``bf16`` for both
+            training and detection; other than ``auto``, the rows are kept apart
+            (``<row>-<precision>``) so that the two precisions can be compared.
     """
 
     contrasts: list[str] = field(default_factory=lambda: ["t2", "t1"])
@@ -113,6 +116,7 @@ class FidelitySettings:
     seed: int = 0
     device: str = "auto"
     rows: list[str] | None = None
+    precision: str = "auto"
 
 
 def demo_settings(s: FidelitySettings, contrast: str) -> Any:
@@ -131,12 +135,14 @@ def demo_settings(s: FidelitySettings, contrast: str) -> Any:
     return out
 
 
-def run_config(demo: Any, switches: dict[str, str]) -> Any:
-    """The demo's run config with the row's switches applied."""
+def run_config(demo: Any, switches: dict[str, str], precision: str = "auto") -> Any:
+    """The demo's run config with the row's switches (and the precision) applied."""
     from disyre.config import apply_overrides
 
     cfg = demo.run_config()
-    return apply_overrides(cfg, [f"{k}={v}" for k, v in switches.items()])
+    extra = [] if precision == "auto" else [f"train.precision={precision}",
+                                            f"inference.precision={precision}"]
+    return apply_overrides(cfg, [f"{k}={v}" for k, v in switches.items()] + extra)
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -168,8 +174,6 @@ def run_fidelity(out: str | Path, s: FidelitySettings, *, progress: bool = False
 
     out = Path(out)
     marker = out / "fidelity.json"
-    if marker.exists() and not overwrite:
-        raise FileExistsError(f"{out}: holds an ablation (fidelity.json); pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     rows = ablation_rows()
     if s.rows:
@@ -178,9 +182,12 @@ def run_fidelity(out: str | Path, s: FidelitySettings, *, progress: bool = False
             raise ValueError(f"unknown rows {sorted(unknown)}; choose from "
                              f"{[r.key for r in rows]}")
         rows = [r for r in rows if r.key in s.rows]
-    results: dict[str, dict[str, Any]] = {}
-    timings: dict[str, dict[str, float]] = {}
-    cohorts: dict[str, Any] = {}
+    suffix = "" if s.precision == "auto" else f"-{s.precision}"
+    # earlier invocations' rows stay in the table (a row is rerun only with ``overwrite``)
+    before = json.loads(marker.read_text()) if marker.exists() else {}
+    results: dict[str, dict[str, Any]] = before.get("results", {})
+    timings: dict[str, dict[str, float]] = before.get("timings_s", {})
+    cohorts: dict[str, Any] = before.get("settings", {}).get("cohorts", {})
     for contrast in s.contrasts:
         demo = demo_settings(s, contrast)
         cdir = out / contrast
@@ -188,25 +195,36 @@ def run_fidelity(out: str | Path, s: FidelitySettings, *, progress: bool = False
         manifest = read_manifest(cohort.manifest)
         cohorts[contrast] = asdict(demo.cohort)
         caches: dict[str, Any] = {}
-        results[contrast] = {}
+        results.setdefault(contrast, {})
         for row in rows:
+            key = row.key + suffix
+            row_file = cdir / key / "headline.json"
+            if row_file.exists() and not overwrite:
+                results[contrast][key] = json.loads(row_file.read_text())
+                log.info("%s %s: done earlier (AP %.3f)", contrast, key,
+                         results[contrast][key]["ap"])
+                continue
             scaling = row.switches["intensity.scaling"]
             if scaling not in caches:
                 caches[scaling] = prepare_cache(manifest, cdir / f"cache-{scaling}",
                                                 IntensityConfig(scaling=scaling),
                                                 progress=progress)
-            cfg = run_config(demo, row.switches)
+            cfg = run_config(demo, row.switches, s.precision)
             t0 = time.perf_counter()
-            bench = run_benchmark(["dag"], caches[scaling], cdir / row.key, cfg=cfg,
+            bench = run_benchmark(["dag"], caches[scaling], cdir / key, cfg=cfg,
                                   steps=demo.steps, seed=s.seed, device=s.device,
-                                  n_boot=demo.n_boot, overwrite=overwrite, progress=progress,
+                                  n_boot=demo.n_boot, overwrite=True, progress=progress,
                                   title=f"fidelity ablation, {contrast.upper()}: {row.label}")
-            run_json = json.loads((cdir / row.key / "dag" / "run" / "run.json").read_text())
-            results[contrast][row.key] = {"label": row.label, "switches": row.switches,
-                                          "codebook": run_json.get("codebook"),
-                                          **headline(bench.metrics["dag"])}
-            timings.setdefault(contrast, {})[row.key] = round(time.perf_counter() - t0, 1)
-            log.info("%s %s: AP %.3f", contrast, row.key, results[contrast][row.key]["ap"])
+            run_json = json.loads((cdir / key / "dag" / "run" / "run.json").read_text())
+            runtime = run_json.get("runtime") or {}
+            label = row.label + ("" if not suffix else f" ({s.precision})")
+            results[contrast][key] = {"label": label, "switches": row.switches,
+                                      "precision": runtime.get("precision"),
+                                      "codebook": run_json.get("codebook"),
+                                      **headline(bench.metrics["dag"])}
+            atomic_write_json(row_file, results[contrast][key])
+            timings.setdefault(contrast, {})[key] = round(time.perf_counter() - t0, 1)
+            log.info("%s %s: AP %.3f", contrast, key, results[contrast][key]["ap"])
     doc = {"settings": {**asdict(s), "steps": demo.steps, "preset": demo.preset,
                         "cohorts": cohorts},
            "rows": [asdict(r) for r in rows], "results": results, "timings_s": timings,
@@ -277,7 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--rows", default=None,
                    help="comma-separated subset of: " + ",".join(r.key for r in ablation_rows()))
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier ablation")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="training and detection precision (other than auto: rows kept apart)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="rerun rows done earlier (by default they are reused)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -285,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         contrasts=[c.strip() for c in a.contrasts.split(",") if c.strip()], quick=a.quick,
         steps=a.steps, n_train=a.n_train, n_val=a.n_val, n_test_healthy=a.n_test_healthy,
         n_test_lesion=a.n_test_lesion, n_boot=a.bootstrap, seed=a.seed, device=a.device,
-        rows=None if a.rows is None else [r.strip() for r in a.rows.split(",")])
+        rows=None if a.rows is None else [r.strip() for r in a.rows.split(",")],
+        precision=a.precision)
     t0 = time.perf_counter()
     try:
         doc = run_fidelity(a.out, s, progress=not a.no_progress, overwrite=a.overwrite)
