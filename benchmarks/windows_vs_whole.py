@@ -43,11 +43,15 @@ log = logging.getLogger("windows_vs_whole")
 
 @dataclass(frozen=True)
 class Setting:
-    """One inference setting: precision, window side (0 = whole slices) and stride."""
+    """One inference setting: precision, window side (0 = whole slices) and stride.
+
+    Whole slices keep the checkpoint's stride: it sets the spacing of the foreground
+    weighting's windows (``inference/windows.py``), so it changes the map there too.
+    """
 
     precision: str
     window: int
-    stride: int
+    stride: int | None
 
     @property
     def key(self) -> str:
@@ -73,7 +77,7 @@ def parse_settings(text: str) -> list[Setting]:
         if len(parts) not in (2, 3) or parts[0] not in ("fp32", "bf16", "auto"):
             raise ValueError(f"setting {item!r}: expected precision:window[:stride]")
         window = int(parts[1])
-        stride = int(parts[2]) if len(parts) == 3 else max(1, window // 2)
+        stride = int(parts[2]) if len(parts) == 3 else (window // 2 or None)
         out.append(Setting(parts[0], window, stride))
     return out
 
@@ -116,7 +120,7 @@ def evaluate_setting(run: Path, manifest: Path, s: Setting, out: Path, n_boot: i
 
     dest = out / s.key
     sets = [f"inference.precision={s.precision}", f"inference.window={s.window}",
-            f"inference.stride={s.stride}", *extra]
+            *([] if s.stride is None else [f"inference.stride={s.stride}"]), *extra]
     t0 = time.perf_counter()
     rc = cli(["evaluate", "--checkpoint", str(run), "--manifest", str(manifest), "-o",
               str(dest), "--bootstrap", str(n_boot), "--overwrite", "--fpr", "0.01",
