@@ -131,7 +131,9 @@ def build_model(cfg: ModelConfig, sdpa: bool = True) -> RestorationNet:
 #: ``inference`` (2D only; missing = off). On CUDA channels-last is always on. Measured on a
 #: quiet 2-core AMD EPYC with AVX512-BF16, torch 2.13.0, freed memory retained unless said
 #: (docs/training.md, "Speed levers"; docs/detection.md, "Benchmark"); an entry is on only
-#: where channels-last was the faster layout by more than the run's spread.
+#: where channels-last was clearly the faster layout: in training by more than the spread of
+#: the timed steps, in detection (whose benchmark prints medians only) with both window modes
+#: faster, by 11 % or more.
 #:
 #: Training: ``benchmarks/bench_training.py --preset paper small --batch 16 --precision fp32
 #: bf16 --channels-last off on``, s per step contiguous vs channels-last: off for all four
