@@ -19,14 +19,19 @@ def _save(arr: np.ndarray, path) -> None:
     nib.save(nib.Nifti1Image(arr.astype(np.float32), np.diag([1.0, 1.0, 2.0, 1.0])), str(path))
 
 
-@pytest.fixture()
-def cohort(tmp_path):
-    rng = np.random.default_rng(0)
+def _ball_and_dirs(tmp_path, radius: float):
+    """A brain-like ellipsoid on SHAPE and empty image/map folders under ``tmp_path``."""
     x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in SHAPE], indexing="ij")
-    brain = (x**2 + y**2 + 0.5 * z**2) < 0.8
     img_dir, map_dir = tmp_path / "img", tmp_path / "maps"
     img_dir.mkdir()
     map_dir.mkdir()
+    return (x**2 + y**2 + 0.5 * z**2) < radius, img_dir, map_dir
+
+
+@pytest.fixture()
+def cohort(tmp_path):
+    rng = np.random.default_rng(0)
+    brain, img_dir, map_dir = _ball_and_dirs(tmp_path, 0.8)
     rows = []
     for i in range(6):
         split = "val" if i < 2 else "test"
@@ -119,11 +124,7 @@ def test_maps_and_checkpoint_routes_give_identical_metrics(tmp_path) -> None:
     save_checkpoint(run / "checkpoints", step=1, model=net, cfg=cfg, codebook=None, state={})
 
     rng = np.random.default_rng(4)
-    x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in SHAPE], indexing="ij")
-    brain = (x**2 + y**2 + 0.5 * z**2) < 0.6
-    img_dir, map_dir = tmp_path / "img", tmp_path / "maps"
-    img_dir.mkdir()
-    map_dir.mkdir()
+    brain, img_dir, map_dir = _ball_and_dirs(tmp_path, 0.6)
     rows = []
     for i in range(6):
         split = "val" if i < 2 else "test"
