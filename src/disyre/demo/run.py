@@ -65,7 +65,7 @@ class DemoSettings:
     cohort: CohortSpec = field(default_factory=lambda: CohortSpec(
         n_train=24, n_val=8, n_test_healthy=5, n_test_lesion=21, n_transfer=5))
     preset: str = "small"
-    steps: int = 650
+    steps: int = 1300
     methods: list[str] = field(default_factory=lambda: ["dag", "gaussian", "reference"])
     patch: int = 64
     stride: int = 32
