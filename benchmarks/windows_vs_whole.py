@@ -106,7 +106,7 @@ def build_and_train(root: Path, resolution: int, contrast: str, quick: bool, see
     built = build_cohort(demo.cohort, root / "cohort", progress=False)
     cache = prepare_cache(read_manifest(built.manifest), root / "cache", progress=False)
     run = root / "bench" / "dag" / "run"
-    if not (run / "run.json").exists():
+    if not (root / "bench" / "benchmark.json").exists():  # trained and evaluated to the end
         run_benchmark(["dag"], cache, root / "bench", cfg=demo.run_config(), steps=demo.steps,
                       seed=seed, n_boot=20, overwrite=True, progress=False,
                       title=f"{resolution} mm {contrast.upper()} model for windows_vs_whole")
