@@ -88,6 +88,9 @@ def test_readme_block_is_generated_from_the_run(demo_run, tmp_path):
     assert "old text" not in text and "## after" in text and text.count(START) == 1
     for row in summary:  # every method's AP appears, as computed by the run
         assert f"{row['pixel_ap']:.3f}" in text
+    runtime = json.loads((out / "benchmark" / "dag" / "run" / "run.json").read_text())["runtime"]
+    where = runtime["cpu"] if runtime["device"] == "cpu" else runtime["device"]
+    assert f"{runtime['precision']} on {where}" in text  # the figures' precision and machine
     for link in _linked_files(readme):
         assert link.is_file(), link
     update_readme(out, readme, tmp_path / "docs" / "img")  # idempotent
