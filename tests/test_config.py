@@ -63,7 +63,8 @@ def test_whole_config_is_validated_at_load(tmp_path):
                 "train.ckpt_every"):
         assert key in msg
     for bad in (["inference.levels=[-1]"], ["train.log_every=0"], ["train.precision=fp16"],
-                ["inference.stride=0"], ["inference.method=ddim"], ["corruption.name=nope"],
+                ["inference.stride=0", "inference.window=128"], ["inference.method=ddim"],
+                ["corruption.name=nope"],
                 ["model.spatial_dims=3"], ["intensity.upper_percentile=101"],
                 ["train.ema_decay=1.5"], ["inference.steps=0"]):
         key = bad[0].split("=")[0]

@@ -75,10 +75,30 @@ def test_table_has_the_columns_and_intervals(fidelity) -> None:
     assert "fitted with `whole_volume` scaling: 0.200, 0.400, 0.600, 0.800, 0.950" in md
 
 
-def test_bad_rows_and_existing_output_are_refused(fidelity, tmp_path, capsys) -> None:
+def test_bad_rows_are_refused_and_rows_done_earlier_are_reused(fidelity, tmp_path, capsys,
+                                                               monkeypatch) -> None:
+    import json
+
+    import disyre.benchmark
+
     assert fidelity.main(["--out", str(tmp_path / "a"), "--quick", "--rows", "nope"]) == 1
     assert "unknown rows" in capsys.readouterr().err
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "fidelity.json").write_text("{}")
-    assert fidelity.main(["--out", str(tmp_path / "b"), "--quick"]) == 1
-    assert "--overwrite" in capsys.readouterr().err
+
+    def no_training(*a, **k):
+        raise AssertionError("a row done earlier was run again")
+
+    monkeypatch.setattr(disyre.benchmark, "run_benchmark", no_training)
+    out = tmp_path / "b"
+    done = {"label": "authors' recipe (all four)", "switches": fidelity.AUTHORS, "ap": 0.25,
+            "ap_ci": [0.2, 0.3], "best_dice": 0.3, "best_dice_ci": [0.25, 0.35],
+            "dice_1pct": 0.28, "heldout_fpr_1pct": 0.01, "codebook": None}
+    (out / "t2" / "authors").mkdir(parents=True)
+    (out / "t2" / "authors" / "headline.json").write_text(json.dumps(done))
+    s = fidelity.FidelitySettings(contrasts=["t2"], quick=True, rows=["authors"])
+    doc = fidelity.run_fidelity(out, s)
+    assert doc["results"]["t2"]["authors"]["ap"] == 0.25
+    assert "| authors' recipe (all four) | 0.250 [0.200, 0.300] |" in \
+        (out / "fidelity.md").read_text()
+    # fp32 rows are kept apart from the default precision's
+    assert fidelity.run_config(fidelity.demo_settings(s, "t2"), fidelity.AUTHORS,
+                               "fp32").train.precision == "fp32"
