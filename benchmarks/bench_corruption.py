@@ -20,15 +20,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from disyre.config import CorruptionConfig
 from disyre.corruption import VARIANTS, augment, make_corruption
 from disyre.runtime import make_generator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import time_it  # noqa: E402
 
 
 def synthetic_batch(batch: int, size: int, device: torch.device) -> torch.Tensor:
@@ -57,21 +60,6 @@ def _batch_source(n_volumes: int, n_slices: int, size: int, dev: torch.device):
     vols = [np.where(inside, rng.random((130, 136, 162), dtype=np.float32) * 0.5 + 0.3,
                      0).astype(np.float32) for _ in range(8)]
     return BatchSource(vols, cfg, device=dev)
-
-
-def time_it(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Median seconds of ``repeats`` calls of ``fn`` after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -14,13 +14,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import header, machine_info  # noqa: E402
+from machine import header, machine_info, time_it  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,18 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return m
 
     def timed(fn) -> float:
-        for _ in range(2):
-            fn()
-        ts = []
-        for _ in range(a.reps):
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            t0 = time.perf_counter()
-            fn()
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            ts.append(time.perf_counter() - t0)
-        return statistics.median(ts)
+        return time_it(fn, dev, a.reps, warmups=2)
 
     m0 = fresh()
     n = count_parameters(m0)

@@ -25,6 +25,29 @@ def peak_rss_gib() -> float:
     return kib / 2 ** 30 if sys.platform == "darwin" else kib / 2 ** 20
 
 
+def time_it(fn, device, repeats: int, warmups: int = 1) -> float:
+    """Median seconds of ``repeats`` calls of ``fn`` after ``warmups`` untimed calls (CUDA
+    synchronised around each timed call)."""
+    import statistics
+    import time
+
+    import torch
+
+    dev = torch.device(device)
+    for _ in range(warmups):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
+        fn()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def machine_info(device: str = "cpu") -> dict:
     """CPU model and flags, threads, torch version, GPU name; and the ``auto`` precision."""
     import torch
