@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -308,6 +309,18 @@ def _randint(u: torch.Tensor, lo: torch.Tensor | int, hi: torch.Tensor | int) ->
     return lo_t + (u * span).floor().long().clamp(max=span - 1)
 
 
+def _masks_by_family(u: torch.Tensor, fam: torch.Tensor, S: int,
+                     draws: Sequence[Callable[[torch.Tensor, int], torch.Tensor]]
+                     ) -> torch.Tensor:
+    """``(B, 1, S, S)`` masks: row ``i`` drawn by ``draws[fam[i]]`` from its uniforms ``u[i]``."""
+    m = torch.zeros(u.shape[0], S, S, device=u.device)
+    for fid, draw in enumerate(draws):
+        sel = torch.nonzero(fam == fid).flatten()
+        if sel.numel():
+            m[sel] = draw(u[sel], S).to(m.dtype)
+    return m.unsqueeze(1)
+
+
 def _authors_shapes(B: int, S: int, generator: torch.Generator, device: torch.device,
                     edge_blur_p: float, families: tuple[str, ...]
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -316,12 +329,8 @@ def _authors_shapes(B: int, S: int, generator: torch.Generator, device: torch.de
     # one block of uniforms per batch keeps the draw count independent of the outcome
     u = rand((B, 12 + 2 * K), generator, device)
     fam = _pick_family(u[:, 0], families, FAMILIES)
-    m = torch.zeros(B, S, S, device=device)
-    for fid, draw in enumerate((_authors_rectangles, _authors_discs, _organic)):
-        sel = torch.nonzero(fam == fid).flatten()
-        if sel.numel():
-            m[sel] = draw(u[sel], S, f).to(m.dtype)
-    m = m.unsqueeze(1)
+    m = _masks_by_family(u, fam, S, [functools.partial(d, f=f) for d in
+                                     (_authors_rectangles, _authors_discs, _organic)])
     sigma = (u[:, 10] * (AUTHORS_MAX_SIGMA + 1)).floor().clamp(max=AUTHORS_MAX_SIGMA) * f
     sigma = torch.where(u[:, 11] < edge_blur_p, sigma, 0.0)
     sel = torch.nonzero(sigma > 0).flatten()
@@ -396,12 +405,7 @@ def _legacy_shapes(B: int, S: int, generator: torch.Generator, device: torch.dev
     # one block of uniforms per batch keeps the draw count independent of the outcome
     u = rand((B, 12 + 2 * _BLOB_HARMONICS), generator, device)
     fam = _pick_family(u[:, 0], families, LEGACY_FAMILIES)
-    m = torch.zeros(B, S, S, device=device)
-    for fid, draw in enumerate((_rectangles, _ellipses, _blobs)):
-        sel = torch.nonzero(fam == fid).flatten()
-        if sel.numel():
-            m[sel] = draw(u[sel], S).to(m.dtype)
-    m = m.unsqueeze(1)
+    m = _masks_by_family(u, fam, S, (_rectangles, _ellipses, _blobs))
     sigma = rand((B,), generator, device) * MAX_EDGE_SIGMA
     blurred = (u[:, 11] < edge_blur_p) & (sigma > 0)
     sel = torch.nonzero(blurred).flatten()
