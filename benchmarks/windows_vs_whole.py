@@ -38,6 +38,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fidelity import headline  # noqa: E402  (the same numbers from a metrics.json)
+
 log = logging.getLogger("windows_vs_whole")
 
 
@@ -129,11 +132,10 @@ def evaluate_setting(run: Path, manifest: Path, s: Setting, out: Path, n_boot: i
     if rc != 0:
         raise RuntimeError(f"disyre evaluate failed for {s.key} (exit {rc})")
     m = json.loads((dest / "metrics.json").read_text())
-    px, ci = m.get("pixel") or {}, m.get("bootstrap_ci") or {}
-    cal = (m.get("calibrated") or {}).get("0.01") or {}
+    h = headline(m)
     n_scans = int(m.get("n_cases") or 0) + int((m.get("thresholds") or {}).get("n_volumes") or 0)
-    return {"key": s.key, "label": s.label, "ap": px.get("ap"), "ap_ci": ci.get("ap"),
-            "best_dice": px.get("best_dice_oracle"), "dice_1pct": cal.get("dice"),
+    return {"key": s.key, "label": s.label, "ap": h["ap"], "ap_ci": h["ap_ci"],
+            "best_dice": h["best_dice"], "dice_1pct": h["dice_1pct"],
             "wall_s": round(wall, 1), "n_scans": n_scans,
             "s_per_scan": round(wall / n_scans, 2) if n_scans else None}
 
