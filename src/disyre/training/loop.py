@@ -130,10 +130,12 @@ def adamw_impl(impl: str, device: torch.device | str) -> str:
         raise ConfigError(f"AdamW implementation must be one of {ADAMW_IMPLS}, got {impl!r}")
     if impl != "auto":
         return impl
-    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-
-    return "fused" if torch.device(device).type in _get_fused_kernels_supported_devices() \
-        else "loop"
+    try:  # a private helper of torch's: without it, the plain loop
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+        fused_on = _get_fused_kernels_supported_devices()
+    except (ImportError, AttributeError):  # pragma: no cover - other torch versions
+        fused_on = []
+    return "fused" if torch.device(device).type in fused_on else "loop"
 
 
 def make_optimizer(model: nn.Module, cfg: RunConfig, impl: str = "auto"
