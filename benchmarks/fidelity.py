@@ -199,11 +199,17 @@ def run_fidelity(out: str | Path, s: FidelitySettings, *, progress: bool = False
         for row in rows:
             key = row.key + suffix
             row_file = cdir / key / "headline.json"
-            if row_file.exists() and not overwrite:
-                results[contrast][key] = json.loads(row_file.read_text())
-                log.info("%s %s: done earlier (AP %.3f)", contrast, key,
-                         results[contrast][key]["ap"])
-                continue
+            # the training budget and network a row was run with: reused only if they match
+            budget = {"steps": demo.steps, "preset": demo.preset, "n_boot": demo.n_boot,
+                      "seed": s.seed}
+            earlier = json.loads(row_file.read_text()) if row_file.exists() else None
+            if earlier is not None and not overwrite:
+                if earlier.get("budget", budget) == budget:
+                    results[contrast][key] = earlier
+                    log.info("%s %s: done earlier (AP %.3f)", contrast, key, earlier["ap"])
+                    continue
+                log.info("%s %s: run again (done earlier with %s)", contrast, key,
+                         earlier.get("budget"))
             scaling = row.switches["intensity.scaling"]
             if scaling not in caches:
                 caches[scaling] = prepare_cache(manifest, cdir / f"cache-{scaling}",
@@ -221,7 +227,7 @@ def run_fidelity(out: str | Path, s: FidelitySettings, *, progress: bool = False
             results[contrast][key] = {"label": label, "switches": row.switches,
                                       "precision": runtime.get("precision"),
                                       "codebook": run_json.get("codebook"),
-                                      **headline(bench.metrics["dag"])}
+                                      "budget": budget, **headline(bench.metrics["dag"])}
             atomic_write_json(row_file, results[contrast][key])
             timings.setdefault(contrast, {})[key] = round(time.perf_counter() - t0, 1)
             log.info("%s %s: AP %.3f", contrast, key, results[contrast][key]["ap"])

@@ -99,6 +99,11 @@ def test_bad_rows_are_refused_and_rows_done_earlier_are_reused(fidelity, tmp_pat
     assert doc["results"]["t2"]["authors"]["ap"] == 0.25
     assert "| authors' recipe (all four) | 0.250 [0.200, 0.300] |" in \
         (out / "fidelity.md").read_text()
+    # a row done with another training budget is run again, not reused
+    (out / "t2" / "authors" / "headline.json").write_text(json.dumps({**done, "budget": {
+        "steps": 99999, "preset": "tiny", "n_boot": 20, "seed": 0}}))
+    with pytest.raises(AssertionError, match="run again"):
+        fidelity.run_fidelity(out, s)
     # fp32 rows are kept apart from the default precision's
     assert fidelity.run_config(fidelity.demo_settings(s, "t2"), fidelity.AUTHORS,
                                "fp32").train.precision == "fp32"
