@@ -391,6 +391,29 @@ def test_detector_from_checkpoint_and_bad_checkpoints(tmp_path):
         Detector.from_checkpoint(tmp_path / "nowhere", device="cpu")
 
 
+def test_inference_channels_last_can_be_switched_off(tmp_path, monkeypatch):
+    import disyre.model as model_mod
+    from disyre.config import RunConfig
+    from disyre.inference import Detector
+    from disyre.training.checkpoint import save_checkpoint
+
+    cfg = RunConfig()
+    cfg.model = ModelConfig.from_preset("tiny")
+    save_checkpoint(tmp_path / "run" / "checkpoints", step=1, model=tiny_net(4),
+                    cfg=cfg, codebook=None, state={})
+    monkeypatch.setitem(model_mod.CPU_CHANNELS_LAST, ("tiny", "fp32", "inference"), True)
+    on = Detector.from_checkpoint(tmp_path / "run", device="cpu", precision="fp32")
+    off = Detector.from_checkpoint(tmp_path / "run", device="cpu", precision="fp32",
+                                   channels_last=False)
+    assert on.channels_last and not off.channels_last
+    assert on.model.unet.conv_in.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    vol, _ = _native_phantom()
+    path = _nifti(tmp_path, "a.nii.gz", vol, np.eye(4))
+    a, b = on.predict(path).anomaly_map, off.predict(path).anomaly_map
+    assert np.abs(a).max() > 0.01
+    np.testing.assert_allclose(a, b, atol=1e-3)  # fp32 sums in another order
+
+
 def test_volume_score_is_top_k_mean():
     from disyre.inference import volume_score
 

@@ -220,6 +220,9 @@ class InferenceConfig:
         median_filter: Size of a 3D median filter applied to the map (0 = off).
         precision: ``auto`` | ``fp32`` | ``bf16``.
         compile: ``torch.compile`` the network (compiles at the first pass).
+        channels_last: Allow the channels-last layout where it helps (CUDA; the CPU
+            presets and precisions in ``model.CPU_CHANNELS_LAST``); ``False`` keeps the
+            default layout everywhere.
     """
 
     method: str = "ensemble"
@@ -233,6 +236,7 @@ class InferenceConfig:
     precision: str = "auto"
     device: str = "auto"
     compile: bool = False
+    channels_last: bool = True
 
 
 #: autocast precisions of training and inference (``auto``: bf16 where it pays, else fp32)

@@ -206,6 +206,7 @@ class Detector:
             from disyre.model import use_channels_last
 
             channels_last = use_channels_last(cfg.model, self.device,
+                                              cfg.inference.channels_last,
                                               precision=self.precision.precision,
                                               mode="inference")
         self.channels_last = channels_last
