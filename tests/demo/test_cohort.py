@@ -22,6 +22,7 @@ from disyre.demo.cohort import (  # noqa: E402
     deform_anatomy,
     draw_anatomy,
     make_subject,
+    subject_tissue_maps,
     synthesise_contrast,
 )
 from disyre.io_utils import OutputExistsError  # noqa: E402
@@ -236,6 +237,20 @@ def test_older_subjects_have_larger_ventricles_than_typical_ones(tpl):
     grown = (c_o > 0.9) & (c_t < 0.1) & typ.brain & old.brain
     assert grown.sum() > 100
     assert np.median(old.image[grown]) < 0.6 * np.median(typ.image[grown])
+
+
+def test_subject_tissue_maps_are_the_imaged_anatomy():
+    for profile in ("typical", "older"):
+        s = make_subject(4, seed=2, contrast="t2", anatomy=profile)
+        maps = subject_tissue_maps(4, seed=2, anatomy=profile)
+        np.testing.assert_array_equal(maps["brain"] > 0, s.brain)
+        # the ventricles imaged are the ventricles returned: bright (CSF) on T2
+        vent = (maps["ventricles"] > 0.9) & s.brain
+        wm = (maps["wm"] > 0.9) & s.brain
+        assert vent.sum() > 100
+        assert np.median(s.image[vent]) > 1.5 * np.median(s.image[wm])
+    other = subject_tissue_maps(5, seed=2)
+    assert not np.array_equal(other["brain"] > 0, s.brain)
 
 
 def test_brain_stays_inside_the_field_of_view():

@@ -452,6 +452,31 @@ def acquire(image: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
     return out, params
 
 
+def _subject_anatomy(index: int, seed: int, resolution: int, anatomy: str | AnatomyRanges
+                     ) -> tuple[Templates, np.random.Generator, dict[str, np.ndarray],
+                                dict[str, Any]]:
+    """Templates, the subject's generator (after the anatomy draw), tissue maps, draws."""
+    tpl = load_templates(resolution)
+    rng = np.random.default_rng([int(seed), int(index), 0])
+    maps, p_anat = deform_anatomy(tpl, draw_anatomy(rng, anatomy))
+    return tpl, rng, maps, p_anat
+
+
+def subject_tissue_maps(index: int, *, seed: int = 0, resolution: int = 2,
+                        anatomy: str | AnatomyRanges = "typical") -> dict[str, np.ndarray]:
+    """The tissue maps of subject ``index`` (those :func:`make_subject` images, no lesion).
+
+    Returns the maps of :func:`deform_anatomy` (``gm``, ``wm``, ``csf``, ``brain``,
+    ``ventricles``, ...), e.g. to ask where a subject's false positives lie.
+
+    Example:
+        >>> m = subject_tissue_maps(3, anatomy="older")
+        >>> bool((m["ventricles"] > 0.5).sum() > 0), m["brain"].shape
+        (True, (99, 117, 95))
+    """
+    return _subject_anatomy(index, seed, resolution, anatomy)[2]
+
+
 def make_subject(index: int, *, seed: int = 0, contrast: str = "t2", resolution: int = 2,
                  lesion: str | None = None, anatomy: str | AnatomyRanges = "typical"
                  ) -> Subject:
@@ -475,9 +500,7 @@ def make_subject(index: int, *, seed: int = 0, contrast: str = "t2", resolution:
         raise ValueError(f"lesion must be None or one of {LESION_KINDS}, got {lesion!r}")
     if isinstance(anatomy, str) and anatomy not in ANATOMY_PROFILES:
         raise ValueError(f"anatomy must be one of {list(ANATOMY_PROFILES)}, got {anatomy!r}")
-    tpl = load_templates(resolution)
-    rng = np.random.default_rng([int(seed), int(index), 0])
-    maps, p_anat = deform_anatomy(tpl, draw_anatomy(rng, anatomy))
+    tpl, rng, maps, p_anat = _subject_anatomy(index, seed, resolution, anatomy)
     if isinstance(anatomy, str):
         p_anat["profile"] = anatomy
     clean, p_con = synthesise_contrast(maps, contrast, draw_levels(contrast, rng, resolution),
