@@ -5,6 +5,7 @@ Prints where the step's time goes: by phase (batch, forward, backward, optimizer
 optimizer, ...), then the top ops by self time. The step is the training loop's step written
 out with a profiler label per phase; one or two unprofiled warm-up steps come first (two with
 ``--compile``, whose first step compiles). On CUDA, times are GPU kernel times.
+On the CPU freed memory is retained as in training (``DISYRE_RETAIN_MEMORY=0``: not).
 
 Usage::
 
@@ -80,11 +81,19 @@ def main(argv: list[str] | None = None) -> int:
 
     from disyre.config import ModelConfig, RunConfig, SamplerConfig
     from disyre.model import build_model, compile_network, use_channels_last
-    from disyre.runtime import autocast, cpu_info, decide_precision, resolve_device
+    from disyre.runtime import (
+        autocast,
+        cpu_info,
+        decide_precision,
+        resolve_device,
+        retain_freed_memory,
+    )
     from disyre.training import BatchSource, make_optimizer
 
     dev = resolve_device(a.device)
     cuda = dev.type == "cuda"
+    if not cuda:
+        print(f"allocator: {retain_freed_memory()} (as in training)")
     cfg = RunConfig()
     cfg.model = ModelConfig.from_preset(a.preset)
     cfg.sampler = SamplerConfig(n_volumes=a.batch, n_slices=1, patch_size=a.patch)

@@ -54,13 +54,14 @@ def regions(maps: dict[str, np.ndarray], voxel_mm: float) -> dict[str, np.ndarra
     return {"periventricular": near_v, "cortex": near_c, "elsewhere": brain & ~near_v & ~near_c}
 
 
-def where(run: Path, threshold: float, manifest: Path, seed: int, resolution: int
-          ) -> dict[str, dict[str, Any]]:
-    """False positives of the healthy test and transfer subjects, by region."""
+def where(run: Path, threshold: float, manifest: Path, seed: int, resolution: int,
+          **overrides: Any) -> dict[str, dict[str, Any]]:
+    """False positives of the healthy test and transfer subjects, by region (``overrides``:
+    inference settings, e.g. ``levels=[0]``)."""
     from disyre.demo.cohort import TRANSFER_SPLIT, subject_tissue_maps
     from disyre.inference import Detector
 
-    det = Detector.from_checkpoint(run)
+    det = Detector.from_checkpoint(run, **overrides)
     out: dict[str, dict[str, Any]] = {}
     for split, profile in (("test", "typical"), (TRANSFER_SPLIT, "older")):
         counts: dict[str, list[int]] = {}
@@ -159,6 +160,8 @@ def main() -> int:
                     help="probability of the elastic deformation (authors: 0.1)")
     ap.add_argument("--median-filter", type=int, default=0)
     ap.add_argument("--steps", type=int, default=None, help="default: the demo's")
+    ap.add_argument("--each-level", action="store_true",
+                    help="also the FPRs of each ensemble level's map alone at the threshold")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     if args.run == bool(args.label):
@@ -179,6 +182,17 @@ def main() -> int:
            "where": where(method / "run", threshold, args.demo / "cohort" / "manifest.csv",
                           settings["cohort"]["seed"], settings["cohort"]["resolution"]),
            "cpu": machine_info()["cpu"]}
+    if args.each_level:
+        from disyre.inference import Detector
+
+        levels = Detector.from_checkpoint(method / "run").inference.levels
+        for lv in levels:
+            w = where(method / "run", threshold, args.demo / "cohort" / "manifest.csv",
+                      settings["cohort"]["seed"], settings["cohort"]["resolution"], levels=[lv])
+            row["where"][f"level {lv}"] = {k: w[k]["fpr"] for k in w}
+            print(f"level {lv} alone at the ensemble's 1 % threshold: held-out FPR "
+                  f"{100 * w['test']['fpr']:.2f} %, "
+                  f"out-of-range {100 * w['transfer']['fpr']:.2f} %")
     store = args.out / "transfer.json"
     rows = json.loads(store.read_text()) if store.exists() else {}
     rows[label] = row
