@@ -12,6 +12,7 @@ Usage::
     python benchmarks/profile_step.py                                   # paper, 16, auto
     python benchmarks/profile_step.py --precision bf16 --channels-last on --top 30
     python benchmarks/profile_step.py --device cuda --batch 96 --trace step.json  # Chrome trace
+    python benchmarks/profile_step.py --precision bf16 --by-shape 15  # convolutions by shape
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--top", type=int, default=25, help="top ops to list")
     p.add_argument("--trace", default=None, help="also write a Chrome trace here")
+    p.add_argument("--by-shape", type=int, default=0, metavar="N",
+                   help="also list the N costliest convolution calls by shape, with GFLOP/s")
     a = p.parse_args(argv)
 
     import numpy as np
@@ -148,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     step(10)
     plain = time.perf_counter() - t0
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=acts, record_shapes=False) as prof:
+    with profile(activities=acts, record_shapes=a.by_shape > 0) as prof:
         step(11)
     if a.trace:
         prof.export_chrome_trace(a.trace)
@@ -190,7 +193,43 @@ def main(argv: list[str] | None = None) -> int:
     sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     print(f"\ntop {a.top} ops by {unit.lower()} time:")
     print(prof.key_averages().table(sort_by=sort, row_limit=a.top, max_name_column_width=48))
+    if a.by_shape:
+        print_conv_shapes(prof, a.by_shape, cuda)
     return 0
+
+
+def conv_flop(name: str, shapes: list) -> float | None:
+    """FLOP of one convolution call from its recorded input shapes (``None``: not a 2D
+    convolution). Forward: stride 1 is assumed (a strided call is over-counted); backward:
+    the output size comes from the gradient, input and weight gradients both counted."""
+    try:
+        if "backward" in name:
+            (n, o, ho, wo), _, (_, c, kh, kw) = shapes[0], shapes[1], shapes[2]
+            return 2.0 * 2 * n * o * ho * wo * c * kh * kw
+        (n, _, h, w), (o, c, kh, kw) = shapes[0], shapes[1]
+        return 2.0 * n * o * h * w * c * kh * kw
+    except (ValueError, TypeError, IndexError):
+        return None
+
+
+def print_conv_shapes(prof, n: int, cuda: bool) -> None:
+    """The ``n`` costliest convolution calls grouped by input shapes, with GFLOP/s."""
+    rows = []
+    for e in prof.key_averages(group_by_input_shape=True):
+        if "conv" not in e.key:
+            continue
+        us = e.self_device_time_total if cuda else e.self_cpu_time_total
+        if us <= 0:
+            continue
+        flop = conv_flop(e.key, e.input_shapes)
+        rate = f"{flop * e.count / us / 1e3:8.0f}" if flop else f"{'-':>8}"
+        rows.append((us, f"{us / 1e3:9.1f} {e.count:6d} {rate}  {e.key:30} "
+                         f"{str(e.input_shapes[:3])[:90]}"))
+    print(f"\nthe {n} costliest convolution calls by shape (GFLOP/s: forward at stride 1; "
+          "the backward counts input and weight gradients):")
+    print(f"{'ms':>9} {'calls':>6} {'GFLOP/s':>8}  {'op':30} input shapes")
+    for _, line in sorted(rows, reverse=True)[:n]:
+        print(line)
 
 
 if __name__ == "__main__":
