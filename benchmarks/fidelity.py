@@ -151,9 +151,11 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     ci = metrics.get("bootstrap_ci") or {}
     cal = (metrics.get("calibrated") or {}).get("0.01") or {}
     held = (metrics.get("healthy_heldout") or {}).get("0.01") or {}
+    transfer = (metrics.get("healthy_transfer") or {}).get("0.01") or {}
     return {"ap": px.get("ap"), "ap_ci": ci.get("ap"),
             "best_dice": px.get("best_dice_oracle"), "best_dice_ci": ci.get("best_dice_oracle"),
             "dice_1pct": cal.get("dice"), "heldout_fpr_1pct": held.get("fpr"),
+            "transfer_fpr_1pct": transfer.get("fpr"),
             "n_lesion_cases": metrics.get("n_cases_with_lesion"),
             "n_heldout_volumes": held.get("n_volumes")}
 

@@ -38,6 +38,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fidelity import headline  # noqa: E402  (the same numbers from a metrics.json)
+
 log = logging.getLogger("transfer_fpr")
 
 #: distance (mm) from the ventricles / the brain's outline that counts as "near"
@@ -62,7 +65,7 @@ def where(run: Path, threshold: float, manifest: Path, seed: int, resolution: in
     from disyre.inference import Detector
 
     det = Detector.from_checkpoint(run, **overrides)
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, dict[str, Any]] = {"levels": list(det.inference.levels)}
     for split, profile in (("test", "typical"), (TRANSFER_SPLIT, "older")):
         counts: dict[str, list[int]] = {}
         subjects = []
@@ -84,16 +87,6 @@ def where(run: Path, threshold: float, manifest: Path, seed: int, resolution: in
                       **{k: {"rate": c[0] / max(1, c[1]), "share": c[0] / max(1, n_fp)}
                          for k, c in counts.items()}}
     return out
-
-
-def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Pixel AP with its interval and the FPRs at 1 % from a report's metrics."""
-    from disyre.benchmark import BenchmarkResult
-
-    row = BenchmarkResult(out_dir=Path("."), metrics={"dag": metrics}, reports={},
-                          comparison=Path(".")).rows()[0]
-    return {k: row[k] for k in ("pixel_ap", "pixel_ap_ci", "heldout_fpr_at_1pct",
-                                "transfer_fpr_at_1pct")}
 
 
 def retrain(demo: Path, out: Path, args: argparse.Namespace) -> Path:
@@ -166,7 +159,6 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     if args.run == bool(args.label):
         ap.error("give exactly one of --run and --label")
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from machine import machine_info
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -183,13 +175,10 @@ def main() -> int:
                           settings["cohort"]["seed"], settings["cohort"]["resolution"]),
            "cpu": machine_info()["cpu"]}
     if args.each_level:
-        from disyre.inference import Detector
-
-        levels = Detector.from_checkpoint(method / "run").inference.levels
-        for lv in levels:
+        for lv in row["where"]["levels"]:
             w = where(method / "run", threshold, args.demo / "cohort" / "manifest.csv",
                       settings["cohort"]["seed"], settings["cohort"]["resolution"], levels=[lv])
-            row["where"][f"level {lv}"] = {k: w[k]["fpr"] for k in w}
+            row["where"][f"level {lv}"] = {k: w[k]["fpr"] for k in ("test", "transfer")}
             print(f"level {lv} alone at the ensemble's 1 % threshold: held-out FPR "
                   f"{100 * w['test']['fpr']:.2f} %, "
                   f"out-of-range {100 * w['transfer']['fpr']:.2f} %")
@@ -202,9 +191,9 @@ def main() -> int:
     print("|---|---|---|---|---|---|")
     for r in rows.values():
         w = r["where"]
-        lo, hi = r["pixel_ap_ci"]
-        print(f"| {r['label']} | {r['pixel_ap']:.3f} [{lo:.3f}, {hi:.3f}] | "
-              f"{100 * r['heldout_fpr_at_1pct']:.2f} % | {100 * r['transfer_fpr_at_1pct']:.2f} % "
+        lo, hi = r["ap_ci"]
+        print(f"| {r['label']} | {r['ap']:.3f} [{lo:.3f}, {hi:.3f}] | "
+              f"{100 * r['heldout_fpr_1pct']:.2f} % | {100 * r['transfer_fpr_1pct']:.2f} % "
               f"| {100 * w['test']['periventricular']['rate']:.1f} / "
               f"{100 * w['transfer']['periventricular']['rate']:.1f} % | "
               f"{100 * w['transfer']['periventricular']['share']:.0f} % |")
