@@ -57,9 +57,11 @@ def test_table_has_the_columns_and_intervals(fidelity) -> None:
                "bootstrap_ci": {"ap": [0.52, 0.70], "best_dice_oracle": [0.5, 0.6]},
                "calibrated": {"0.01": {"dice": 0.41}},
                "healthy_heldout": {"0.01": {"fpr": 0.0123, "n_volumes": 4}},
+               "healthy_transfer": {"0.01": {"fpr": 0.0283, "n_volumes": 5}},
                "n_cases_with_lesion": 12}
     h = fidelity.headline(metrics)
     assert h["ap"] == 0.61 and h["ap_ci"] == [0.52, 0.70] and h["heldout_fpr_1pct"] == 0.0123
+    assert h["transfer_fpr_1pct"] == 0.0283
     doc = {"settings": {"quick": False, "n_boot": 1000, "seed": 0, "steps": 650,
                         "preset": "small",
                         "cohorts": {"t2": {"n_train": 16, "n_val": 3, "n_test_healthy": 3,
