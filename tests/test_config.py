@@ -85,3 +85,112 @@ def test_the_cli_reports_an_invalid_config_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "run.yaml" in err and "train.log_every" in err
     assert not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_validate_names_every_bad_field_at_once():
+    cfg = RunConfig()
+    cfg.intensity.scaling = "z"
+    cfg.intensity.reference_volume_ml = 0
+    cfg.corruption.shapes = "round"
+    cfg.corruption.bias_selection = "all"
+    cfg.corruption.augment_recipe = "none"
+    cfg.corruption.window = 3  # the synthetic anomalies refuse windows < 4
+    cfg.train.device = "gpu"
+    cfg.inference.device = "cuda:x"
+    cfg.train.keep_last = -1
+    with pytest.raises(ConfigError) as e:
+        cfg.validate()
+    msg = str(e.value)
+    assert "\n" not in msg
+    for key in ("intensity.scaling", "intensity.reference_volume_ml", "corruption.shapes",
+                "corruption.bias_selection", "corruption.augment_recipe", "corruption.window",
+                "train.device", "inference.device", "train.keep_last"):
+        assert key in msg, key
+    ok = RunConfig()
+    ok.train.device, ok.inference.device, ok.train.keep_last = "cuda:1", "cpu", 0
+    ok.validate()
+
+
+def test_the_window_config_accepts_is_what_the_corruption_accepts():
+    from disyre.corruption.base import make_corruption
+
+    for w in (3, 4):
+        cfg = RunConfig()
+        cfg.corruption.window = w
+        try:
+            cfg.validate()
+            config_ok = True
+        except ConfigError:
+            config_ok = False
+        try:
+            make_corruption(cfg.corruption)
+            corruption_ok = True
+        except ValueError:
+            corruption_ok = False
+        assert config_ok == corruption_ok == (w >= 4)
+
+
+def test_option_lists_live_in_config():
+    import importlib
+    import typing
+
+    from disyre import config, runtime
+    from disyre.config import CorruptionConfig, IntensityConfig, TrainConfig
+
+    augment, base, bias, shapes, intensity = (importlib.import_module(f"disyre.{m}") for m in (
+        "corruption.augment", "corruption.base", "corruption.bias", "corruption.shapes",
+        "data.intensity"))
+
+    assert base.VARIANTS is config.VARIANTS and runtime.PRECISIONS is config.PRECISIONS
+    assert augment.AUGMENT_RECIPES is config.AUGMENT_RECIPES
+    assert shapes.SHAPE_RECIPES is config.SHAPE_RECIPES
+    assert bias.BIAS_SELECTIONS is config.BIAS_SELECTIONS
+    assert intensity.SCALINGS is config.SCALINGS
+    hints = typing.get_type_hints(CorruptionConfig)
+    assert typing.get_args(hints["name"]) == config.VARIANTS
+    assert typing.get_args(typing.get_type_hints(IntensityConfig)["scaling"]) == config.SCALINGS
+    assert typing.get_args(typing.get_type_hints(TrainConfig)["precision"]) == config.PRECISIONS
+
+
+def test_unknown_keys_are_all_named():
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_dict({"x": 1, "train": {"y": 1, "lr": 1e-3}, "model": {"q": 1}})
+    msg = str(e.value)
+    assert all(k in msg for k in ("'x'", "train.y", "model.q"))
+    with pytest.raises(ConfigError) as e:
+        apply_overrides(RunConfig(), ["train.nope=1", "train.lr=1e-3", "model.nada=2"])
+    assert "train.nope" in str(e.value) and "model.nada" in str(e.value)
+
+
+@pytest.mark.parametrize("value,problem", [
+    ("inference.levels=[0,25", "inference.levels"),
+    ("train.lr=!!python/object/apply:os.system [ls]", "train.lr"),
+])
+def test_a_malformed_set_value_is_one_line(tmp_path, capsys, value, problem):
+    from disyre.cli import main
+
+    code = main(["train", "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "run"),
+                 "--set", value])
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert problem in err and "not valid YAML" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_malformed_config_file_is_one_line(tmp_path, capsys):
+    from disyre.cli import main
+
+    p = tmp_path / "bad.yaml"
+    p.write_text("train:\n  lr: [1e-3\n")
+    code = main(["train", "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "run"),
+                 "--config", str(p)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.count("\n") == 0 and "Traceback" not in err
+    assert "bad.yaml" in err and "not valid YAML" in err and "line" in err
+    p.write_text("train: !!python/object/apply:os.system [ls]\n")
+    assert main(["train", "--cache", str(tmp_path / "c"), "-o", str(tmp_path / "run"),
+                 "--config", str(p)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "bad.yaml" in err
+

@@ -20,13 +20,58 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 
 class ConfigError(ValueError):
     """A configuration value or file is invalid."""
+
+
+# Every option list of the configs, once: a ``Literal`` for the type hints and a tuple for
+# checks and messages. The stages that implement the options import them from here.
+
+Scaling = Literal["whole_volume", "brain"]
+#: the intensity scalings :func:`disyre.data.intensity.normalize` knows
+SCALINGS: tuple[str, ...] = typing.get_args(Scaling)
+NanPolicy = Literal["zero", "error"]
+NAN_POLICIES: tuple[str, ...] = typing.get_args(NanPolicy)
+Variant = Literal["dag", "fpi", "bias", "gaussian"]
+#: the corruption variants :func:`disyre.corruption.base.make_corruption` knows
+VARIANTS: tuple[str, ...] = typing.get_args(Variant)
+ShapeRecipe = Literal["authors", "legacy"]
+#: anomaly shape recipes (:mod:`disyre.corruption.shapes`)
+SHAPE_RECIPES: tuple[str, ...] = typing.get_args(ShapeRecipe)
+BiasSelection = Literal["authors", "single"]
+#: intensity-bias level selections (:mod:`disyre.corruption.bias`)
+BIAS_SELECTIONS: tuple[str, ...] = typing.get_args(BiasSelection)
+AugmentRecipeName = Literal["authors", "legacy"]
+#: pre-corruption augmentation recipes (:mod:`disyre.corruption.augment`)
+AUGMENT_RECIPES: tuple[str, ...] = typing.get_args(AugmentRecipeName)
+Precision = Literal["auto", "fp32", "bf16"]
+#: autocast precisions of training and inference (``auto``: bf16 where the hardware has it)
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+Method = Literal["ensemble", "multistep"]
+#: restoration methods of inference
+METHODS: tuple[str, ...] = typing.get_args(Method)
+#: device kinds a config may name (``cuda:N`` is also accepted)
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+#: smallest anomaly window of the synthetic anomalies (:mod:`disyre.corruption.dag`)
+MIN_CORRUPTION_WINDOW: int = 4
+
+
+def valid_device(device: str) -> bool:
+    """Whether ``device`` is one of :data:`DEVICES` or ``cuda:N``.
+
+    Example:
+        >>> valid_device("cuda:1"), valid_device("gpu")
+        (True, False)
+    """
+    if device in DEVICES:
+        return True
+    kind, _, idx = device.partition(":")
+    return kind == "cuda" and idx.isdigit()
 
 
 @dataclass
@@ -47,12 +92,12 @@ class IntensityConfig:
         nan_policy: ``"zero"`` (warn and replace NaN/Inf by 0) or ``"error"``.
     """
 
-    scaling: str = "whole_volume"
+    scaling: Scaling = "whole_volume"
     lower_percentile: float = 0.0
     upper_percentile: float = 98.0
     reference_volume_ml: float = 8928.0
     crop_margin: int = 0
-    nan_policy: str = "zero"
+    nan_policy: NanPolicy = "zero"
 
 
 @dataclass
@@ -82,13 +127,13 @@ class CorruptionConfig:
         augment_recipe: Pre-corruption augmentation: ``authors`` or ``legacy``.
     """
 
-    name: str = "dag"
+    name: Variant = "dag"
     window: int = 64
     augment: bool = True
     codebook: list[float] | None = None
-    shapes: str = "authors"
-    bias_selection: str = "authors"
-    augment_recipe: str = "authors"
+    shapes: ShapeRecipe = "authors"
+    bias_selection: BiasSelection = "authors"
+    augment_recipe: AugmentRecipeName = "authors"
 
 
 #: The value each fidelity switch had before it existed: a saved run config (a checkpoint's
@@ -183,7 +228,7 @@ class TrainConfig:
     warmup_steps: int = 500
     grad_clip: float = 1.0
     ema_decay: float | None = None
-    precision: str = "auto"  # auto | fp32 | bf16 ; auto = bf16 where the hardware has it
+    precision: Precision = "auto"  # auto = bf16 where the hardware has it
     val_every: int = 1000
     val_batches: int = 4
     ckpt_every: int = 1000
@@ -225,7 +270,7 @@ class InferenceConfig:
             default layout everywhere.
     """
 
-    method: str = "ensemble"
+    method: Method = "ensemble"
     levels: list[int] = field(default_factory=lambda: [0, 20, 40, 60, 80])
     steps: int = 5
     window: int = 0
@@ -233,14 +278,10 @@ class InferenceConfig:
     batch_size: int = 32
     foreground_weighting: bool = True
     median_filter: int = 0
-    precision: str = "auto"
+    precision: Precision = "auto"
     device: str = "auto"
     compile: bool = False
     channels_last: bool = True
-
-
-#: autocast precisions of training and inference (``auto``: bf16 where it pays, else fp32)
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -281,8 +322,6 @@ class RunConfig:
             ...
             disyre.config.ConfigError: invalid config: train.val_every must be >= 1, got 0; ...
         """
-        from disyre.corruption.base import VARIANTS
-
         bad: list[str] = []
 
         def need(ok: bool, key: str, what: str, value: Any) -> None:
@@ -296,12 +335,21 @@ class RunConfig:
         need(i.lower_percentile < i.upper_percentile <= 100, "intensity.upper_percentile",
              f"in (intensity.lower_percentile={i.lower_percentile}, 100]", i.upper_percentile)
         need(i.crop_margin >= 0, "intensity.crop_margin", ">= 0", i.crop_margin)
-        need(i.nan_policy in ("zero", "error"), "intensity.nan_policy", "zero or error",
+        need(i.scaling in SCALINGS, "intensity.scaling", _choice(SCALINGS), i.scaling)
+        need(i.reference_volume_ml > 0, "intensity.reference_volume_ml", "> 0",
+             i.reference_volume_ml)
+        need(i.nan_policy in NAN_POLICIES, "intensity.nan_policy", _choice(NAN_POLICIES),
              i.nan_policy)
         for k in ("n_volumes", "n_slices", "patch_size"):
             need(getattr(sa, k) >= 1, f"sampler.{k}", ">= 1", getattr(sa, k))
-        need(c.name in VARIANTS, "corruption.name", f"one of {list(VARIANTS)}", c.name)
-        need(c.window >= 1, "corruption.window", ">= 1", c.window)
+        need(c.name in VARIANTS, "corruption.name", _choice(VARIANTS), c.name)
+        need(c.window >= MIN_CORRUPTION_WINDOW or c.name == "gaussian", "corruption.window",
+             f">= {MIN_CORRUPTION_WINDOW}", c.window)
+        need(c.shapes in SHAPE_RECIPES, "corruption.shapes", _choice(SHAPE_RECIPES), c.shapes)
+        need(c.bias_selection in BIAS_SELECTIONS, "corruption.bias_selection",
+             _choice(BIAS_SELECTIONS), c.bias_selection)
+        need(c.augment_recipe in AUGMENT_RECIPES, "corruption.augment_recipe",
+             _choice(AUGMENT_RECIPES), c.augment_recipe)
         need(c.codebook is None or (len(c.codebook) > 0 and all(0 <= v <= 1 for v in c.codebook)),
              "corruption.codebook", "null or intensities in [0, 1]", c.codebook)
         need(m.preset in PRESETS or m.preset == "custom", "model.preset",
@@ -325,15 +373,18 @@ class RunConfig:
         need(t.warmup_steps >= 0, "train.warmup_steps", ">= 0", t.warmup_steps)
         need(t.ema_decay is None or 0 < t.ema_decay < 1, "train.ema_decay", "null or in (0, 1)",
              t.ema_decay)
-        need(t.precision in PRECISIONS, "train.precision", " or ".join(PRECISIONS), t.precision)
+        need(t.precision in PRECISIONS, "train.precision", _choice(PRECISIONS), t.precision)
+        need(isinstance(t.device, str) and valid_device(t.device), "train.device",
+             _choice(DEVICES) + " or cuda:N", t.device)
+        need(t.keep_last >= 0, "train.keep_last", ">= 0 (0 = keep every checkpoint)",
+             t.keep_last)
         for k in ("val_every", "ckpt_every", "log_every"):
             need(getattr(t, k) >= 1, f"train.{k}", ">= 1", getattr(t, k))
         need(t.grad_accum >= 0, "train.grad_accum", ">= 0 (0 = auto)", t.grad_accum)
         need(t.val_batches >= 0, "train.val_batches", ">= 0", t.val_batches)
         need(t.num_threads is None or t.num_threads >= 1, "train.num_threads", "null or >= 1",
              t.num_threads)
-        need(f.method in ("ensemble", "multistep"), "inference.method", "ensemble or multistep",
-             f.method)
+        need(f.method in METHODS, "inference.method", _choice(METHODS), f.method)
         need(len(f.levels) > 0 and all(0 <= k <= 99 for k in f.levels), "inference.levels",
              "levels in [0, 99]", f.levels)
         need(1 <= f.steps <= 100, "inference.steps", "in [1, 100]", f.steps)
@@ -342,8 +393,10 @@ class RunConfig:
              f"in [1, inference.window={f.window}]", f.stride)
         need(f.batch_size >= 1, "inference.batch_size", ">= 1", f.batch_size)
         need(f.median_filter >= 0, "inference.median_filter", ">= 0 (0 = off)", f.median_filter)
-        need(f.precision in PRECISIONS, "inference.precision", " or ".join(PRECISIONS),
+        need(f.precision in PRECISIONS, "inference.precision", _choice(PRECISIONS),
              f.precision)
+        need(isinstance(f.device, str) and valid_device(f.device), "inference.device",
+             _choice(DEVICES) + " or cuda:N", f.device)
         if bad:
             raise ConfigError("invalid config: " + "; ".join(bad))
 
@@ -367,7 +420,9 @@ class RunConfig:
         try:
             d = yaml.safe_load(path.read_text())
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML/JSON ({e})") from e
+            raise ConfigError(f"{path}: not valid YAML/JSON ({_yaml_problem(e)})") from e
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read the config file ({e})") from e
         if d is None:
             d = {}
         if not isinstance(d, dict):
@@ -378,18 +433,35 @@ class RunConfig:
             raise ConfigError(f"{path}: {e}") from e
 
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error in one line: the problem and where (``line L, column C``)."""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
+
+
+def _choice(options: tuple[str, ...]) -> str:
+    return "one of " + ", ".join(options)
+
+
 def _resolve_type(tp: Any) -> Any:
     return tp
 
 
-def _from_dict(cls: type, d: dict[str, Any], prefix: str) -> Any:
+def _from_dict(cls: type, d: dict[str, Any], prefix: str,
+               errors: tuple[list[str], list[str]] | None = None) -> Any:
+    """Build ``cls`` from ``d``; every unknown key and ill-typed value is collected and, at the
+    top level (``errors`` not given), raised as one :class:`ConfigError`."""
+    top = errors is None
+    unknown_keys, errs = ([], []) if errors is None else errors
     if not isinstance(d, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(d).__name__}")
+        errs.append(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got "
+                    f"{type(d).__name__}")
+        d = {}
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls)}
-    unknown = set(d) - names
-    if unknown:
-        raise ConfigError(f"unknown key(s) {sorted(prefix + k for k in unknown)}")
+    unknown_keys.extend(prefix + k for k in sorted(str(k) for k in set(d) - names))
     kw = {}
     for f in fields(cls):
         if f.name not in d:
@@ -397,9 +469,15 @@ def _from_dict(cls: type, d: dict[str, Any], prefix: str) -> Any:
         tp = hints[f.name]
         v = d[f.name]
         if dataclasses.is_dataclass(tp):
-            kw[f.name] = _from_dict(tp, v, f"{prefix}{f.name}.")
+            kw[f.name] = _from_dict(tp, v, f"{prefix}{f.name}.", (unknown_keys, errs))
         else:
-            kw[f.name] = _coerce(v, tp, f"{prefix}{f.name}")
+            try:
+                kw[f.name] = _coerce(v, tp, f"{prefix}{f.name}")
+            except ConfigError as e:
+                errs.append(str(e))
+    if top and (unknown_keys or errs):
+        head = [f"unknown key(s) {unknown_keys}"] if unknown_keys else []
+        raise ConfigError("; ".join(head + errs))
     obj = cls(**kw)
     if isinstance(obj, ModelConfig) and "preset" in d and obj.preset in PRESETS:
         # preset fills architecture fields that the dict does not set explicitly
@@ -430,6 +508,10 @@ def _coerce(v: Any, tp: Any, name: str) -> Any:
         if not isinstance(v, list):
             raise ConfigError(f"{name}: expected a list, got {v!r}")
         return [_coerce(x, args[0], f"{name}[]") for x in v] if args else v
+    if origin is Literal:
+        if not isinstance(v, str):
+            raise ConfigError(f"{name}: expected a string ({', '.join(args)}), got {v!r}")
+        return v
     if tp is bool:
         if isinstance(v, bool):
             return v
@@ -469,21 +551,35 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
     """
     d = cfg.to_dict()
     items = []
+    bad: list[str] = []
     for ov in overrides:
         if "=" not in ov:
-            raise ConfigError(f"override {ov!r} is not of the form section.key=value")
+            bad.append(f"override {ov!r} is not of the form section.key=value")
+            continue
         key, raw = ov.split("=", 1)
         parts = key.strip().split(".")
         if len(parts) != 2:
-            raise ConfigError(f"override key {key!r} must be section.key")
-        items.append((parts, yaml.safe_load(raw) if raw != "" else ""))
+            bad.append(f"override key {key!r} must be section.key")
+            continue
+        sec, k = parts
+        if sec not in d:
+            bad.append(f"unknown config section {sec!r}; choose from {sorted(d)}")
+            continue
+        if k not in d[sec]:
+            bad.append(f"unknown key {sec}.{k}; choose from {sorted(d[sec])}")
+            continue
+        try:
+            val = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            bad.append(f"--set {key.strip()}: value {raw!r} is not valid YAML "
+                       f"({_yaml_problem(e)})")
+            continue
+        items.append((parts, val))
+    if bad:
+        raise ConfigError("; ".join(bad))
     # presets first, so that explicit model.* fields win
     items.sort(key=lambda it: 0 if it[0] == ["model", "preset"] else 1)
     for (sec, k), val in items:
-        if sec not in d:
-            raise ConfigError(f"unknown config section {sec!r}; choose from {sorted(d)}")
-        if k not in d[sec]:
-            raise ConfigError(f"unknown key {sec}.{k}; choose from {sorted(d[sec])}")
         if sec == "model" and k == "preset":
             if val not in PRESETS and val != "custom":
                 raise ConfigError(f"unknown model preset {val!r}; choose from {sorted(PRESETS)}")

@@ -30,10 +30,10 @@ from typing import Any
 
 import torch
 
+from disyre.config import PRECISIONS
+
 log = logging.getLogger(__name__)
 
-#: Accepted values of ``train.precision`` / ``inference.precision``.
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 #: CPU flags (``/proc/cpuinfo`` names) that mean bf16 matrix products run natively.
 CPU_BF16_FLAGS: tuple[str, ...] = ("avx512_bf16", "amx_bf16")

@@ -45,10 +45,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from disyre.config import AUGMENT_RECIPES
 from disyre.corruption.shapes import gaussian_blur, rand, randn
-
-#: the augmentation recipes
-AUGMENT_RECIPES: tuple[str, ...] = ("authors", "legacy")
 
 
 @dataclass(frozen=True)

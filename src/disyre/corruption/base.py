@@ -22,10 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from disyre.config import CorruptionConfig
-
-#: the corruption variants :func:`make_corruption` knows
-VARIANTS: tuple[str, ...] = ("dag", "fpi", "bias", "gaussian")
+from disyre.config import VARIANTS, CorruptionConfig
 
 
 @dataclass

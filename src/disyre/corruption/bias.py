@@ -34,6 +34,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from disyre.config import BIAS_SELECTIONS
 from disyre.corruption.shapes import gaussian_blur, rand
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,6 @@ log = logging.getLogger(__name__)
 AUTHORS_CODEBOOK: tuple[float, ...] = (0.00565, 0.38284, 0.61224, 0.76921, 0.93855)
 #: sigma of the blur applied to the bias mask (px at a 64 px window for ``authors``)
 BIAS_SIGMA: float = 1.0
-#: the level selections of :func:`bias_field`
-BIAS_SELECTIONS: tuple[str, ...] = ("authors", "single")
 #: pixels added to the shape's pixel count in the authors' picking probability (64 px window)
 AUTHORS_PICK_OFFSET: float = 1000.0
 

@@ -36,11 +36,11 @@ from collections.abc import Sequence
 
 import torch
 
+from disyre.config import BIAS_SELECTIONS, MIN_CORRUPTION_WINDOW, SHAPE_RECIPES
 from disyre.corruption import schedule
 from disyre.corruption.base import CorruptionResult
-from disyre.corruption.bias import AUTHORS_CODEBOOK, BIAS_SELECTIONS, apply_bias, bias_field
+from disyre.corruption.bias import AUTHORS_CODEBOOK, apply_bias, bias_field
 from disyre.corruption.shapes import (
-    SHAPE_RECIPES,
     extract_windows,
     paste_windows,
     rand,
@@ -95,8 +95,8 @@ class SyntheticAnomaly:
         if bias_selection not in BIAS_SELECTIONS:
             raise ValueError(f"unknown bias selection {bias_selection!r}; choose from "
                              f"{list(BIAS_SELECTIONS)}")
-        if window < 4:
-            raise ValueError("anomaly window must be at least 4 pixels")
+        if window < MIN_CORRUPTION_WINDOW:
+            raise ValueError(f"anomaly window must be at least {MIN_CORRUPTION_WINDOW} pixels")
         cb = list(AUTHORS_CODEBOOK if codebook is None else codebook)
         if len(cb) < 1 or sorted(cb) != cb:
             raise ValueError(f"codebook must be a non-empty increasing list, got {cb}")

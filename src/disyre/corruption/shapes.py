@@ -37,8 +37,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-#: the shape recipes of :func:`random_shapes`
-SHAPE_RECIPES: tuple[str, ...] = ("authors", "legacy")
+from disyre.config import SHAPE_RECIPES
+
 #: shape families of the ``authors`` recipe, drawn with equal weight
 FAMILIES: tuple[str, ...] = ("rectangle", "disc", "organic")
 #: shape families of the ``legacy`` recipe

@@ -44,15 +44,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from disyre.config import IntensityConfig
+from disyre.config import SCALINGS, IntensityConfig
 
 __all__ = ["NormalizedVolume", "normalize", "uncrop", "foreground_bbox", "SCALINGS",
            "whole_volume_percentile", "reference_voxels", "brain_mask"]
 
 log = logging.getLogger(__name__)
 
-#: the intensity scalings :func:`normalize` knows
-SCALINGS: tuple[str, ...] = ("whole_volume", "brain")
 
 BBox = tuple[slice, slice, slice]
 

@@ -274,7 +274,11 @@ def preprocess_many(jobs: list[Job], out: str | Path, cfg: PreprocessConfig, *,
     recipe = cfg.to_dict()
     old = out / RECIPE_FILE
     if old.is_file() and not overwrite:
-        prev = json.loads(old.read_text())
+        try:
+            prev = json.loads(old.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"{old}: unreadable preprocessing recipe ({e}); pass --overwrite "
+                             "to replace it") from e
         if _outputs_key(prev) != _outputs_key(recipe):
             raise OutputExistsError(f"{out}: holds outputs of another preprocessing recipe "
                                     f"({prev.get('template')}, {prev.get('steps')}); pass "
