@@ -242,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
     from disyre.data.nifti import InputError
     from disyre.inference import DetectionError, Detector
     from disyre.io_utils import OutputExistsError, ensure_writable_dir
+    from disyre.preprocessing import predict_raw
 
     scans, others = list_inputs(args.input)
     if args.mask is not None and len(scans) > 1:
@@ -303,8 +304,11 @@ def run(args: argparse.Namespace) -> int:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                res = det.predict(scan, mask=args.mask, progress=bar.update, on_total=_total,
-                                  preprocess=args.preprocess)
+                if args.preprocess:
+                    res = predict_raw(det, scan, progress=bar.update, on_total=_total)
+                else:
+                    res = det.predict(scan, mask=args.mask, progress=bar.update,
+                                      on_total=_total)
         except (InputError, DetectionError) as e:
             bar.close()
             if len(scans) == 1:

@@ -175,7 +175,7 @@ class VolumeCache:
         out: dict[str, Any] = {
             "contrast": ",".join(contrasts) or None,
             "spacing": None if spacing is None else [round(float(v), 4) for v in spacing]}
-        from disyre.preprocessing.recipe import find_recipe
+        from disyre.data.recipe_file import find_recipe
 
         recipe = find_recipe(e.source for e in entries)  # written by `disyre preprocess`
         if recipe:

@@ -39,7 +39,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -47,6 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+# the 1 cm^3 volume score is detection's rule (disyre.inference.scoring); re-exported here
+from disyre.inference.scoring import SCORE_VOLUME_MM3, VOLUME_SCORE, top_volume_mean  # noqa: F401
 
 #: default number of bins of the per-volume histograms used by the bootstrap
 HIST_BINS = 4096
@@ -56,10 +58,6 @@ TOP_K = 100
 REDUCTIONS = ("mean", "max", "topk")
 #: the authors' slice score: the mean over the WHOLE slice, background included
 WHOLE_SLICE_MEAN = "mean_slice"
-#: the volume score of ``disyre detect`` and ``cases.csv`` (see :func:`top_volume_mean`)
-VOLUME_SCORE = "top_1cm3"
-#: tissue volume (mm^3) averaged by :data:`VOLUME_SCORE`
-SCORE_VOLUME_MM3 = 1000.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -458,32 +456,6 @@ def reduce_scores(values: np.ndarray, how: str, k: int = TOP_K) -> float:
             return float(v.mean())
         return float(np.partition(v, v.size - k)[v.size - k:].mean())
     raise ValueError(f"unknown reduction {how!r}; choose from {REDUCTIONS}")
-
-
-def top_volume_mean(values: np.ndarray, voxel_mm3: float = 1.0,
-                    volume_mm3: float = SCORE_VOLUME_MM3) -> float:
-    """Mean of the highest values that together make up ``volume_mm3`` of tissue.
-
-    Voxels are counted by volume: ``k = volume_mm3 / voxel_mm3`` voxels (1,000 at 1 mm,
-    125 at 2 mm), the last one with its fractional weight, so the score means the same for any
-    voxel size. With fewer voxels than that, the mean of all of them.
-
-    Example:
-        >>> top_volume_mean(np.r_[np.zeros(990), np.ones(10)], voxel_mm3=8.0, volume_mm3=100)
-        0.8
-    """
-    if not (math.isfinite(voxel_mm3) and voxel_mm3 > 0):
-        raise ValueError(f"voxel volume must be positive, got {voxel_mm3}")
-    v = np.asarray(values, np.float64).ravel()
-    if v.size == 0:
-        return float("nan")
-    k = volume_mm3 / voxel_mm3
-    if v.size <= k:
-        return float(v.mean())
-    n = int(math.floor(k))
-    frac = k - n
-    top = np.sort(np.partition(v, v.size - n - 1)[v.size - n - 1:])  # n + 1 largest, sorted
-    return float((top[1:].sum() + frac * top[0]) / k)
 
 
 def slice_scores(score: np.ndarray, label: np.ndarray, mask: np.ndarray | None,

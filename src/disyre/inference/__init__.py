@@ -18,13 +18,19 @@ Three layers, from the maths to the user:
    (much cheaper; see docs/detection.md). :func:`anomaly_map_slices` does the same for a
    batch of 2D slices.
 3. **The user's API**: :class:`Detector` loads a checkpoint and maps a NIfTI scan (or its path)
-   to a :class:`DetectionResult` whose ``anomaly_map`` lies on the input's own grid (same
-   array shape, orientation and affine).
+   to a :class:`DetectionResult` (:mod:`~disyre.inference.result`) whose ``anomaly_map`` lies
+   on the input's own grid (same array shape, orientation and affine); its ``score`` is the
+   1 cm^3 rule of :mod:`~disyre.inference.scoring`. A raw head goes through
+   :func:`disyre.preprocessing.predict_raw` (the preprocessing stage builds on this one).
+
+The names below are imported on first use, so that :mod:`~disyre.inference.result` and
+:mod:`~disyre.inference.scoring` (numpy only) stay light for the stages that read results.
 
 All maps are float32 in [0, 1]; background is exactly 0.
 
 Example:
     >>> import torch
+    >>> from disyre.inference import restore
     >>> from disyre.config import InferenceConfig, ModelConfig
     >>> from disyre.model import build_model
     >>> net = build_model(ModelConfig.from_preset("tiny")).eval()
@@ -34,39 +40,35 @@ Example:
     (torch.Size([2, 1, 32, 32]), True)
 """
 
-from disyre.inference.detector import (
-    SCORE_VOLUME_MM3,
-    DetectionError,
-    DetectionResult,
-    Detector,
-    load_checkpoint,
-    sanity_warnings,
-    save_overlay_png,
-    volume_score,
-    with_inference_overrides,
-)
-from disyre.inference.restoration import (
-    InferenceInput,
-    restore,
-    restore_ensemble,
-    restore_multistep,
-)
-from disyre.inference.windows import (
-    SIGMA_SCALE,
-    WEIGHTING_WINDOW,
-    anomaly_map_slices,
-    count_work,
-    fitted_window,
-    predict_slices,
-    predict_volume,
-    window_starts,
-)
+from __future__ import annotations
 
-__all__ = [
-    "SCORE_VOLUME_MM3", "SIGMA_SCALE", "WEIGHTING_WINDOW", "DetectionError", "DetectionResult",
-    "Detector",
-    "InferenceInput", "anomaly_map_slices", "count_work", "fitted_window", "load_checkpoint",
-    "predict_slices", "predict_volume", "restore", "restore_ensemble", "restore_multistep",
-    "sanity_warnings", "save_overlay_png", "volume_score", "window_starts",
-    "with_inference_overrides",
-]
+import importlib
+from typing import Any
+
+#: public name -> submodule that defines it
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(("DetectionError", "Detector", "load_checkpoint", "sanity_warnings",
+                     "save_overlay_png", "with_inference_overrides"), "detector"),
+    "DetectionResult": "result",
+    **dict.fromkeys(("SCORE_VOLUME_MM3", "VOLUME_SCORE", "top_volume_mean", "volume_score"),
+                    "scoring"),
+    **dict.fromkeys(("InferenceInput", "restore", "restore_ensemble", "restore_multistep"),
+                    "restoration"),
+    **dict.fromkeys(("SIGMA_SCALE", "WEIGHTING_WINDOW", "anomaly_map_slices", "count_work",
+                     "fitted_window", "predict_slices", "predict_volume", "window_starts"),
+                    "windows"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

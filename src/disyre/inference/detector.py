@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,9 @@ from torch import nn
 
 from disyre.config import ConfigError, InferenceConfig, RunConfig
 from disyre.data.intensity import intensity_signature
-from disyre.evaluation.metrics import SCORE_VOLUME_MM3, top_volume_mean
 from disyre.inference.restoration import InferenceInput
+from disyre.inference.result import DetectionResult
+from disyre.inference.scoring import volume_score
 from disyre.inference.windows import _size_multiple, count_work, predict_volume
 from disyre.runtime import (
     PrecisionDecision,
@@ -29,84 +29,6 @@ from disyre.runtime import (
 # --------------------------------------------------------------------------------------------
 # 3. The user's API
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class DetectionResult:
-    """What :meth:`Detector.predict` returns for one scan.
-
-    Attributes:
-        anomaly_map: float32 map in [0, 1] on the input file's own voxel grid (same shape,
-            orientation and affine as the file; write it with
-            ``disyre.data.nifti.save_like(result.map_dhw_full, result.scan, path)`` or
-            :meth:`save_map`).
-        restored: The restored image, float32 in [0, 1] (intensity-normalised), native grid.
-        score: Volume-level anomaly score in [0, 1]: the mean of the highest map values of
-            the brain that together make up 1 cm^3 (voxels counted by volume: 1,000 at 1 mm,
-            125 at 2 mm; the whole brain if smaller), i.e. the typical residual in the most
-            abnormal 1 cm^3 of brain; the same number as ``score_1cm3`` in the evaluation's
-            ``cases.csv``. Higher = more likely to hold an anomaly.
-        map_cropped: The map on the cropped axial-first grid ``(d, h, w)``.
-        restored_cropped: The restoration on the same grid.
-        image_cropped: The normalised input on the same grid.
-        mask_cropped: The brain mask on the same grid.
-        scan: The loaded :class:`~disyre.data.nifti.Scan`.
-        pre: The :class:`~disyre.data.intensity.NormalizedVolume` volume (holds the crop box).
-        warnings: Sanity-check messages (contrast, orientation) raised for this scan.
-    """
-
-    anomaly_map: np.ndarray
-    restored: np.ndarray
-    score: float
-    map_cropped: np.ndarray
-    restored_cropped: np.ndarray
-    image_cropped: np.ndarray
-    mask_cropped: np.ndarray
-    scan: Any
-    pre: Any
-    warnings: list[str] = field(default_factory=list)
-
-    def full(self, arr_cropped: np.ndarray) -> np.ndarray:
-        """Put a cropped ``(d, h, w)`` array back on the scan's full axial-first grid."""
-        from disyre.data.intensity import uncrop
-
-        return uncrop(arr_cropped, self.pre)
-
-    def save_map(self, path: str | Path) -> None:
-        """Write the anomaly map as a float32 NIfTI on the input's grid (atomic)."""
-        from disyre.data.nifti import save_like
-
-        save_like(self.full(self.map_cropped), self.scan, path, dtype=np.float32)
-
-    def save_restored(self, path: str | Path) -> None:
-        """Write the restored image as a float32 NIfTI on the input's grid (atomic)."""
-        from disyre.data.nifti import save_like
-
-        save_like(self.full(self.restored_cropped), self.scan, path, dtype=np.float32)
-
-    def save_mask(self, path: str | Path, threshold: float) -> None:
-        """Write ``map > threshold`` (brain only) as a uint8 NIfTI on the input's grid.
-
-        The rule ``score > threshold`` is the one of :mod:`disyre.evaluation.thresholds`.
-        """
-        from disyre.data.nifti import save_like
-
-        m = (self.map_cropped > threshold) & self.mask_cropped
-        save_like(self.full(m.astype(np.uint8)), self.scan, path, dtype=np.uint8)
-
-
-def volume_score(amap: np.ndarray, top_k: int | None = None, *, voxel_mm3: float = 1.0
-                 ) -> float:
-    """A volume's score: the mean of its highest values making up 1 cm^3 of ``voxel_mm3``
-    voxels (:func:`disyre.evaluation.metrics.top_volume_mean`), or of its ``top_k`` highest
-    values when ``top_k`` is given. In [0, 1] for maps in [0, 1]."""
-    flat = np.asarray(amap, np.float32).ravel()
-    if flat.size == 0:
-        return 0.0
-    if top_k is None:
-        return float(np.clip(top_volume_mean(flat, voxel_mm3, SCORE_VOLUME_MM3), 0, 1))
-    k = min(top_k, flat.size)
-    return float(np.clip(np.partition(flat, flat.size - k)[flat.size - k:].mean(), 0, 1))
 
 
 class DetectionError(ValueError):
@@ -255,9 +177,11 @@ class Detector:
 
     def predict(self, scan: Any, mask: Any = None,
                 progress: Callable[[int], None] | None = None,
-                on_total: Callable[[int], None] | None = None,
-                preprocess: bool = False) -> DetectionResult:
-        """Anomaly map of one scan, on the scan's own grid.
+                on_total: Callable[[int], None] | None = None) -> DetectionResult:
+        """Anomaly map of one preprocessed scan, on the scan's own grid.
+
+        A raw head (skull, native space) goes through its checkpoint's preprocessing recipe
+        first: :func:`disyre.preprocessing.predict_raw` ``(detector, scan)``.
 
         Args:
             scan: A :class:`~disyre.data.nifti.Scan` or a NIfTI path.
@@ -266,9 +190,6 @@ class Detector:
             progress: Called with the number of windows done after each network pass.
             on_total: Called once, before the network runs, with the number of windows (or
                 slices, for ``window=0``) this scan needs (to size a progress bar).
-            preprocess: ``scan`` is a raw head: run the checkpoint's preprocessing recipe
-                (skull stripping, registration), detect on the template grid and warp the map
-                back onto the raw grid (:func:`disyre.preprocessing.predict_raw`).
 
         Returns:
             The :class:`DetectionResult`.
@@ -280,13 +201,6 @@ class Detector:
         from disyre.data.intensity import normalize
         from disyre.data.nifti import InputError, Scan, load_mask, load_scan
 
-        if preprocess:
-            if mask is not None:
-                raise ValueError("a brain mask cannot be given with preprocess=True "
-                                 "(skull stripping finds it)")
-            from disyre.preprocessing import predict_raw
-
-            return predict_raw(self, scan, progress=progress, on_total=on_total)
         if not isinstance(scan, Scan):
             scan = load_scan(scan, nan_policy=self.cfg.intensity.nan_policy)
         if isinstance(mask, str | Path):

@@ -30,6 +30,7 @@ from disyre.preprocessing.batch import (
     jobs_from_rows,
     preprocess_many,
 )
+from disyre.preprocessing.inverse import predict_raw
 from disyre.preprocessing.recipe import (
     RECIPE_FILE,
     PreprocessConfig,
@@ -42,9 +43,3 @@ __all__ = ["PreprocessConfig", "PreprocessError", "RECIPE_FILE", "find_recipe", 
            "Job", "Summary", "jobs_from_input", "jobs_from_rows", "preprocess_many",
            "predict_raw"]
 
-
-def predict_raw(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - see inverse.predict_raw
-    """See :func:`disyre.preprocessing.inverse.predict_raw` (imported lazily)."""
-    from disyre.preprocessing.inverse import predict_raw as _predict_raw
-
-    return _predict_raw(*args, **kwargs)

@@ -9,7 +9,7 @@ input too, and a model trained at 2 mm maps a 1 mm raw head.
 Example::
 
     det = Detector.from_checkpoint("runs/t1")
-    res = det.predict("raw/sub-01_T1w.nii.gz", preprocess=True)
+    res = predict_raw(det, "raw/sub-01_T1w.nii.gz")
     res.save_map("maps/sub-01_T1w.nii.gz")   # on the raw scan's grid
 """
 
@@ -92,14 +92,14 @@ def predict_raw(detector: Any, scan: str | Path | Scan,
         progress, on_total: As for :meth:`Detector.predict`.
 
     Returns:
-        A :class:`~disyre.inference.detector.DetectionResult` on the raw grid (its ``score``
+        A :class:`~disyre.inference.result.DetectionResult` on the raw grid (its ``score``
         is computed on the template grid, like the training data's).
 
     Raises:
         InputError: No recipe in the checkpoint, a bad scan, or a failed preprocessing check.
     """
     from disyre.data.intensity import NormalizedVolume
-    from disyre.inference.detector import DetectionResult
+    from disyre.inference.result import DetectionResult
     from disyre.preprocessing.pipeline import preprocess_scan
     from disyre.preprocessing.recipe import PreprocessConfig
     from disyre.preprocessing.template import load_template
