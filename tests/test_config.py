@@ -112,7 +112,7 @@ def test_validate_names_every_bad_field_at_once():
 
 
 def test_the_window_config_accepts_is_what_the_corruption_accepts():
-    from disyre.corruption.base import make_corruption
+    from disyre.corruption import make_corruption
 
     for w in (3, 4):
         cfg = RunConfig()

@@ -38,7 +38,7 @@ SCALINGS: tuple[str, ...] = typing.get_args(Scaling)
 NanPolicy = Literal["zero", "error"]
 NAN_POLICIES: tuple[str, ...] = typing.get_args(NanPolicy)
 Variant = Literal["dag", "fpi", "bias", "gaussian"]
-#: the corruption variants :func:`disyre.corruption.base.make_corruption` knows
+#: the corruption variants :func:`disyre.corruption.factory.make_corruption` knows
 VARIANTS: tuple[str, ...] = typing.get_args(Variant)
 ShapeRecipe = Literal["authors", "legacy"]
 #: anomaly shape recipes (:mod:`disyre.corruption.shapes`)

@@ -7,8 +7,9 @@ Public entry points: :func:`make_corruption` (``dag``, ``fpi``, ``bias``, ``gaus
 """
 
 from disyre.corruption.augment import AugmentRecipe, augment, augment_pair
-from disyre.corruption.base import VARIANTS, Corruption, CorruptionResult, make_corruption
+from disyre.corruption.base import VARIANTS, Corruption, CorruptionResult
 from disyre.corruption.bias import AUTHORS_CODEBOOK, fit_codebook
+from disyre.corruption.factory import make_corruption
 
 __all__ = [
     "AUTHORS_CODEBOOK",

@@ -7,6 +7,7 @@ mask, the severity of each sample and its level (``schedule.level_of``).
 Example:
     >>> import torch
     >>> from disyre.config import CorruptionConfig
+    >>> from disyre.corruption import make_corruption
     >>> corr = make_corruption(CorruptionConfig(name="fpi"))
     >>> x = torch.zeros(2, 1, 64, 64); x[:, :, 8:56, 8:56] = 0.5
     >>> res = corr(x, torch.Generator().manual_seed(0))
@@ -16,13 +17,12 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from disyre.config import VARIANTS, CorruptionConfig
+from disyre.config import VARIANTS  # noqa: F401 (re-exported: the variants of make_corruption)
 
 
 @dataclass
@@ -65,32 +65,3 @@ class Corruption(Protocol):
                         generator: torch.Generator | None = None) -> torch.Tensor:
         """The network input at test time for ``level`` (identity for synthetic anomalies)."""
         ...
-
-
-def make_corruption(cfg: CorruptionConfig, codebook: Sequence[float] | None = None, *,
-                    bank_size: int = 512) -> Corruption:
-    """Build the corruption named by ``cfg.name``.
-
-    Args:
-        cfg: Corruption config (``name`` in :data:`VARIANTS`, ``window``, ``codebook``,
-            ``shapes``, ``bias_selection``).
-        codebook: Fitted intensity codebook (from :func:`~disyre.corruption.bias.fit_codebook`);
-            it overrides ``cfg.codebook``. With neither, the authors' codebook is used.
-        bank_size: Foreign-patch bank of the texture variants; 0 makes the corruption
-            stateless (textures from the other images of each batch), so that a batch depends
-            on its generator only.
-
-    Returns:
-        A :class:`Corruption`. Pre-corruption augmentation (``cfg.augment``) is not part of it:
-        call :func:`disyre.corruption.augment.augment` on the clean patches first.
-    """
-    from disyre.corruption.dag import SyntheticAnomaly
-    from disyre.corruption.gaussian import GaussianNoise
-
-    if cfg.name not in VARIANTS:
-        raise ValueError(f"unknown corruption {cfg.name!r}; choose from {list(VARIANTS)}")
-    if cfg.name == "gaussian":
-        return GaussianNoise()
-    cb = codebook if codebook is not None else cfg.codebook
-    return SyntheticAnomaly(cfg.name, window=cfg.window, codebook=cb, bank_size=bank_size,
-                            shapes=cfg.shapes, bias_selection=cfg.bias_selection)
