@@ -1,9 +1,10 @@
 """Device, precision and randomness: one place that decides where and how tensors compute.
 
-``precision="auto"`` is a hardware decision (:func:`decide_precision`): bf16 autocast on a GPU
-that supports bf16, and on a CPU with native bf16 instructions (AVX512-BF16 or AMX) where a
-short fp32-vs-bf16 matrix product confirms that bf16 is faster; fp32 everywhere else. The CPU
-decision is taken once per process (cached) and logged with its reason.
+``precision="auto"`` is a hardware decision (:func:`decide_precision`), read from capability
+flags and never from a timing, so that a config resolves to the same precision on the same
+machine whether it is idle or loaded: bf16 autocast on a GPU that supports bf16 and on a CPU
+with native bf16 instructions (AVX512-BF16 or AMX), fp32 everywhere else. The decision is
+logged once per process with its reason.
 
 Example:
     >>> dev = resolve_device("cpu")
@@ -42,12 +43,6 @@ CPU_BF16_FLAGS: tuple[str, ...] = ("avx512_bf16", "amx_bf16")
 CPU_FLAGS_OF_INTEREST: tuple[str, ...] = ("avx2", "fma", "avx512f", "avx512_vnni",
                                           "avx512_bf16", "amx_tile", "amx_bf16", "bf16")
 
-#: ``auto`` picks bf16 on a CPU only if the probe's bf16 matmul is at least this much faster.
-CPU_BF16_MIN_SPEEDUP: float = 1.2
-
-#: Side of the square matrices of the fp32-vs-bf16 probe (about 0.1-0.3 s in all on 2 cores).
-PROBE_SIZE: int = 1024
-
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> CUDA if available, else CPU; otherwise ``torch.device(device)``."""
@@ -62,7 +57,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 # --------------------------------------------------------------------------------------------
-# The CPU: model, flags, a matmul probe
+# The CPU: model, flags, a matmul timing (for benchmarks)
 # --------------------------------------------------------------------------------------------
 
 
@@ -164,35 +159,9 @@ def matmul_seconds(n: int, dtype: torch.dtype, device: str | torch.device = "cpu
 
 def matmul_gflops(dtype: torch.dtype, device: str | torch.device = "cpu", n: int = 4096,
                   reps: int = 3) -> float:
-    """Measured GFLOP/s of an ``n x n`` matrix product (``2 n^3`` FLOP): the practical peak.
-
-    Example:
-        >>> matmul_gflops(torch.float32, "cpu", n=64, reps=1) > 0
-        True
-    """
+    """Measured GFLOP/s of an ``n x n`` matrix product (``2 n^3`` FLOP): the practical peak
+    (``benchmarks/machine.py`` records it beside speed figures; no decision depends on it)."""
     return 2 * n ** 3 / matmul_seconds(n, dtype, device, reps) / 1e9
-
-
-def bf16_matmul_speedup(n: int = PROBE_SIZE, rounds: int = 3) -> float:
-    """How many times faster a bf16 than an fp32 ``n x n`` product runs on this CPU.
-
-    The two are timed alternately (``rounds`` each, best of each kept), so a passing load
-    affects both alike. About 0.1-0.3 s at ``n=1024`` on 2 cores with native bf16; up to about
-    1 s without it.
-    """
-    g = torch.Generator().manual_seed(0)
-    a32 = torch.randn(n, n, generator=g)
-    b32 = torch.randn(n, n, generator=g)
-    a16, b16 = a32.bfloat16(), b32.bfloat16()
-    a32 @ b32
-    a16 @ b16
-    best = {"fp32": float("inf"), "bf16": float("inf")}
-    for _ in range(max(1, rounds)):
-        for name, (x, y) in (("fp32", (a32, b32)), ("bf16", (a16, b16))):
-            t0 = time.perf_counter()
-            x @ y
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return best["fp32"] / max(best["bf16"], 1e-12)
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,7 +177,7 @@ class PrecisionDecision:
         requested: What the config asked for (``auto``, ``fp32`` or ``bf16``).
         precision: What runs: ``fp32`` (no autocast) or ``bf16`` (bf16 autocast).
         device: Device type (``cpu``, ``cuda``).
-        reason: Why, in words (the probe's answer for ``auto``).
+        reason: Why, in words (the hardware flag or capability behind ``auto``).
     """
 
     requested: str
@@ -233,21 +202,18 @@ class PrecisionDecision:
 def cpu_bf16_decision() -> tuple[bool, str]:
     """Whether ``auto`` runs bf16 on this CPU, and why (cached: decided once per process).
 
-    Reads the CPU flags (:func:`cpu_info`); where they show native bf16, or cannot tell
-    (non-x86), a short fp32-vs-bf16 matmul (:func:`bf16_matmul_speedup`) must show bf16 at
-    least :data:`CPU_BF16_MIN_SPEEDUP` times faster. An x86 CPU without AVX512-BF16/AMX gets
-    fp32 without probing (bf16 is emulated there and slower).
+    bf16 exactly when the CPU flags (:func:`cpu_info`) show native bf16 matrix instructions
+    (:data:`CPU_BF16_FLAGS`); fp32 otherwise (bf16 is emulated there and slower). No timing
+    takes part, so the answer does not depend on the machine's load.
     """
     info = cpu_info()
     native = [f for f in CPU_BF16_FLAGS if f in info.flags]
-    if info.bf16_native is False:
-        return False, f"{info.model} has no native bf16 (no {'/'.join(CPU_BF16_FLAGS)})"
-    speedup = bf16_matmul_speedup()
-    what = f"has {'/'.join(native)}" if native else f"{info.arch}, bf16 support unknown"
-    probe = f"bf16 matmul {speedup:.1f}x the speed of fp32 ({PROBE_SIZE}^2 probe)"
-    if speedup >= CPU_BF16_MIN_SPEEDUP:
-        return True, f"{info.model} {what}; {probe}"
-    return False, f"{info.model} {what}, but {probe} < {CPU_BF16_MIN_SPEEDUP}x"
+    if native:
+        return True, f"{info.model} has {'/'.join(native)}"
+    if info.bf16_native is None:
+        return False, (f"{info.model} ({info.arch}): no {'/'.join(CPU_BF16_FLAGS)} flag, "
+                       "bf16 support unknown")
+    return False, f"{info.model} has no native bf16 (no {'/'.join(CPU_BF16_FLAGS)})"
 
 
 def _cuda_bf16(device: torch.device) -> tuple[bool, str]:
@@ -305,9 +271,9 @@ def decide_precision(precision: str, device: torch.device | str) -> PrecisionDec
 def agree_precision(decision: PrecisionDecision, device: torch.device) -> PrecisionDecision:
     """Rank 0's ``auto`` decision on every rank of an initialised process group.
 
-    Each process times its own probe, so under DDP the ranks could disagree; this makes them
-    all follow rank 0. Outside a process group (or for explicit choices) it returns
-    ``decision`` unchanged.
+    Each process reads its own hardware, so under DDP on unlike machines the ranks could
+    disagree; this makes them all follow rank 0. Outside a process group (or for explicit
+    choices) it returns ``decision`` unchanged.
     """
     import torch.distributed as dist
 
