@@ -240,8 +240,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the network (compiles at the first step)
     num_threads: int | None = None
     # micro-batches per process and step (same gradient, memory of one micro-batch); 0 = auto:
-    # one on a GPU, on a CPU micro-batches of at most 16 patches of 128x128 (as fast as one
-    # batch, a quarter of the memory at 96 patches; training.auto_grad_accum)
+    # one on a GPU, on a CPU micro-batches of at most 16 patches of 128x128
+    # (training.auto_grad_accum; measured in docs/training.md, "Speed levers")
     grad_accum: int = 0
     tensorboard: bool = False
 

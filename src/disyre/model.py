@@ -128,28 +128,15 @@ def build_model(cfg: ModelConfig, sdpa: bool = True) -> RestorationNet:
 
 
 #: Channels-last on the CPU, per (preset, precision, mode) with mode ``train`` or
-#: ``inference`` (2D only; missing = off). On CUDA channels-last is always on. Measured on a
-#: quiet 2-core AMD EPYC with AVX512-BF16, torch 2.13.0, freed memory retained unless said
-#: (docs/training.md, "Speed levers"; docs/detection.md, "Benchmark"); an entry is on only
-#: where channels-last was clearly the faster layout: in training by more than the spread of
-#: the timed steps, in detection (whose benchmark prints medians only) with both window modes
-#: faster, by 11 % or more.
-#:
-#: Training: ``benchmarks/bench_training.py --preset paper small --batch 16 --precision fp32
-#: bf16 --channels-last off on``, s per step contiguous vs channels-last: off for all four
-#: (paper fp32 2.66 vs 2.72, bf16 1.51 vs 2.68; small fp32 0.636 vs 0.612 with spreads of 3
-#: and 4 %, bf16 0.403 vs 0.750). ``tiny`` was not measured.
+#: ``inference`` (2D only; missing = off). On CUDA channels-last is always on. An entry is on
+#: only where channels-last was clearly the faster layout; the measurements behind each entry
+#: are in docs/training.md ("Speed levers": off for training) and docs/detection.md
+#: ("Benchmark": on for detection with ``paper`` and ``small``).
 CPU_CHANNELS_LAST: dict[tuple[str, str, str], bool] = {
-    # Inference: benchmarks/bench_detect.py --nets paper,small --methods v2-5 --windows 128,0
-    # --channels-last off,on (4 middle slices, median of 3), s per slice contiguous ->
-    # channels-last, 128 px windows / whole slices; faster in both window modes for all four.
-    # Decided by the run with freed memory retained and batch 32:
-    ("paper", "fp32", "inference"): True,  # 1.672 -> 1.357 / 0.500 -> 0.443
-    # decided by the earlier run with the system allocator and batch 10 (the later run stopped
-    # before these rows):
-    ("paper", "bf16", "inference"): True,  # 1.089 -> 0.967 / 0.434 -> 0.263
-    ("small", "fp32", "inference"): True,  # 0.585 -> 0.428 / 0.138 -> 0.116
-    ("small", "bf16", "inference"): True,  # 0.336 -> 0.249 / 0.081 -> 0.069
+    ("paper", "fp32", "inference"): True,
+    ("paper", "bf16", "inference"): True,
+    ("small", "fp32", "inference"): True,
+    ("small", "bf16", "inference"): True,
 }
 
 #: where a network runs in :func:`use_channels_last`

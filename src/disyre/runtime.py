@@ -337,9 +337,8 @@ def retain_freed_memory() -> str:
     Every training step and detection pass allocates and frees the network's activations
     (gigabytes for the `paper` network). By default glibc serves blocks above 32 MiB with
     ``mmap`` and returns freed heap tops to the system, so each pass faults all that memory in
-    again (the kernel zeroes every page): measured on a 2-core AVX512-BF16 EPYC, a `paper`
-    training step of 16 patches took 1.91 s in bf16 and 4.36 s in fp32, against 1.51 and 2.66 s
-    with the memory kept (docs/training.md, "Speed levers"). This sets ``M_MMAP_MAX=0`` and
+    again (the kernel zeroes every page); the measured cost is in docs/training.md ("Speed
+    levers"). This sets ``M_MMAP_MAX=0`` and
     ``M_TRIM_THRESHOLD=-1`` (``mallopt``): freed memory is reused, and the process's resident
     memory stays at its peak until it exits. Process-wide; done once per process. Set the
     environment variable ``DISYRE_RETAIN_MEMORY=0`` to leave the allocator alone.
