@@ -23,7 +23,7 @@ __all__ = ["DetectionResult"]
 
 @dataclass
 class DetectionResult:
-    """What :meth:`Detector.predict` returns for one scan.
+    """What :meth:`disyre.inference.Detector.predict` returns for one scan.
 
     Attributes:
         anomaly_map: float32 map in [0, 1] on the input file's own voxel grid (same shape,

@@ -89,7 +89,7 @@ def predict_raw(detector: Any, scan: str | Path | Scan,
         detector: A :class:`~disyre.inference.detector.Detector` whose checkpoint records a
             preprocessing recipe.
         scan: The raw NIfTI scan (path or loaded :class:`~disyre.data.nifti.Scan`).
-        progress, on_total: As for :meth:`Detector.predict`.
+        progress, on_total: As for :meth:`disyre.inference.Detector.predict`.
 
     Returns:
         A :class:`~disyre.inference.result.DetectionResult` on the raw grid (its ``score``
