@@ -21,7 +21,7 @@ Examples::
     python benchmarks/bench_detect.py --device cuda --precisions bf16 --nets paper \
         --shape 155,240,240 --batch 160 --compile off,on
 
-Reference figures (not measured by this script; TARGETS.md, the authors' code on 2-core CPUs,
+Reference figures (not measured by this script; docs/targets.md, the authors' code on 2-core CPUs,
 fp32, paper network, 5 levels, sliding windows): 813 s and 10.9 GB per 130-slice volume,
 5.9 s/slice, 0.93 s per 128x128 patch; on the AVX512-BF16 EPYC (2026-11-26): 4.33 s/slice,
 633 s and 11.1 GB per volume.
@@ -48,7 +48,7 @@ METHODS = {
     "v2-4": dict(method="ensemble", levels=[0, 25, 50, 75]),
     "v1-5": dict(method="multistep", steps=5),
 }
-#: Reference figures (authors' code, other machines: TARGETS.md), printed as such.
+#: Reference figures (authors' code, other machines: docs/targets.md), printed as such.
 #: Their memory figures are peak RSS in GB as given there.
 AUTHORS = {"s_per_volume": 813.0, "rss_gb": 10.9, "s_per_slice": 5.9, "s_per_patch": 0.93}
 AUTHORS_BF16_EPYC = {"s_per_slice": 4.33, "s_per_volume": 633.0, "rss_gb": 11.1}

@@ -19,7 +19,7 @@ Usage::
 The first (warm-up) step is timed on its own: with ``--compile on`` the difference between it
 and the median step is the compile time, reported separately.
 
-Reference figures (not measured by this script; TARGETS.md): the authors' code, 2-core CPU,
+Reference figures (not measured by this script; docs/targets.md): the authors' code, 2-core CPU,
 fp32: 67.8 s per step of 96 patches (17.9 GB peak RSS), 7.9 s per step of 16; on an AVX512-BF16
 EPYC (2026-11-26): fp32 60.2 s / bf16 24.4 s at 96, fp32 5.66 s / bf16 2.40 s at 16.
 """
@@ -40,8 +40,8 @@ from machine import header, machine_info, measure_peaks, peak_rss_gib  # noqa: E
 
 #: Reference figures, labelled as such when printed: (source, {batch: {precision: s/step}}).
 REFERENCES = [
-    ("authors' code, 2-core CPU (TARGETS.md)", {96: {"fp32": 67.8}, 16: {"fp32": 7.9}}),
-    ("authors' code, AVX512-BF16 EPYC 2026-11-26 (TARGETS.md)",
+    ("authors' code, 2-core CPU (docs/targets.md)", {96: {"fp32": 67.8}, 16: {"fp32": 7.9}}),
+    ("authors' code, AVX512-BF16 EPYC 2026-11-26 (docs/targets.md)",
      {96: {"fp32": 60.2, "bf16": 24.4}, 16: {"fp32": 5.66, "bf16": 2.40}}),
 ]
 

@@ -7,7 +7,7 @@ the same run and reports fractions of that peak; figures of other machines appea
 labelled references. Memory is in GiB. The end is one summary table: the `paper` network's
 training step at 16 and 96 patches (fp32, bf16, ``auto``), batch production, detection per
 slice and per volume (128 px windows vs whole slices, v2 and v1), each beside the authors'
-figures of ``TARGETS.md`` (labelled references, not measured here) and our ratio to them.
+figures of ``docs/targets.md`` (labelled references, not measured here) and our ratio to them.
 ``--quick`` shrinks every benchmark to a smoke run of a few minutes (figures then only
 indicative); without it the whole set takes about half an hour on a 2-core CPU, most of it in
 the `paper` network's training and detection rows.
@@ -31,7 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-#: The detection volume: 130 axial slices of 137 x 163, as in the side-by-side of TARGETS.md.
+#: The detection volume: 130 axial slices of 137 x 163, as in the side-by-side of docs/targets.md.
 SHAPE = "130,137,163"
 
 #: name -> (script, full arguments, quick arguments); all but ``evaluation`` also get ``--json``.
@@ -63,7 +63,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
                    ["--volumes", "5", "--healthy", "2", "--bootstrap", "20"]),
 }
 
-#: The authors' figures (TARGETS.md), references only: the side-by-side on an AVX512-BF16 EPYC
+#: The authors' figures (docs/targets.md), references only: the side-by-side on an AVX512-BF16 EPYC
 #: (2026-11-26) where it has the row, else the first table (a 2-core CPU, fp32).
 AUTHORS_TRAIN = {(16, "fp32"): 5.66, (16, "bf16"): 2.40, (96, "fp32"): 60.2, (96, "bf16"): 24.4}
 AUTHORS_TRAIN_RSS_GB = {(96, "fp32"): 19.3, (96, "bf16"): 11.0}
@@ -87,7 +87,7 @@ def _ratio(ref: float | None, ours: float) -> str:
 
 def summary(res: dict[str, dict | None]) -> list[str]:
     """The summary table (markdown) from the benchmarks' JSON outputs."""
-    rows = ["| row | ours | % of peak | peak RSS GiB | authors (reference, TARGETS.md) "
+    rows = ["| row | ours | % of peak | peak RSS GiB | authors (reference, docs/targets.md) "
             "| ratio authors / ours | target |", "|---|---|---|---|---|---|---|"]
     tr = res.get("training") or {}
     step = {}
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(rows) > 2:
         print("\nsummary (medians of >= 3 timed repetitions after a warm-up unless stated; "
               "% of the matmul peak of that precision measured in the same benchmark run; "
-              "the authors' figures are references from TARGETS.md, not measured here):")
+              "the authors' figures are references from docs/targets.md, not measured here):")
         print("\n".join(rows))
     tmp.cleanup()
     if failed:

@@ -76,7 +76,7 @@ def valid_device(device: str) -> bool:
 
 @dataclass
 class IntensityConfig:
-    """Intensity normalisation and cropping (METHOD.md, "Data the method expects").
+    """Intensity normalisation and cropping (docs/method.md#data).
 
     Attributes:
         scaling: ``"whole_volume"`` (the authors': divide by the ``upper_percentile`` of the
@@ -218,7 +218,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Training recipe; defaults are the authors' (METHOD.md, "Network and training")."""
+    """Training recipe; defaults are the authors' (docs/method.md#network-and-training)."""
 
     steps: int = 100_000
     lr: float = 1e-4
@@ -248,7 +248,7 @@ class TrainConfig:
 
 @dataclass
 class InferenceConfig:
-    """Restoration at test time (METHOD.md, "Inference").
+    """Restoration at test time (docs/method.md#inference).
 
     Attributes:
         method: ``ensemble`` (v2 single-step, default) or ``multistep`` (v1).

@@ -1,5 +1,5 @@
 """The authors' recipe, checked as distributions: shape sizes and edge blur, bias level
-selection, augmentation, the v1 walk's levels (METHOD.md, corrected text).
+selection, augmentation, the v1 walk's levels (docs/method.md#corrections-and-differences).
 
 Figures of the authors' code quoted here were measured from it (2,000 draws, 64 px window).
 """

@@ -3,7 +3,7 @@
 Two recipes (``CorruptionConfig.augment_recipe``); both keep the background (outside the brain
 mask, after the spatial transforms) exactly 0 and clip to [0, 1].
 
-``authors`` (default; METHOD.md, the authors' batchgenerators pipeline), in order:
+``authors`` (default, the authors' batchgenerators pipeline: docs/method.md#augmentation), in order:
 
 1. spatial, each with p = 0.1: elastic deformation (a uniform random field smoothed by a
    Gaussian of sigma ``s * P`` with ``s ~ U(0, 0.25)``, ``P`` the patch side, rescaled so that

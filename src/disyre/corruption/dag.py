@@ -1,6 +1,6 @@
 """Synthetic anomalies: the disentangled anomaly generator (DAG) and its ablations.
 
-Per patch (METHOD.md, "Synthetic anomaly generator"): a ``window`` x ``window`` window centred
+Per patch (docs/method.md#synthetic-anomalies): a ``window`` x ``window`` window centred
 on a random brain pixel; a shape ``m`` in it (zero on background); texture by foreign patch
 interpolation with ``a_tex ~ U(0, 1)``; an intensity bias with ``a_bias ~ U(0, 1)``;
 severity ``a = max(a_tex, max |x2 - x1|)`` and level ``schedule.level_of(a)``.

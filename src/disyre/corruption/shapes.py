@@ -2,8 +2,8 @@
 
 Two recipes (``CorruptionConfig.shapes``):
 
-- ``authors`` (default): the authors' size distribution (METHOD.md, "Synthetic anomaly
-  generator"), for a window of side ``S`` (all sizes scale with ``S / 64``): rectangles with
+- ``authors`` (default): the authors' size distribution (docs/method.md#synthetic-anomalies,
+  the shapes), for a window of side ``S`` (all sizes scale with ``S / 64``): rectangles with
   sides drawn from 10-44 px at a random offset in the window, rotated by up to +-15 degrees
   about the window centre half of the time; discs 10-44 px wide at a random offset at least
   10 px from the window border; organic blobs (procedural, no asset files) whose areas match

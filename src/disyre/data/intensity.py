@@ -1,4 +1,4 @@
-"""Intensity normalisation and foreground cropping of ``(D, H, W)`` volumes (METHOD.md).
+"""Intensity normalisation and foreground cropping of ``(D, H, W)`` volumes (docs/method.md#data).
 
 Steps, in order: negatives clipped to 0; brain mask = non-zero voxels unless a mask is given
 (voxels outside a given mask are set to 0); intensities scaled (below); clipped to [0, 1];

@@ -1,9 +1,9 @@
-"""Exact, streaming evaluation metrics for anomaly maps (METHOD.md, "Evaluation").
+"""Exact, streaming evaluation metrics for anomaly maps (docs/method.md#evaluation).
 
 Everything here takes numpy arrays: an anomaly map, a lesion label and a brain mask, all
 ``(D, H, W)`` of the same shape. Negatives are the healthy brain voxels; positives are EVERY
 labelled lesion voxel: one outside the brain mask keeps the map's value there (normally 0, so
-a miss) instead of being dropped, which would inflate recall (METHOD.md, "Evaluation").
+a miss) instead of being dropped, which would inflate recall (docs/method.md#evaluation).
 
 Pixel-wise AP and AUROC (:class:`PixelAccumulator`) are computed *exactly* over all brain
 voxels of all test volumes pooled, streaming one volume at a time:

@@ -2,7 +2,7 @@
 
 Three layers, from the maths to the user:
 
-1. **Restoration of a batch of images** ``(B, 1, H, W)`` (METHOD.md, "Inference"):
+1. **Restoration of a batch of images** ``(B, 1, H, W)`` (docs/method.md#inference):
    :func:`restore_ensemble` (v2, the default: the residuals ``|x - P(x, k)|`` averaged over
    fixed levels ``k``, all levels of a batch going through the network as *one* batch) and
    :func:`restore_multistep` (v1: cold-diffusion restoration from the most severe level down).

@@ -1,5 +1,5 @@
 """Restoration of a batch of images: the v2 ensembled single-step score and v1 multi-step
-restoration (METHOD.md, "Inference").
+restoration (docs/method.md#inference).
 """
 
 from __future__ import annotations

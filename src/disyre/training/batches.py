@@ -43,10 +43,7 @@ def shard_seed(seed: int, step: int, shard: int, stream: int = TRAIN_STREAM) -> 
 
 
 #: On a CPU, ``train.grad_accum=0`` splits a step into micro-batches of at most this many
-#: pixels: 16 patches of 128x128. Measured for the `paper` network on a 2-core AVX512-BF16
-#: EPYC, bf16, 96 patches (docs/training.md, "Speed levers"): as fast as one batch of 96
-#: (9.06 vs 9.01 s per step) in 2.8 instead of 10.3 GiB, and 2.5x faster than one batch when
-#: the allocator returns freed memory to the system (10.1 vs 25.4 s).
+#: pixels: 16 patches of 128x128 (measured: docs/training.md#measured-on-a-quiet-cpu).
 CPU_MICRO_BATCH_PIXELS: int = 16 * 128 * 128
 
 
