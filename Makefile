@@ -19,10 +19,10 @@ $(BIN)/disyre: pyproject.toml
 setup: $(BIN)/disyre
 
 demo: setup
-	$(BIN)/disyre demo --out demo_out
+	$(BIN)/disyre demo -o demo_out
 
 demo-quick: setup
-	$(BIN)/disyre demo --out demo_out_quick --quick --overwrite
+	$(BIN)/disyre demo -o demo_out_quick --quick --overwrite
 
 test: setup
 	$(BIN)/python -m pytest -q

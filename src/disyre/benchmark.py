@@ -292,8 +292,9 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
                   cfg: RunConfig | None = None, steps: int | None = None, seed: int = 0,
                   train_split: str = "train", val_split: str = "val", test_split: str = "test",
                   transfer_split: str | None = "transfer", device: str = "auto",
-                  n_boot: int = 200, overwrite: bool = False,
-                  progress: bool = True, title: str = "Benchmark") -> BenchmarkResult:
+                  n_boot: int = 1000, overwrite: bool = False,
+                  progress: bool = True, title: str = "Benchmark",
+                  source: str | Path | None = None) -> BenchmarkResult:
     """Train, detect and evaluate several methods the same way; write reports + a comparison.
 
     Args:
@@ -312,6 +313,8 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
         n_boot: Bootstrap resamples for the confidence intervals.
         overwrite: Replace an existing benchmark in ``out_dir``.
         progress: Show progress bars.
+        source: What the cache was made from (e.g. the manifest), named in errors (default
+            the cache folder).
         title: Heading of the comparison.
 
     Returns:
@@ -332,10 +335,26 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
     train_e, val_e, lesioned, healthy_test = _split_entries(cache, val_split, test_split,
                                                             train_split)
     transfer_e = _transfer_entries(cache, transfer_split)
-    out = prepare_output_dir(out_dir, overwrite=overwrite, marker=MARKER)
     train_vols = [e.image() for e in train_e]
     train_masks = [e.mask() for e in train_e]
+    # every learned method's checks (and the one codebook of dag/bias) before anything trains
+    from disyre.training.prepare import prepare_run
+
+    src = source if source is not None else getattr(cache, "directory", "cache")
     codebook = None
+    codebooks: dict[str, list[float] | None] = {}
+    for name in names:
+        if name == "reference":
+            continue
+        rc = copy.deepcopy(base)
+        rc.corruption.name = name
+        wants = name in ("dag", "bias") and rc.corruption.codebook is None
+        cb = prepare_run(rc, train_vols, source=src, train_masks=train_masks,
+                         codebook=codebook, fit=wants)
+        if wants:
+            codebook = cb
+        codebooks[name] = cb if wants else None
+    out = prepare_output_dir(out_dir, overwrite=overwrite, marker=MARKER)
     metrics: dict[str, dict[str, Any]] = {}
     reports: dict[str, Path] = {}
     timings: dict[str, dict[str, float]] = {}
@@ -354,16 +373,8 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
 
             rc = copy.deepcopy(base)
             rc.corruption.name = name
-            if name in ("dag", "bias") and rc.corruption.codebook is None:
-                if codebook is None:
-                    from disyre.corruption import fit_codebook
-
-                    codebook = fit_codebook(train_vols, seed=seed, masks=train_masks)
-                cb: list[float] | None = codebook
-            else:
-                cb = None
             train(rc, train_vols, [e.image() for e in val_e], mdir / "run",
-                  overwrite=overwrite, codebook=cb, progress=progress,
+                  overwrite=overwrite, codebook=codebooks[name], progress=progress,
                   data_info=cache.describe(train_split),
                   train_masks=train_masks, val_masks=[e.mask() for e in val_e])
             mapper = _Mapper(name, run_dir=mdir / "run", device=device, seed=seed)

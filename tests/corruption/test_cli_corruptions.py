@@ -24,14 +24,14 @@ def _scan(path: Path) -> Path:
 def test_gallery_png_written_and_not_overwritten(tmp_path: Path, capsys) -> None:
     scan = _scan(tmp_path / "scan.nii.gz")
     out = tmp_path / "g.png"
-    assert main(["corruptions", "--out", str(out), "--image", str(scan), "--seed", "1"]) == 0
+    assert main(["corruptions", "-o", str(out), "--image", str(scan), "--seed", "1"]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     before = out.stat().st_mtime_ns
-    assert main(["corruptions", "--out", str(out), "--image", str(scan)]) == 1
+    assert main(["corruptions", "-o", str(out), "--image", str(scan)]) == 1
     assert "--overwrite" in capsys.readouterr().err
     assert out.stat().st_mtime_ns == before
-    assert main(["corruptions", "--out", str(tmp_path / "g.jpg"), "--image", str(scan)]) == 1
-    assert main(["corruptions", "--out", str(tmp_path / "h.png"),
+    assert main(["corruptions", "-o", str(tmp_path / "g.jpg"), "--image", str(scan)]) == 1
+    assert main(["corruptions", "-o", str(tmp_path / "h.png"),
                  "--image", str(tmp_path / "missing.nii.gz")]) == 1
     assert "missing.nii.gz" in capsys.readouterr().err
     assert not (tmp_path / "h.png").exists()

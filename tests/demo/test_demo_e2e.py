@@ -23,7 +23,7 @@ def _linked_files(md: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
-    rc = main(["demo", "--out", str(out), "--quick", "--no-progress"])
+    rc = main(["demo", "-o", str(out), "--quick", "--no-progress"])
     return rc, out
 
 
@@ -63,12 +63,12 @@ def test_quick_demo_refuses_to_overwrite_then_reuses_cohort(demo_run, capsys):
     rc, out = demo_run
     assert rc == 0
     capsys.readouterr()
-    assert main(["demo", "--out", str(out), "--quick", "--no-progress"]) == 1
+    assert main(["demo", "-o", str(out), "--quick", "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "--overwrite" in err and str(out) in err
     img = out / "cohort" / "images" / "demo-000.nii.gz"
     mtime = img.stat().st_mtime_ns
-    assert main(["demo", "--out", str(out), "--quick", "--no-progress", "--overwrite",
+    assert main(["demo", "-o", str(out), "--quick", "--no-progress", "--overwrite",
                  "--methods", "reference"]) == 0
     printed = capsys.readouterr().out
     assert "reference" in printed and "report:" in printed

@@ -11,6 +11,8 @@ import importlib
 import logging
 import sys
 
+from disyre.cli.options import add_overrides_argument  # noqa: F401 - re-exported
+
 #: sub-command modules, in the order ``disyre --help`` lists them
 COMMANDS = ("preprocess", "prepare", "corruptions", "train", "detect", "evaluate", "benchmark",
             "demo")
@@ -18,15 +20,6 @@ COMMANDS = ("preprocess", "prepare", "corruptions", "train", "detect", "evaluate
 
 class CLIError(Exception):
     """An error to report to the user as one line, without a traceback."""
-
-
-def add_overrides_argument(p: argparse.ArgumentParser, example: str) -> None:
-    """Add ``--set KEY=VALUE ...`` (config overrides) to a sub-command, as ``args.overrides``.
-
-    Accepts several pairs after one flag and repeated flags alike.
-    """
-    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
-                   metavar="SECTION.KEY=VALUE", help=f"config overrides, e.g. {example}")
 
 
 def apply_inference_overrides(detector: object, overrides: list[str]) -> None:

@@ -15,7 +15,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from disyre.cli import add_overrides_argument
+from disyre.cli.options import (
+    add_bootstrap_argument,
+    add_deprecated_alias,
+    add_device_argument,
+    add_output_argument,
+    add_overrides_argument,
+    add_progress_argument,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -31,19 +38,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "method plus a comparison table and figures.",
     )
     p.add_argument("--manifest", type=Path, required=True, help="manifest CSV (train/val/test)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="benchmark folder")
+    add_output_argument(p, "benchmark folder")
     p.add_argument("--methods", default="dag,gaussian,reference",
                    help=f"comma-separated subset of {','.join(METHODS)} (disyre = dag)")
     p.add_argument("--config", type=Path, default=None, help="base run config (YAML/JSON)")
     add_overrides_argument(p, "model.preset=small train.lr=2e-4")
     p.add_argument("--steps", type=int, default=None, help="training steps of every method")
-    p.add_argument("--cache", type=Path, default=None,
-                   help="preprocessing cache folder (default OUTPUT/cache)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="where the manifest's scans are cached (default OUTPUT/cache)")
+    add_deprecated_alias(p, "--cache", "--cache-dir", "cache_dir", type=Path)
     p.add_argument("--seed", type=int, default=0, help="seed of training and evaluation")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    add_bootstrap_argument(p)
+    add_device_argument(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing benchmark")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress_argument(p)
     p.set_defaults(func=run)
 
 
@@ -62,11 +70,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = RunConfig.load(args.config) if args.config else RunConfig()
     cfg = apply_overrides(cfg, args.overrides)
     rows = read_manifest(args.manifest)
-    cache = prepare_cache(rows, args.cache or args.output / "cache", cfg.intensity,
+    cache = prepare_cache(rows, args.cache_dir or args.output / "cache", cfg.intensity,
                           progress=not args.no_progress)
     res = run_benchmark(methods, cache, args.output, cfg=cfg, steps=args.steps, seed=args.seed,
                         device=args.device, n_boot=args.bootstrap, overwrite=args.overwrite,
-                        progress=not args.no_progress, title=f"Benchmark on {args.manifest}")
+                        progress=not args.no_progress, title=f"Benchmark on {args.manifest}",
+                        source=args.manifest)
     print(res.table())
     print(f"comparison: {res.comparison}")
     return 0

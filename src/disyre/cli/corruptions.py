@@ -5,8 +5,8 @@ clean slice, then increasing severity (the same anomaly growing in strength).
 
 Examples::
 
-    disyre corruptions --out gallery.png
-    disyre corruptions --out gallery.png --image sub-01_T2w.nii.gz --seed 3 --overwrite
+    disyre corruptions -o gallery.png
+    disyre corruptions -o gallery.png --image sub-01_T2w.nii.gz --seed 3 --overwrite
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+
+from disyre.cli.options import add_output_argument
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -26,13 +28,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "increasing severity and save the grid as a PNG. Default slice: the MNI152 T1 "
         "template shipped with nilearn.",
     )
-    p.add_argument("--out", type=Path, required=True, help="output PNG")
+    add_output_argument(p, "output PNG", deprecated=("--out",))
     p.add_argument("--image", type=Path, default=None,
                    help="NIfTI scan to show (default: nilearn's MNI152 T1 template)")
     p.add_argument("--slice", type=int, default=None,
                    help="axial slice index of the preprocessed volume (default: middle)")
     p.add_argument("--seed", type=int, default=0, help="seed of the anomalies")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing -o/--output file")
     p.set_defaults(func=run)
 
 
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from disyre.data.nifti import load_scan
     from disyre.io_utils import OutputExistsError, atomic_path
 
-    out = Path(args.out)
+    out = Path(args.output)
     if out.suffix.lower() != ".png":
         raise CLIError(f"{out}: the gallery is written as PNG; give a .png file name")
     if out.exists() and not args.overwrite:

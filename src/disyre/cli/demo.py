@@ -2,15 +2,17 @@
 
 Example::
 
-    disyre demo --out demo            # about 15 minutes on a 2-core CPU
-    disyre demo --out demo_q --quick  # seconds: every stage, tiny model (a smoke test)
-    disyre demo --out demo_gpu --steps 20000 --subjects 60 --device cuda
+    disyre demo -o demo            # about 15 minutes on a 2-core CPU
+    disyre demo -o demo_q --quick  # seconds: every stage, tiny model (a smoke test)
+    disyre demo -o demo_gpu --steps 20000 --subjects 60 --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from disyre.cli.options import add_device_argument, add_output_argument, add_progress_argument
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -20,9 +22,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="build a demo cohort, train DISYRE and baselines, detect, evaluate, report",
         description="Generate healthy and lesioned subjects from the MNI152 anatomy bundled "
         "with nilearn, train DISYRE (small) and the Gaussian baseline with the same budget, "
-        "compare them with the non-learned reference, and write the reports into --out.",
+        "compare them with the non-learned reference, and write the reports into -o/--output.",
     )
-    p.add_argument("--out", "-o", type=Path, required=True, help="demo folder")
+    add_output_argument(p, "demo folder", deprecated=("--out",))
     p.add_argument("--quick", action="store_true",
                    help="seconds-long variant: tiny model, few steps, few subjects")
     p.add_argument("--steps", type=int, default=None, help="training steps of each method")
@@ -38,11 +40,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "authors' sliding windows at the demo's 2 mm)")
     p.add_argument("--seed", type=int, default=0, help="seed of the cohort and of training")
     p.add_argument("--cohort-dir", type=Path, default=None,
-                   help="cohort folder to build or reuse (default OUT/cohort)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+                   help="cohort folder to build or reuse (default OUTPUT/cohort)")
+    add_device_argument(p)
     p.add_argument("--overwrite", action="store_true",
-                   help="replace a previous demo run in --out (the cohort is reused)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+                   help="replace a previous demo run in -o/--output (the cohort is reused)")
+    add_progress_argument(p)
     p.set_defaults(func=run)
 
 
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         s.preset = args.preset
     if args.methods:
         s.methods = normalise_methods(args.methods)
-    res = run_demo(args.out, s, cohort_dir=args.cohort_dir, overwrite=args.overwrite,
+    res = run_demo(args.output, s, cohort_dir=args.cohort_dir, overwrite=args.overwrite,
                    progress=not args.no_progress)
     print(res.table)
     print(f"report: {res.comparison}")

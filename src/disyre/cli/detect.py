@@ -25,7 +25,14 @@ import os
 import warnings
 from pathlib import Path
 
-from disyre.cli import add_overrides_argument, apply_inference_overrides
+from disyre.cli import apply_inference_overrides
+from disyre.cli.options import (
+    add_device_argument,
+    add_output_argument,
+    add_overrides_argument,
+    add_precision_argument,
+    add_progress_argument,
+)
 from disyre.data.nifti import NIFTI_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -41,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-i", "--input", type=Path, required=True,
                    help="a NIfTI scan or a folder of them")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    add_output_argument(p, "output folder")
     p.add_argument("--checkpoint", type=Path, required=True,
                    help="run folder (newest checkpoint) or checkpoint folder")
     p.add_argument("--mode", choices=["pixel", "sample", "both"], default="pixel",
@@ -65,9 +72,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--continue", dest="continue_run", action="store_true",
                    help="skip scans whose outputs all exist (after an interrupted run); the "
                    "others are computed and their outputs written")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
-                   help="autocast precision (default: the checkpoint's inference.precision)")
+    add_device_argument(p)
+    add_precision_argument(p, "autocast precision (default: the checkpoint's "
+                           "inference.precision)")
+    add_progress_argument(p)
     add_overrides_argument(p, "inference.levels=[0,25,50,75]")
     p.set_defaults(func=run)
 
@@ -295,7 +303,8 @@ def run(args: argparse.Namespace) -> int:
     warned: list[str] = []
     for scan in todo:
         tgt = targets[scan]
-        bar = tqdm(desc=scan.name, unit="win", leave=False, dynamic_ncols=True)
+        bar = tqdm(desc=scan.name, unit="win", leave=False, dynamic_ncols=True,
+                   disable=args.no_progress)
 
         def _total(n: int, bar: tqdm = bar) -> None:
             bar.total = n

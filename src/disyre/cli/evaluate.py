@@ -21,7 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from disyre.cli import add_overrides_argument
+from disyre.cli.options import (
+    add_bootstrap_argument,
+    add_device_argument,
+    add_output_argument,
+    add_overrides_argument,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +52,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="use these calibrated thresholds instead of fitting them")
     p.add_argument("--fpr", type=float, nargs="+", default=[0.01, 0.05, 0.1],
                    help="false-positive rates of the calibrated thresholds (default 0.01 0.05 0.1)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="report folder")
+    add_output_argument(p, "report folder")
     p.add_argument("--save-thresholds", action="store_true",
                    help="also write thresholds.json next to the checkpoint for 'disyre detect'")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0 = none)")
+    add_bootstrap_argument(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    add_device_argument(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_overrides_argument(p, "inference.stride=16 inference.levels=[0,20,40,60,80]")
     p.set_defaults(func=run)

@@ -15,7 +15,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from disyre.cli import add_overrides_argument
+from disyre.cli.options import add_output_argument, add_overrides_argument, add_progress_argument
 from disyre.cli.preprocess import add_preprocess_options
 
 log = logging.getLogger(__name__)
@@ -26,8 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "prepare",
         help="write a dataset manifest (CSV) and its preprocessed cache",
-        description="Find the scans of a dataset layout, write OUT/manifest.csv, and normalise "
-        "every scan into OUT/cache/ (reused when inputs are unchanged).",
+        description="Find the scans of a dataset layout, write OUTPUT/manifest.csv, and normalise "
+        "every scan into OUTPUT/cache/ (reused when inputs are unchanged).",
     )
     p.add_argument("--layout", choices=["folder", "brats", "atlas", "camcan", "ixi"],
                    help="how the dataset is stored under --root")
@@ -43,8 +43,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the train/val assignment")
     p.add_argument("--manifest", type=Path, default=None,
                    help="use this existing manifest and only build the cache")
-    p.add_argument("-o", "--out", type=Path, default=None,
-                   help="output folder (default with --manifest: the manifest's folder)")
+    add_output_argument(p, "output folder (default with --manifest: the manifest's folder)",
+                        required=False, deprecated=("--out",))
     p.add_argument("--config", type=Path, default=None,
                    help="run config (YAML/JSON) whose 'intensity' section to use")
     add_overrides_argument(p, "intensity.upper_percentile=99")
@@ -54,7 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing manifest")
     p.add_argument("--preprocess", action="store_true",
                    help="raw scans: skull strip and register every scan first (into "
-                   "OUT/preprocessed/, see `disyre preprocess`); the manifest lists the results")
+                   "OUTPUT/preprocessed/, see `disyre preprocess`); the manifest lists the results")
+    add_progress_argument(p)
     add_preprocess_options(p)
     p.set_defaults(func=run)
 
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         if args.layout or args.root:
             raise CLIError("give either --manifest or --layout/--root, not both")
         rows = read_manifest(args.manifest)
-        out = args.out or args.manifest.parent
+        out = args.output or args.manifest.parent
         log.info("%s: %d scans", args.manifest, len(rows))
         if args.preprocess:
             new = Path(out) / "manifest.csv"
@@ -86,11 +87,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.layout or not args.root:
             raise CLIError("give --layout and --root (or --manifest)")
-        if args.out is None:
-            raise CLIError("give the output folder with -o/--out")
+        if args.output is None:
+            raise CLIError("give the output folder with -o/--output")
         if args.glob and args.layout != "folder":
             raise CLIError("--glob applies to --layout folder only")
-        out = args.out
+        out = args.output
         manifest = out / "manifest.csv"
         if manifest.exists() and not args.overwrite:
             raise CLIError(f"{manifest}: manifest already exists; pass --overwrite to replace it")
@@ -106,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         log.info("wrote %s: %d scans %s", manifest, len(rows), splits)
     if args.no_cache:
         return 0
-    cache = prepare_cache(rows, Path(out) / "cache", cfg.intensity, skip_bad=args.skip_bad)
+    cache = prepare_cache(rows, Path(out) / "cache", cfg.intensity, skip_bad=args.skip_bad,
+                          progress=not args.no_progress)
     log.info("cache %s: %d scans (%d processed, %d reused)", cache.directory, len(cache),
              cache.processed, cache.reused)
     return 0
@@ -120,7 +122,8 @@ def _preprocess(rows: list, out: Path, args: argparse.Namespace) -> list:
 
     summary = preprocess_many(jobs_from_rows(rows), Path(out) / "preprocessed",
                               recipe_from_args(args), workers=args.jobs, threads=args.threads,
-                              device=args.pre_device, overwrite=args.overwrite)
+                              device=args.pre_device, overwrite=args.overwrite,
+                              progress=not args.no_progress)
     if report(summary, Path(out) / "preprocessed") and not args.skip_bad:
         raise CLIError(f"{len(summary.failed)} scan(s) failed preprocessing (listed above); "
                        "pass --skip-bad to go on without them")

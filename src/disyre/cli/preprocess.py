@@ -14,6 +14,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from disyre.cli.options import add_output_argument, add_progress_argument
+
 log = logging.getLogger(__name__)
 
 
@@ -74,7 +76,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "OUT/manifest.csv and OUT/preprocessing.json (the recipe a trained model records).")
     p.add_argument("-i", "--input", type=Path, required=True,
                    help="a NIfTI scan, a folder of them, or a manifest CSV")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    add_output_argument(p, "output folder")
     p.add_argument("--contrast", default="t1",
                    help="contrast of file/folder input (default t1; a manifest says its own)")
     p.add_argument("--t1", type=Path, default=None,
@@ -85,7 +87,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-qc", action="store_true", help="do not write the QC figures")
     p.add_argument("--overwrite", action="store_true",
                    help="replace outputs of another recipe in the folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(p)
     p.set_defaults(func=run)
 
 

@@ -13,10 +13,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from disyre.cli import CLIError, add_overrides_argument
-
-#: patches may be at most this many times the largest cropped slice side (the rest is padding)
-MAX_PATCH_OVER_SLICE = 2.0
+from disyre.cli import CLIError
+from disyre.cli.options import (
+    add_device_argument,
+    add_output_argument,
+    add_overrides_argument,
+    add_precision_argument,
+    add_progress_argument,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -30,16 +34,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--cache", type=Path, help="cache folder made by 'disyre prepare'")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="where --manifest scans are cached (default: RUN_DIR/cache)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="run folder")
+    add_output_argument(p, "run folder")
     p.add_argument("--config", type=Path, help="YAML/JSON run config")
     add_overrides_argument(p, "train.lr=2e-4 sampler.patch_size=64")
     p.add_argument("--preset", help="model preset: paper, small or tiny")
     p.add_argument("--steps", type=int, help="number of optimizer steps")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="autocast precision")
+    add_device_argument(p, default=None)
+    add_precision_argument(p)
     p.add_argument("--resume", action="store_true", help="continue the run in the folder")
     p.add_argument("--overwrite", action="store_true", help="replace a run in the folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(p)
     p.set_defaults(func=run)
 
 
@@ -60,37 +64,16 @@ def build_config(args: argparse.Namespace):  # noqa: ANN201 - RunConfig
     return apply_overrides(cfg, ov + list(args.overrides))
 
 
-def check_volumes(cfg, train_volumes: list, source: Path) -> None:  # noqa: ANN001
-    """Refuse settings that cannot work with these volumes (one clear error)."""
-    from disyre.model import build_model
-
-    if not train_volumes:
-        raise CLIError(f"{source}: no healthy training subjects (rows with split 'train')")
-    P = cfg.sampler.patch_size
-    side = max(max(v.shape[1:]) for v in train_volumes)
-    if P > MAX_PATCH_OVER_SLICE * side:
-        raise CLIError(
-            f"{source}: sampler.patch_size={P} is more than {MAX_PATCH_OVER_SLICE:g}x the "
-            f"largest cropped slice ({side} px); lower sampler.patch_size")
-    step = build_model(cfg.model).min_size
-    if P % step:
-        raise CLIError(f"sampler.patch_size={P} must be a multiple of {step} for model "
-                       f"preset {cfg.model.preset!r}")
-    if cfg.corruption.name != "gaussian" and cfg.corruption.window > P:
-        raise CLIError(f"corruption.window={cfg.corruption.window} is larger than "
-                       f"sampler.patch_size={P}")
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``disyre train``."""
-    from disyre.corruption.bias import fit_codebook
     from disyre.data.cache import VolumeCache, prepare_cache
     from disyre.data.manifest import read_manifest
     from disyre.io_utils import prepare_output_dir
     from disyre.runtime import resolve_device
     from disyre.training import distributed as ddp
-    from disyre.training import latest_checkpoint, train
+    from disyre.training import train
     from disyre.training.loop import RUN_MARKER
+    from disyre.training.prepare import prepare_run
 
     cfg = build_config(args)
     # refuse an occupied run folder before any (slow) preprocessing
@@ -114,11 +97,9 @@ def run(args: argparse.Namespace) -> int:
             cache = VolumeCache.open(args.cache)
         train_vols, val_vols = cache.volumes("train"), cache.volumes("val")
         train_masks, val_masks = cache.masks("train"), cache.masks("val")
-        check_volumes(cfg, train_vols, source)
-        codebook = cfg.corruption.codebook
-        if codebook is None and not (args.resume and latest_checkpoint(args.output)):
-            # a resumed run keeps the codebook saved with its checkpoint
-            codebook = fit_codebook(train_vols, k=5, seed=cfg.train.seed, masks=train_masks)
+        # volume checks and codebook (a resumed run keeps the one saved with its checkpoint)
+        codebook = prepare_run(cfg, train_vols, source=source, train_masks=train_masks,
+                               resume_dir=args.output if args.resume else None)
         # train() logs its summary (checkpoint, duration, losses) at the end
         train(cfg, train_vols, val_vols, args.output, resume=args.resume,
               overwrite=args.overwrite, codebook=codebook, progress=not args.no_progress,

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -111,6 +112,7 @@ def save_checkpoint(ckpt_root: str | Path, *, step: int, model: nn.Module, cfg: 
     root.mkdir(parents=True, exist_ok=True)
     final = root / step_dir_name(step)
     tmp = root / f".tmp_{final.name}_{os.getpid()}"
+    writing = ""
     try:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -126,12 +128,17 @@ def save_checkpoint(ckpt_root: str | Path, *, step: int, model: nn.Module, cfg: 
         }
         if runtime is not None:
             meta["runtime"] = runtime
+        writing = MODEL_FILE
         save_file(_state_dict_cpu(model), str(tmp / MODEL_FILE), metadata={"step": str(step)})
         if ema is not None:
+            writing = EMA_FILE
             save_file(_state_dict_cpu(ema.module), str(tmp / EMA_FILE),
                       metadata={"step": str(step)})
+        writing = STATE_FILE
         torch.save(state, tmp / STATE_FILE)
+        writing = CONFIG_FILE
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        writing = ""
         for f in tmp.iterdir():
             os.chmod(f, file_mode())  # safetensors writes 0600: others could not read it
             with open(f, "rb") as fh:
@@ -152,13 +159,36 @@ def save_checkpoint(ckpt_root: str | Path, *, step: int, model: nn.Module, cfg: 
         shutil.rmtree(tmp, ignore_errors=True)
         prev = latest_checkpoint(root.parent)
         raise CheckpointError(
-            f"{final}: could not write checkpoint ({e}); "
+            f"{final / writing if writing else final}: could not write checkpoint "
+            f"({_write_failure(e, root)}); "
             + (f"the previous checkpoint {prev} is intact" if prev else "no earlier checkpoint")
         ) from e
     if keep_last > 0:
         for old in list_checkpoints(root)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _write_failure(e: BaseException, root: Path) -> str:
+    """One line saying why a checkpoint write failed (not the writer's internals).
+
+    torch reports a full disk as ``[enforce fail at inline_container.cc:...] ... file write
+    failed``: a nearly full file system is then named as the cause.
+    """
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return "no space left on device"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    lines = str(e).strip().splitlines()
+    text = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", lines[0] if lines else "")
+    text = text or type(e).__name__
+    try:
+        free = shutil.disk_usage(root).free
+    except OSError:
+        return text
+    if free < 64 * 2**20:
+        return f"no space left on device ({free // 2**20} MiB free: {text})"
+    return text
 
 
 def read_checkpoint_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
