@@ -70,3 +70,26 @@ __all__ = [
     "sanity_warnings", "save_overlay_png", "volume_score", "window_starts",
     "with_inference_overrides",
 ]
+
+# folder in, folder out (``disyre detect``) and the thresholds file
+from disyre.inference.files import (  # noqa: E402
+    DetectSummary,
+    OutputWriteError,
+    detect_files,
+)
+from disyre.inference.thresholds import (  # noqa: E402
+    ThresholdError,
+    ThresholdMismatchError,
+    Thresholds,
+    bind_thresholds,
+    check_binding,
+    load_thresholds,
+    save_thresholds,
+    thresholds_path,
+)
+
+__all__ += [
+    "DetectSummary", "OutputWriteError", "ThresholdError", "ThresholdMismatchError",
+    "Thresholds", "bind_thresholds", "check_binding", "detect_files", "load_thresholds",
+    "save_thresholds", "thresholds_path",
+]
