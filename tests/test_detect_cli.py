@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import nibabel as nib
 import numpy as np
@@ -213,12 +214,14 @@ def test_detect_mask_and_precision(ckpt, tmp_path, caplog):
 
 def test_evaluate_checkpoint_save_thresholds_then_detect_at_that_fpr(tiny_run_copy, tmp_path,
                                                                      capsys):
+    from disyre.training import latest_checkpoint
     from tests.helpers import write_nifti_cohort
 
     manifest = write_nifti_cohort(tmp_path / "cohort", n_val=2, n_test_lesion=2,
                                   n_test_healthy=1, seed=3)
     rep = tmp_path / "rep"
-    assert main(["evaluate", "--manifest", str(manifest), "--checkpoint", str(tiny_run_copy),
+    step = latest_checkpoint(tiny_run_copy)  # a checkpoint folder: thresholds go to its run
+    assert main(["evaluate", "--manifest", str(manifest), "--checkpoint", str(step),
                  "-o", str(rep), "--save-thresholds", "--bootstrap", "0"]) == 0
     assert "pixel AP" in capsys.readouterr().out
     m = json.loads((rep / "metrics.json").read_text())
@@ -226,16 +229,28 @@ def test_evaluate_checkpoint_save_thresholds_then_detect_at_that_fpr(tiny_run_co
     assert m["pixel"]["ap"] > 5 * m["pixel"]["prevalence"]  # the model finds the lesions
     saved = json.loads((tiny_run_copy / "thresholds.json").read_text())
     assert saved == json.loads((rep / "thresholds.json").read_text())
+    assert not (step / "thresholds.json").exists()
+    # bound to the maps they were fitted on: the run's inference settings and checkpoint
+    assert saved["inference"]["levels"] == [0, 50] and saved["inference"]["window"] == 32
+    assert saved["checkpoint"]["step"] == json.loads((step / "config.json").read_text())["step"]
+    assert len(saved["checkpoint"]["weights_sha256"]) == 64
     t = float(saved["fpr"]["0.01"])
     scan = manifest.parent / "s2.nii.gz"
     out = tmp_path / "det"
     assert _detect("-i", scan, "-o", out, "--checkpoint", tiny_run_copy, "--threshold",
                    "fpr=0.01") == 0
-    assert f"mask threshold {t:.4g}" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert f"mask threshold {t:.4g} (fpr=0.01 from {tiny_run_copy / 'thresholds.json'})" in text
     amap = np.asarray(nib.load(out / "s2.nii.gz").dataobj)
     mask = np.asarray(nib.load(out / "s2_mask.nii.gz").dataobj)
     np.testing.assert_array_equal(mask, (amap > t).astype(np.uint8))
     assert 0 < mask.sum() < (amap > 0).sum()
+    # the 2-level ensemble's thresholds on 1-level maps: refused, naming both settings
+    assert _detect("-i", scan, "-o", tmp_path / "det1", "--checkpoint", tiny_run_copy,
+                   "--threshold", "fpr=0.01", "--set", "inference.levels=[0]") == 1
+    err = capsys.readouterr().err
+    assert "levels=[0, 50]" in err and "levels=[0]" in err and err.count("\n") == 1
+    assert not (tmp_path / "det1").exists() or not any((tmp_path / "det1").iterdir())
 
 
 # ---- faults a user hits ----------------------------------------------------------------------
@@ -360,3 +375,183 @@ def test_overlay_keeps_the_callers_matplotlib_backend(ckpt, tmp_path):
     finally:
         matplotlib.use(before)
     assert (tmp_path / "o.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ---- the library behind the command, and the faults of a user's first runs -------------------
+
+def test_detect_files_from_python_without_the_cli(folder, tiny_run_copy, tmp_path, capsys):
+    """The Python example of docs/detection.md ("Python API")."""
+    from disyre.data.nifti import InputError
+    from disyre.inference import Detector, detect_files
+    from disyre.io_utils import OutputExistsError
+
+    _bound_thresholds(tiny_run_copy)  # as `disyre evaluate --save-thresholds` writes it
+    det = Detector.from_checkpoint(tiny_run_copy)
+    out = tmp_path / "out"
+    summary = detect_files(folder, out, det, checkpoint=tiny_run_copy, mode="both",
+                           threshold="fpr=0.05", png=True, progress=False)
+    assert summary.ok and [p.name for p in summary.written] == ["a.nii.gz", "b.nii",
+                                                                 "c.nii.gz"]
+    assert [p.name for p in summary.others] == ["README.txt"]
+    assert summary.threshold.value == 0.1
+    assert summary.threshold.path == tiny_run_copy / "thresholds.json"
+    for scan, score in summary.scores.items():
+        assert float((out / f"{scan.name}.txt").read_text()) == pytest.approx(score, abs=1e-6)
+        amap = np.asarray(nib.load(out / scan.name).dataobj)
+        assert amap.shape == nib.load(scan).shape
+        mask = np.asarray(nib.load(out / f"{scan.name.split('.')[0]}_mask.nii.gz").dataobj)
+        np.testing.assert_array_equal(mask, (amap > 0.1).astype(np.uint8))
+    assert (out / "b_overlay.png").read_bytes()[:4] == b"\x89PNG"
+    assert "3 of 3 scan(s) written" in summary.report()
+    assert "scans" not in capsys.readouterr().err  # progress=False: no bar
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        detect_files(folder, out, det, mode="both", progress=False)
+    again = detect_files(folder, out, det, checkpoint=tiny_run_copy, mode="both",
+                         threshold="fpr=0.05", png=True, continue_=True, progress=False)
+    assert again.written == [] and len(again.skipped) == 3
+    with pytest.raises(InputError, match="missing"):
+        detect_files(tmp_path / "missing", out, det)
+
+
+def _bound_thresholds(run, **inference):
+    """thresholds.json in ``run``'s folder, bound to the tiny model's maps."""
+    from disyre.inference import Detector
+    from disyre.inference.thresholds import (
+        Thresholds,
+        bind_thresholds,
+        save_thresholds,
+        thresholds_path,
+    )
+
+    det = Detector.from_checkpoint(run, device="cpu", **inference)
+    th = bind_thresholds(Thresholds({0.05: 0.1}, 1, 100), det, run)
+    return save_thresholds(thresholds_path(run), th)
+
+
+def test_thresholds_refused_on_maps_made_otherwise(folder, tiny_run_copy, tmp_path, capsys,
+                                                   caplog):
+    """Fault: thresholds fitted on 2-level maps were applied to 1-level maps without a word."""
+    scan = folder / "a.nii.gz"
+    _bound_thresholds(tiny_run_copy)
+    args = ["-i", scan, "--checkpoint", tiny_run_copy, "--threshold", "fpr=0.05"]
+    assert _detect(*args, "-o", tmp_path / "same") == 0
+    capsys.readouterr()
+    assert _detect(*args, "-o", tmp_path / "one", "--set", "inference.levels=[0]") == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "thresholds.json" in err
+    assert "levels=[0, 50]" in err and "levels=[0]" in err and "--allow-threshold-mismatch" in err
+    assert not (tmp_path / "one").exists() or not any((tmp_path / "one").iterdir())
+    with caplog.at_level("WARNING"):
+        assert _detect(*args, "-o", tmp_path / "one", "--set", "inference.levels=[0]",
+                       "--allow-threshold-mismatch") == 0
+    assert "applied anyway" in caplog.text and "levels=[0]" in caplog.text
+    # another checkpoint: thresholds bound to other weights
+    doc = json.loads((tiny_run_copy / "thresholds.json").read_text())
+    doc["checkpoint"]["weights_sha256"] = "0" * 64
+    (tiny_run_copy / "thresholds.json").write_text(json.dumps(doc))
+    assert _detect(*args, "-o", tmp_path / "other") == 1
+    assert "checkpoint" in capsys.readouterr().err
+    # a file without the records (an older disyre): applied, with a warning that says so
+    (tiny_run_copy / "thresholds.json").write_text(json.dumps({"fpr": {"0.05": 0.1}}))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert _detect(*args, "-o", tmp_path / "old") == 0
+    assert "cannot check" in caplog.text
+
+
+def test_thresholds_looked_up_only_in_the_run_folder(folder, tiny_run_copy, tmp_path, capsys,
+                                                     monkeypatch):
+    """Fault: with ``--checkpoint run`` an unrelated thresholds.json in the current folder
+    (the run's parent) was used, and the output never named it."""
+    monkeypatch.chdir(tiny_run_copy.parent)
+    (tiny_run_copy.parent / "thresholds.json").write_text(
+        json.dumps({"fpr": {"0.05": 0.9}}))  # unrelated
+    scan = folder / "a.nii.gz"
+    run = tiny_run_copy.name  # relative, as typed: its parent is the current folder
+    assert _detect("-i", scan, "-o", tmp_path / "o1", "--checkpoint", run, "--threshold",
+                   "fpr=0.05") == 1
+    err = capsys.readouterr().err
+    assert f"{run}/thresholds.json: no thresholds file in the checkpoint's run folder" in err
+    _bound_thresholds(tiny_run_copy)
+    for ckpt in (run, f"{run}/checkpoints/last"):  # a run folder or one of its checkpoints
+        out = tmp_path / ckpt.replace("/", "_")
+        assert _detect("-i", scan, "-o", out, "--checkpoint", ckpt, "--threshold",
+                       "fpr=0.05") == 0
+        assert f"mask threshold 0.1 (fpr=0.05 from {run}/thresholds.json)" in \
+            capsys.readouterr().out
+    explicit = tiny_run_copy.parent / "thresholds.json"
+    assert _detect("-i", scan, "-o", tmp_path / "o2", "--checkpoint", run, "--threshold",
+                   "fpr=0.05", "--thresholds-file", explicit) == 0
+    assert f"(fpr=0.05 from {explicit})" in capsys.readouterr().out
+
+
+def test_continue_redoes_a_map_that_does_not_read_whole(folder, ckpt, tmp_path, caplog,
+                                                         monkeypatch, capsys):
+    """Fault: a map cut short (its header reads, its data does not) counted as done."""
+    from disyre.inference import Detector
+
+    out = tmp_path / "out"
+    assert _detect("-i", folder, "-o", out, "--checkpoint", ckpt, "--png") == 0
+    cut = out / "c.nii.gz"
+    data = cut.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    assert nib.load(cut).shape == nib.load(folder / "c.nii.gz").shape  # the header reads
+    png = out / "a_overlay.png"
+    png.write_bytes(png.read_bytes()[:300])  # a PNG cut short
+    seen = []
+    real = Detector.predict
+    monkeypatch.setattr(Detector, "predict",
+                        lambda self, scan, *a, **kw: seen.append(scan.name) or real(self, scan,
+                                                                                     *a, **kw))
+    capsys.readouterr()
+    with caplog.at_level("WARNING"):
+        assert _detect("-i", folder, "-o", out, "--checkpoint", ckpt, "--png",
+                       "--continue") == 0
+    assert seen == ["a.nii.gz", "c.nii.gz"]
+    assert "c.nii.gz" in caplog.text and "does not read whole" in caplog.text
+    assert "a_overlay.png" in caplog.text and "computing it again" in caplog.text
+    assert "2 redone" in capsys.readouterr().out
+    assert np.asarray(nib.load(cut).dataobj).shape == nib.load(folder / "c.nii.gz").shape
+
+
+@pytest.mark.parametrize("writer", ["map", "score"])
+def test_full_disk_is_one_line_naming_the_file(folder, ckpt, tmp_path, capsys, monkeypatch,
+                                               writer):
+    """Fault: ``[Errno 28] No space left on device`` without the file."""
+    import errno
+    import os
+
+    from disyre.inference import DetectionResult
+
+    def full(*a, **kw):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    if writer == "map":
+        monkeypatch.setattr(DetectionResult, "save_map", full)
+    else:
+        from disyre.inference import files
+
+        monkeypatch.setattr(files, "_write_text", full)
+    out = tmp_path / "out"
+    name = "a.nii.gz" if writer == "map" else "a.nii.gz.txt"
+    assert _detect("-i", folder, "-o", out, "--checkpoint", ckpt, "--mode", "both",
+                   "--no-progress") == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"disyre detect: error: cannot write {out / name}: "
+                   f"{os.strerror(errno.ENOSPC)}")
+    assert not any(p.name.startswith(".") for p in out.iterdir())  # no temporary left
+
+
+def test_broken_link_reported_and_overall_progress(folder, ckpt, tmp_path, capsys, caplog):
+    """Fault: a dangling .nii.gz symbolic link was skipped without a word, and a folder of N
+    scans showed one bar per scan but no overall x/N."""
+    (folder / "ghost.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
+    with caplog.at_level("WARNING"):
+        assert _detect("-i", folder, "-o", tmp_path / "out", "--checkpoint", ckpt) == 0
+    cap = capsys.readouterr()
+    assert "ghost.nii.gz: broken symbolic link" in caplog.text
+    assert "skipped 1 broken symbolic link(s): ghost.nii.gz" in cap.out
+    assert re.search(r"scans: +100%.*3/3", cap.err)
+    assert _detect("-i", folder, "-o", tmp_path / "quiet", "--checkpoint", ckpt,
+                   "--no-progress") == 0
+    assert "scans:" not in capsys.readouterr().err

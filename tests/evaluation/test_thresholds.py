@@ -96,3 +96,80 @@ def test_bootstrap_thresholds_refit_exactly_on_each_resample() -> None:
     assert boot[:, 0].min() < boot[:, 0].max()  # different volumes, different thresholds
     with pytest.raises(ValueError, match="no healthy volumes"):
         T.bootstrap_thresholds([], (0.01,))
+
+
+# ---- the file binds to the maps it was fitted on (disyre.inference.thresholds) --------------
+
+def _fake_detector(seed: int = 0, **inference):
+    """What binding reads of a Detector: its inference settings and its network."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from disyre.config import InferenceConfig
+
+    torch.manual_seed(seed)
+    return SimpleNamespace(inference=InferenceConfig(**inference),
+                           model=torch.nn.Conv2d(1, 2, 3))
+
+
+def test_binding_round_trip_and_old_files(tmp_path) -> None:
+    from disyre.inference import thresholds as IT
+
+    det = _fake_detector(levels=[0, 25, 50, 75])
+    th = IT.bind_thresholds(T.fit_thresholds(_healthy(np.random.default_rng(2))), det)
+    p = T.save_thresholds(tmp_path / "thresholds.json", th)
+    d = json.loads(p.read_text())
+    assert d["inference"] == {"method": "ensemble", "levels": [0, 25, 50, 75], "window": 0,
+                              "stride": 32, "foreground_weighting": True, "median_filter": 0}
+    assert len(d["checkpoint"]["weights_sha256"]) == 64
+    back = T.load_thresholds(p)
+    assert back.inference == d["inference"] and back.checkpoint == d["checkpoint"]
+    assert IT.check_binding(back, det) == []  # the same settings and weights: nothing to say
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"fpr": {"0.01": 0.3}}))
+    warned = IT.check_binding(T.load_thresholds(old), det, source=old)
+    assert len(warned) == 1 and "old.json" in warned[0] and "cannot check" in warned[0]
+
+
+def test_binding_refuses_other_settings_or_weights_naming_both() -> None:
+    from disyre.inference import thresholds as IT
+
+    th = IT.bind_thresholds(T.Thresholds({0.01: 0.3}, 1, 10), _fake_detector(levels=[0, 50]))
+    with pytest.raises(IT.ThresholdMismatchError,
+                       match=r"levels=\[0, 50\].*levels=\[0\].*--allow-threshold-mismatch"):
+        IT.check_binding(th, _fake_detector(levels=[0]), source="t.json")
+    with pytest.raises(IT.ThresholdMismatchError, match=r"median_filter=0.*median_filter=3"):
+        IT.check_binding(th, _fake_detector(levels=[0, 50], median_filter=3))
+    # batch size and precision change a map by rounding at most: not bound
+    assert IT.check_binding(th, _fake_detector(levels=[0, 50], batch_size=4,
+                                               precision="bf16")) == []
+    with pytest.raises(IT.ThresholdMismatchError, match="checkpoint"):
+        IT.check_binding(th, _fake_detector(seed=1, levels=[0, 50]))  # other weights
+    warned = IT.check_binding(th, _fake_detector(levels=[0]), allow_mismatch=True)
+    assert len(warned) == 1 and "applied anyway" in warned[0] and "levels=[0]" in warned[0]
+
+
+def test_weights_hash_ignores_memory_layout_and_sees_every_value() -> None:
+    import torch
+
+    from disyre.inference.thresholds import weights_sha256
+
+    net = _fake_detector().model
+    h = weights_sha256(net)
+    assert weights_sha256(net.to(memory_format=torch.channels_last)) == h
+    with torch.no_grad():
+        net.weight[0, 0, 0, 0] += 1e-6
+    assert weights_sha256(net) != h
+
+
+def test_thresholds_live_in_the_run_folder() -> None:
+    from pathlib import Path
+
+    from disyre.inference.thresholds import thresholds_path
+
+    run = Path("runs/t2")
+    assert thresholds_path(run) == run / "thresholds.json"
+    for ckpt in ("step_0001000", "last"):
+        assert thresholds_path(run / "checkpoints" / ckpt) == run / "thresholds.json"
+    assert thresholds_path("models/step_0001000") == Path("models/step_0001000/thresholds.json")

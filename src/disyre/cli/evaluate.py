@@ -54,7 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="false-positive rates of the calibrated thresholds (default 0.01 0.05 0.1)")
     add_output_argument(p, "report folder")
     p.add_argument("--save-thresholds", action="store_true",
-                   help="also write thresholds.json next to the checkpoint for 'disyre detect'")
+                   help="also write thresholds.json into the checkpoint's run folder for "
+                   "'disyre detect'")
     add_bootstrap_argument(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     add_device_argument(p)
@@ -153,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
     from disyre.evaluation import evaluate_cases
     from disyre.evaluation.report import write_report
     from disyre.evaluation.thresholds import load_thresholds, save_thresholds
+    from disyre.inference.thresholds import bind_thresholds, thresholds_path
     from disyre.io_utils import ensure_writable_dir, prepare_output_dir
 
     if args.save_thresholds and args.checkpoint is None:
@@ -167,15 +169,15 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.manifest}: no test rows to evaluate")
     th_target = None
     if args.save_thresholds:
-        th_target = args.checkpoint / "thresholds.json"
+        th_target = thresholds_path(args.checkpoint)  # the run folder: where detect looks
         if th_target.exists() and not args.overwrite:
             raise CLIError(f"{th_target}: exists; pass --overwrite to replace it")
         if args.thresholds_file is not None or not healthy:
             raise CLIError("--save-thresholds needs healthy scans to fit on (--healthy-manifest "
                            "or rows of split 'val' without a lesion mask), not "
                            "--thresholds-file")
-        if args.checkpoint.is_dir():  # writable now, not after every scan is mapped
-            ensure_writable_dir(args.checkpoint)
+        if th_target.parent.is_dir():  # writable now, not after every scan is mapped
+            ensure_writable_dir(th_target.parent)
     out = prepare_output_dir(args.output, overwrite=args.overwrite, marker="metrics.json")
     thresholds = load_thresholds(args.thresholds_file) if args.thresholds_file else None
     if thresholds is None and not healthy:
@@ -200,6 +202,9 @@ def run(args: argparse.Namespace) -> int:
     res = evaluate_cases(cases(), healthy_maps() if healthy and thresholds is None else None,
                          tuple(args.fpr), thresholds=thresholds, n_boot=args.bootstrap,
                          seed=args.seed, source=f"{hsrc} ({len(healthy)} healthy scans)")
+    if res.thresholds is not None and thresholds is None and source.detector is not None:
+        # fitted here on this model's maps: record what made them, for detect to check
+        bind_thresholds(res.thresholds, source.detector, args.checkpoint)
     config = {"manifest": str(args.manifest), "checkpoint": str(args.checkpoint or ""),
               "maps": str(args.maps or ""), "healthy_manifest": str(args.healthy_manifest or ""),
               "thresholds_file": str(args.thresholds_file or ""), "n_test": len(test),

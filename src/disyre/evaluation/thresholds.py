@@ -10,10 +10,12 @@ The quantiles are exact while the healthy brain voxels fit in ``max_exact_voxels
 over ``[0, 1]`` (maps are in ``[0, 1]``), which keeps the fitted FPR at most ``f`` and within
 one bin (about 1e-6 in score) of the exact threshold. The method used is recorded.
 
-File format (``thresholds.json``, read by ``disyre detect``)::
-
-    {"fpr": {"0.01": t1, "0.05": t5, "0.1": t10}, "n_volumes": n, "n_voxels": m,
-     "source": "...", "rule": "score > threshold", "method": "exact"}
+The file format (``thresholds.json``, read by ``disyre detect``), where it lives and how it
+binds to the inference settings and the checkpoint that made the maps belong to the inference
+stage (:mod:`disyre.inference.thresholds`; :class:`Thresholds`, :func:`save_thresholds` and
+:func:`load_thresholds` are re-exported here). A :class:`ThresholdCalibrator` knows only the
+maps: ``disyre evaluate`` records what made them with
+:func:`~disyre.inference.thresholds.bind_thresholds` before saving.
 
 Example:
     >>> import numpy as np
@@ -26,50 +28,24 @@ Example:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from disyre.io_utils import atomic_write_json
+from disyre.inference.thresholds import (
+    RULE,
+    Thresholds,
+    fpr_key,
+    load_thresholds,
+    save_thresholds,
+)
+
+__all__ = ["DEFAULT_FPRS", "HIST_BINS", "RULE", "ThresholdCalibrator", "Thresholds",
+           "bootstrap_thresholds", "counts_at", "fit_thresholds", "fpr_key", "load_thresholds",
+           "save_thresholds", "summarize_counts"]
 
 DEFAULT_FPRS: tuple[float, ...] = (0.01, 0.05, 0.1)
 HIST_BINS = 1 << 20
-RULE = "score > threshold"
-
-
-def fpr_key(f: float) -> str:
-    """JSON key of a false-positive rate: ``0.01 -> "0.01"``, ``0.1 -> "0.1"``."""
-    return format(float(f), "g")
-
-
-@dataclass
-class Thresholds:
-    """Calibrated thresholds.
-
-    Attributes:
-        fpr: False-positive rate -> threshold (anomalous when ``score > threshold``).
-        n_volumes: Healthy volumes fitted on.
-        n_voxels: Healthy brain voxels fitted on.
-        source: Free text naming the data (e.g. the manifest).
-        method: ``exact`` or ``histogram``.
-    """
-
-    fpr: dict[float, float]
-    n_volumes: int
-    n_voxels: int
-    source: str = ""
-    method: str = "exact"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON document (keys of ``fpr`` as strings)."""
-        return {"fpr": {fpr_key(k): float(v) for k, v in sorted(self.fpr.items())},
-                "n_volumes": int(self.n_volumes), "n_voxels": int(self.n_voxels),
-                "source": self.source, "rule": RULE, "method": self.method, **self.extra}
 
 
 class ThresholdCalibrator:
@@ -156,38 +132,6 @@ def fit_thresholds(healthy: Iterable[tuple[np.ndarray, np.ndarray | None]],
     for score, mask in healthy:
         cal.update(score, mask)
     return cal.fit(fprs, source)
-
-
-def save_thresholds(path: str | Path, thresholds: Thresholds) -> Path:
-    """Write ``thresholds`` as JSON to ``path`` atomically; returns the path."""
-    path = Path(path)
-    atomic_write_json(path, thresholds.to_dict())
-    return path
-
-
-def load_thresholds(path: str | Path) -> Thresholds:
-    """Read a thresholds JSON file written by :func:`save_thresholds`.
-
-    Raises:
-        FileNotFoundError: The file does not exist.
-        ValueError: The file is not a valid thresholds document (the message names it).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: thresholds file not found")
-    try:
-        d = json.loads(path.read_text())
-        fpr = {float(k): float(v) for k, v in d["fpr"].items()}
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
-        raise ValueError(f"{path}: not a thresholds file (expected a JSON object with "
-                         f"'fpr': {{rate: threshold}}): {e}") from e
-    if not fpr:
-        raise ValueError(f"{path}: thresholds file lists no false-positive rate")
-    known = {"fpr", "n_volumes", "n_voxels", "source", "rule", "method"}
-    return Thresholds(fpr=fpr, n_volumes=int(d.get("n_volumes", 0)),
-                      n_voxels=int(d.get("n_voxels", 0)), source=str(d.get("source", "")),
-                      method=str(d.get("method", "exact")),
-                      extra={k: v for k, v in d.items() if k not in known})
 
 
 def counts_at(score: np.ndarray, label: np.ndarray | None, mask: np.ndarray | None,

@@ -22,6 +22,10 @@ Three layers, from the maths to the user:
    on the input's own grid (same array shape, orientation and affine); its ``score`` is the
    1 cm^3 rule of :mod:`~disyre.inference.scoring`. A raw head goes through
    :func:`disyre.preprocessing.predict_raw` (the preprocessing stage builds on this one).
+4. **Folders and thresholds**: :func:`detect_files` (:mod:`~disyre.inference.files`) is
+   ``disyre detect`` as a function: folder in, folder out, thresholds, output collisions,
+   ``--continue`` and shards; :mod:`~disyre.inference.thresholds` holds the calibrated
+   thresholds and their binding to the inference settings and checkpoint they were fitted on.
 
 The names below are imported on first use, so that :mod:`~disyre.inference.result` and
 :mod:`~disyre.inference.scoring` (numpy only) stay light for the stages that read results.
@@ -54,6 +58,10 @@ _EXPORTS: dict[str, str] = {
                     "scoring"),
     **dict.fromkeys(("InferenceInput", "restore", "restore_ensemble", "restore_multistep"),
                     "restoration"),
+    **dict.fromkeys(("DetectSummary", "OutputWriteError", "detect_files"), "files"),
+    **dict.fromkeys(("ThresholdError", "ThresholdMismatchError", "Thresholds", "bind_thresholds",
+                     "check_binding", "load_thresholds", "save_thresholds", "thresholds_path"),
+                    "thresholds"),
     **dict.fromkeys(("SIGMA_SCALE", "WEIGHTING_WINDOW", "anomaly_map_slices", "count_work",
                      "fitted_window", "predict_slices", "predict_volume", "window_starts"),
                     "windows"),
