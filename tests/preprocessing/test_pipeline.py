@@ -112,9 +112,10 @@ def test_rerun_skips_the_done_subject_and_reports_a_failed_one_by_name(t1_run, t
              str(folder / "fourd.nii.gz"))
     (folder / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
     before = (t1_run.folder / "head.json").stat().st_mtime_ns
-    monkeypatch.chdir(folder)
+    monkeypatch.chdir(t1_run.work.parent)
+    work = t1_run.work.name
     try:
-        rc = main(["preprocess", "-i", ".", "-o", "../prep_raw", "--spacing",
+        rc = main(["preprocess", "-i", f"{work}/raw", "-o", f"{work}/prep_raw", "--spacing",
                    str(VOXEL_MM), "--jobs", "2", "--min-dice", "0.85", "--no-progress"])
     finally:
         (folder / "fourd.nii.gz").unlink()

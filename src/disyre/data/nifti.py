@@ -74,6 +74,8 @@ class Scan:
         native_shape: Shape of the file's 3D voxel array (a one-frame 4D file gives 3D).
         ornt: The file's axis orientation (``nibabel.orientations`` array), used to undo the
             reorientation.
+        offset: The background level subtracted from the file's intensities (0 unless the
+            file holds a constant negative background, see :func:`load_scan`).
     """
 
     data: np.ndarray
@@ -82,6 +84,7 @@ class Scan:
     path: Path
     native_shape: tuple[int, int, int]
     ornt: np.ndarray
+    offset: float = 0.0
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -177,6 +180,50 @@ def _fix_nonfinite(data: np.ndarray, path: Path, nan_policy: str) -> np.ndarray:
     return data
 
 
+#: a negative minimum that this fraction of the volume's border voxels hold exactly is the
+#: background of a scan stored with an intensity offset (see :func:`_fix_offset`)
+OFFSET_BORDER_FRACTION: float = 0.5
+#: more negative voxels than this fraction of the non-zero ones, without such a background,
+#: is warned about (they count as background)
+NEGATIVE_WARN_FRACTION: float = 0.01
+
+
+def _border(data: np.ndarray) -> np.ndarray:
+    """The voxels on the six faces of a 3D array (edges counted more than once)."""
+    return np.concatenate([data[i].ravel() for i in (np.s_[0], np.s_[-1], np.s_[:, 0],
+                                                      np.s_[:, -1], np.s_[:, :, 0],
+                                                      np.s_[:, :, -1])])
+
+
+def _fix_offset(data: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
+    """Find and remove an intensity offset of the background; returns ``(data, offset)``.
+
+    disyre's brain is the voxels > 0 (negatives count as background), so a scan stored with
+    an offset (int16 as ``x / max * 3000 - 500``: background -500, the darkest brain voxels
+    negative) would lose those voxels silently. A volume whose minimum is negative and held
+    exactly by at least :data:`OFFSET_BORDER_FRACTION` of its border voxels has a constant
+    background at that level: it is subtracted (background exactly 0 again), with a warning
+    naming the file. Other negative voxels, when more than :data:`NEGATIVE_WARN_FRACTION` of
+    the non-zero ones, are warned about and left to count as background. A volume without
+    negative voxels (the usual case, background exactly 0) is returned unchanged.
+    """
+    low = float(data.min())
+    if low >= 0:
+        return data, 0.0
+    if float(np.mean(_border(data) == low)) >= OFFSET_BORDER_FRACTION:
+        warnings.warn(f"{path}: background at {low:g}, not 0 (an intensity offset); "
+                      f"shifted by {-low:g} so that the background is 0", stacklevel=3)
+        return data - np.float32(low), low
+    n_neg = int(np.count_nonzero(data < 0))
+    n_nonzero = int(np.count_nonzero(data))
+    if n_neg > NEGATIVE_WARN_FRACTION * n_nonzero:
+        warnings.warn(f"{path}: {n_neg} voxels ({100.0 * n_neg / n_nonzero:.1f} % of the "
+                      f"non-zero ones, down to {low:g}) are negative and count as background; "
+                      "an intensity offset? store the scan with its background at 0",
+                      stacklevel=3)
+    return data, 0.0
+
+
 def to_canonical(native: np.ndarray, ornt: np.ndarray) -> np.ndarray:
     """Native ``(i, j, k)`` array -> axial-first canonical ``(D, H, W)`` (a view when possible).
 
@@ -219,6 +266,10 @@ def load_scan(path: str | Path, nan_policy: str = "zero") -> Scan:
         path: ``.nii`` or ``.nii.gz`` file, 3D (or 4D with a single frame).
         nan_policy: ``"zero"`` warns and replaces NaN/Inf voxels by 0; ``"error"`` raises.
 
+    A constant negative background (a scan stored with an intensity offset) is shifted to
+    0, with a warning; many other negative voxels are warned about (they count as
+    background). A scan without negative voxels is read as stored.
+
     Returns:
         The :class:`Scan`.
 
@@ -228,6 +279,7 @@ def load_scan(path: str | Path, nan_policy: str = "zero") -> Scan:
     """
     img, data, path = _read(path)
     data = _fix_nonfinite(data, path, nan_policy)
+    data, offset = _fix_offset(data, path)
     if not np.any(data):
         raise InputError(f"{path}: all voxels are zero (empty volume)")
     ornt = io_orientation(img.affine)
@@ -239,6 +291,7 @@ def load_scan(path: str | Path, nan_policy: str = "zero") -> Scan:
         path=path,
         native_shape=tuple(int(s) for s in data.shape),
         ornt=ornt,
+        offset=offset,
     )
 
 
