@@ -424,7 +424,7 @@ def test_detection_warns_about_a_scan_of_another_voxel_size(tiny_run, tmp_path) 
     for mm, warned in ((2.0, False), (1.0, True)):
         nib.save(nib.Nifti1Image(vol, np.diag([mm, mm, mm, 1.0])), tmp_path / f"{mm}.nii.gz")
         res = det.predict(tmp_path / f"{mm}.nii.gz")
-        assert any("differs from the training data's (2.0, 2.0, 2.0) mm" in w
+        assert any("differs from the training data's 2 x 2 x 2 mm" in w
                    for w in res.warnings) == warned
 
 

@@ -10,7 +10,14 @@ import pytest
 from nibabel.testing import data_path
 
 from disyre.data.intensity import normalize, uncrop
-from disyre.data.nifti import InputError, load_mask, load_scan, save_like, to_native
+from disyre.data.nifti import (
+    InputError,
+    load_mask,
+    load_scan,
+    save_like,
+    to_native,
+    voxel_size_text,
+)
 
 
 def _rot(ax: int, deg: float) -> np.ndarray:
@@ -276,3 +283,14 @@ def test_negative_voxels_without_a_constant_background_are_warned_about(write_ni
                       "background"):
         scan = load_scan(p)
     assert scan.offset == 0
+
+
+def test_voxel_size_text_uses_the_files_own_axes(write_nifti, brain_volume):
+    """A PIR file: the size in the file's i, j, k order, whether it comes from the affine or
+    from disyre's (D, H, W) spacing."""
+    affine = np.array([[0, 0, 1.0, 0], [-2.0, 0, 0, 0], [0, -3.0, 0, 0], [0, 0, 0, 1]])
+    scan = load_scan(write_nifti("pir.nii.gz", brain_volume(), affine))
+    assert scan.spacing == (3.0, 2.0, 1.0)  # (D, H, W) = (S, A, R)
+    text = "2 x 3 x 1 mm (file axes i, j, k toward P, I, R)"
+    assert voxel_size_text(scan.affine) == text
+    assert voxel_size_text(scan.affine, scan.spacing) == text

@@ -29,6 +29,7 @@ from __future__ import annotations
 import gzip
 import warnings
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,7 @@ __all__ = [
     "to_native",
     "to_canonical",
     "save_like",
+    "voxel_size_text",
     "NIFTI_SUFFIXES",
 ]
 
@@ -94,6 +96,33 @@ class Scan:
         ras = np.empty(3)
         ras[perm] = norms
         return float(ras[2]), float(ras[1]), float(ras[0])
+
+
+def voxel_size_text(affine: np.ndarray, spacing_dhw: Sequence[float] | None = None) -> str:
+    """A voxel size for messages, in the file's own axis order ``i, j, k`` with the direction
+    each axis runs toward: the one order every message uses.
+
+    Args:
+        affine: The file's affine (:attr:`Scan.affine`).
+        spacing_dhw: Voxel sizes along disyre's ``(D, H, W)`` axes (:attr:`Scan.spacing`, a
+            checkpoint's training ``spacing``), shown on the file's axes; default: the
+            affine's own.
+
+    Example:
+        >>> voxel_size_text(np.diag([-1.0, -1.0, 5.0, 1.0]))
+        '1 x 1 x 5 mm (file axes i, j, k toward L, P, S)'
+        >>> voxel_size_text(np.diag([-1.0, -1.0, 5.0, 1.0]), spacing_dhw=(2.0, 2.0, 2.0))
+        '2 x 2 x 2 mm (file axes i, j, k toward L, P, S)'
+    """
+    aff = np.asarray(affine, float)
+    ornt = io_orientation(aff)
+    if spacing_dhw is None:
+        sizes = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
+    else:  # (D, H, W) = RAS axes (2, 1, 0); file axis i lies along RAS axis ornt[i, 0]
+        sizes = np.asarray(spacing_dhw, float)[2 - ornt[:, 0].astype(int)]
+    codes = nib.orientations.ornt2axcodes(ornt)
+    return (" x ".join(f"{round(float(v), 2):g}" for v in sizes)
+            + f" mm (file axes i, j, k toward {', '.join(codes)})")
 
 
 def _check_path(path: str | Path) -> Path:

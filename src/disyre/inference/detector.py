@@ -16,6 +16,7 @@ from torch import nn
 
 from disyre.config import ConfigError, InferenceConfig, RunConfig
 from disyre.data.intensity import intensity_signature
+from disyre.data.nifti import voxel_size_text
 from disyre.evaluation.metrics import SCORE_VOLUME_MM3, top_volume_mean
 from disyre.inference.restoration import InferenceInput
 from disyre.inference.windows import _size_multiple, count_work, predict_volume
@@ -148,7 +149,7 @@ def sanity_warnings(scan: Any, image: np.ndarray, mask: np.ndarray,
     aff = np.asarray(scan.affine, float)[:3, :3]
     norms = np.sqrt((aff ** 2).sum(0))
     if norms.min() > 0 and norms.max() / norms.min() > 3:
-        out.append(f"{name}: voxel size {_mm(norms)} mm is very anisotropic; "
+        out.append(f"{name}: voxel size {voxel_size_text(scan.affine)} is very anisotropic; "
                    "the model was trained on near-isotropic axial slices")
     if norms.min() > 0:
         cosines = np.abs(aff / norms).max(0)
@@ -161,8 +162,8 @@ def sanity_warnings(scan: Any, image: np.ndarray, mask: np.ndarray,
         sp = np.asarray(getattr(scan, "spacing", norms), float)
         rs = np.asarray(ref_spacing, float)
         if np.any(np.maximum(sp / rs, rs / sp) > 1.5):
-            out.append(f"{name}: voxel size {_mm(sp)} mm differs from the "
-                       f"training data's {_mm(rs)} mm")
+            out.append(f"{name}: voxel size {voxel_size_text(scan.affine, sp)} differs from "
+                       f"the training data's {voxel_size_text(scan.affine, rs)}")
     ref_q = reference.get("intensity_quantiles")
     if ref_q is not None:
         q = np.asarray(intensity_signature(image, mask))
