@@ -238,3 +238,16 @@ def test_manifest_with_paths_relative_to_the_current_folder(write_nifti, tmp_pat
     write_manifest(read_manifest("prep/manifest.csv"), "prep/manifest.csv", overwrite=True)
     monkeypatch.chdir(tmp_path)
     assert read_manifest(old)[0].image.resolve() == tmp_path / "work/prep/s1/s1.nii.gz"
+
+
+def test_broken_symbolic_links_are_named_not_passed_over(write_nifti, tmp_path, caplog):
+    write_nifti("d/a.nii.gz", TINY)
+    (tmp_path / "d" / "b.nii.gz").symlink_to(tmp_path / "gone" / "b.nii.gz")
+    with caplog.at_level("WARNING", logger="disyre.data.nifti"):
+        rows = from_folder(tmp_path / "d")
+    assert [r.subject for r in rows] == ["a"]
+    assert f"b.nii.gz: broken symbolic link (its target {tmp_path}/gone/b.nii.gz does not " \
+           "exist); skipped" in caplog.text
+    (tmp_path / "m.csv").write_text("subject,image\nb,d/b.nii.gz\n")
+    with pytest.raises(InputError, match=r"line 2 \(subject 'b'\): image file not found"):
+        read_manifest(tmp_path / "m.csv")

@@ -294,3 +294,10 @@ def test_voxel_size_text_uses_the_files_own_axes(write_nifti, brain_volume):
     text = "2 x 3 x 1 mm (file axes i, j, k toward P, I, R)"
     assert voxel_size_text(scan.affine) == text
     assert voxel_size_text(scan.affine, scan.spacing) == text
+
+
+def test_broken_symbolic_link_is_named(tmp_path):
+    (tmp_path / "a.nii.gz").symlink_to(tmp_path / "elsewhere.nii.gz")
+    with pytest.raises(InputError, match=r"a\.nii\.gz: broken symbolic link \(its target "
+                       r".*elsewhere\.nii\.gz does not exist\)"):
+        load_scan(tmp_path / "a.nii.gz")

@@ -108,3 +108,14 @@ def test_prepare_preprocess_builds_the_manifest_over_preprocessed_scans(tmp_path
     assert (out / "cache" / "index.json").is_file()
     # --preprocess never replaces the manifest it reads
     assert main(["prepare", "--manifest", str(out / "manifest.csv"), "--preprocess"]) == 1
+
+
+def test_input_folder_names_a_broken_symbolic_link(tmp_path, caplog):
+    from disyre.preprocessing import jobs_from_input
+
+    _nii(tmp_path / "raw" / "a.nii.gz")
+    (tmp_path / "raw" / "b.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
+    with caplog.at_level("WARNING", logger="disyre.data.nifti"):
+        jobs = jobs_from_input(tmp_path / "raw")
+    assert [j.subject for j in jobs] == ["a"]
+    assert "b.nii.gz: broken symbolic link" in caplog.text and "gone.nii.gz" in caplog.text

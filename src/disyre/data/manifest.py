@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from disyre.data.nifti import NIFTI_SUFFIXES, InputError
+from disyre.data.nifti import NIFTI_SUFFIXES, InputError, is_nifti_file
 from disyre.io_utils import atomic_write_text
 
 __all__ = [
@@ -359,7 +359,7 @@ def _check_root(root: str | Path) -> Path:
 
 
 def _nifti(p: Path) -> bool:
-    return p.is_file() and p.name.lower().endswith(NIFTI_SUFFIXES)
+    return is_nifti_file(p)  # a broken symbolic link is named in a warning
 
 
 def from_folder(root: str | Path, pattern: str = "*.nii.gz", split: str = "train",
@@ -385,7 +385,7 @@ def from_folder(root: str | Path, pattern: str = "*.nii.gz", split: str = "train
 def _find(folder: Path, stem: str) -> Path | None:
     for suf in NIFTI_SUFFIXES[::-1]:
         p = folder / f"{stem}{suf}"
-        if p.is_file():
+        if _nifti(p):
             return p
     return None
 
@@ -477,7 +477,7 @@ def from_ixi(root: str | Path, contrast: str = "t1", split: str = "train",
     rows = []
     for p in files:
         m = pat.match(p.name)
-        if m and p.is_file():
+        if m and _nifti(p):
             t1 = t1s.get(m.group(1)) if tag != "T1" else None
             rows.append(ManifestRow(m.group(1), p, split=split, contrast=contrast.lower(),
                                     t1=t1))

@@ -27,6 +27,8 @@ Example:
 from __future__ import annotations
 
 import gzip
+import logging
+import os
 import warnings
 import zlib
 from collections.abc import Sequence
@@ -48,6 +50,7 @@ __all__ = [
     "to_canonical",
     "save_like",
     "voxel_size_text",
+    "is_nifti_file",
     "NIFTI_SUFFIXES",
 ]
 
@@ -55,6 +58,8 @@ __all__ = [
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 _RAS = axcodes2ornt(("R", "A", "S"))
+
+log = logging.getLogger(__name__)
 
 
 class InputError(ValueError):
@@ -125,8 +130,26 @@ def voxel_size_text(affine: np.ndarray, spacing_dhw: Sequence[float] | None = No
             + f" mm (file axes i, j, k toward {', '.join(codes)})")
 
 
+def is_nifti_file(path: Path) -> bool:
+    """Whether a folder entry is a NIfTI file (``.nii``/``.nii.gz``) to read.
+
+    A broken symbolic link with such a name is no file, but it is not passed over in
+    silence: a warning names it and its missing target.
+    """
+    if not path.name.lower().endswith(NIFTI_SUFFIXES):
+        return False
+    if path.is_symlink() and not path.exists():
+        log.warning("%s: broken symbolic link (its target %s does not exist); skipped", path,
+                    os.readlink(path))
+        return False
+    return path.is_file()
+
+
 def _check_path(path: str | Path) -> Path:
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise InputError(f"{path}: broken symbolic link (its target {os.readlink(path)} does "
+                         "not exist)")
     if not path.exists():
         raise InputError(f"{path}: file not found")
     if not path.is_file():
