@@ -114,11 +114,6 @@ class DetectionError(ValueError):
     """A scan could not be mapped (the message starts with the scan's path)."""
 
 
-def _mm(v: Any) -> tuple[float, ...]:
-    """Voxel sizes rounded for messages, as plain floats (``(1.0, 1.0, 2.5)``)."""
-    return tuple(round(float(x), 2) for x in v)
-
-
 #: Largest tolerated difference between a scan's and the training data's intensity deciles.
 SIGNATURE_TOLERANCE: float = 0.15
 
