@@ -355,10 +355,19 @@ def test_detector_warns_on_other_contrast(tmp_path):
 
 
 def test_detector_warns_on_thick_slices(tmp_path):
+    """Both voxel-size warnings give the size in one order, the file's own axes, named."""
     vol, _ = _native_phantom()
-    path = _nifti(tmp_path, "a.nii.gz", vol, np.diag([1.0, 1.0, 5.0, 1.0]))
+    # file axes i, j, k run toward R, S, A: 1 mm, 5 mm slices, 1 mm
+    affine = np.array([[1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, 5.0, 0, 0], [0, 0, 0, 1]])
+    path = _nifti(tmp_path, "a.nii.gz", vol.transpose(0, 2, 1), affine)
+    det = _detector()
+    det.reference = {"spacing": [2.0, 2.0, 2.0]}
     with pytest.warns(UserWarning, match="anisotropic"):
-        _detector().predict(path)
+        res = det.predict(path)
+    size = "voxel size 1 x 5 x 1 mm (file axes i, j, k toward R, S, A)"
+    assert any(f"{size} is very anisotropic" in w for w in res.warnings)
+    assert any(f"{size} differs from the training data's 2 x 2 x 2 mm" in w
+               for w in res.warnings)
 
 
 def test_detector_from_checkpoint_and_bad_checkpoints(tmp_path):

@@ -365,6 +365,53 @@ def test_unwritable_checkpoint_folder_fails_cleanly(
     assert latest_checkpoint(run).name == "step_0000002"
 
 
+def test_a_killed_run_reads_as_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           cohort: Sequence[np.ndarray],
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    """``kill -9`` leaves run.json saying "training": with the run's process gone, the next
+    reader (loading the model, ``--resume``) reports the run as interrupted; a run whose
+    process still trains is not resumed over."""
+    import socket
+    import subprocess
+    import sys
+
+    from disyre.training.loop import run_status
+
+    cfg = tiny_config(steps=3, ckpt_every=1)
+    with monkeypatch.context() as mp:
+        _kill_after(mp, 1)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, cohort[:4], None, tmp_path, progress=False)
+    doc = _run_json(tmp_path)
+    assert doc["status"] == "interrupted"  # recorded by the run itself
+    assert doc["pid"] == os.getpid() and doc["host"] == socket.gethostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    doc.update(status="training", pid=dead.pid)  # what kill -9 leaves behind
+    (tmp_path / "run.json").write_text(json.dumps(doc))
+    now = run_status(tmp_path)
+    assert now["status"] == "interrupted" and f"process {dead.pid}" in now["reason"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="disyre.training.loop"):
+        load_model(tmp_path, "cpu")
+    assert f"{tmp_path}: training was interrupted (its process {dead.pid} on " in caplog.text
+    assert "its newest checkpoint is step_0000001" in caplog.text
+    # elsewhere, it cannot be checked; a process that still runs is not resumed over
+    (tmp_path / "run.json").write_text(json.dumps({**doc, "host": "elsewhere"}))
+    assert run_status(tmp_path)["status"] == "training"
+    (tmp_path / "run.json").write_text(json.dumps({**doc, "pid": os.getpid()}))
+    assert run_status(tmp_path)["status"] == "training"
+    with pytest.raises(OutputExistsError, match="a training run is still writing to this "
+                       "folder"):
+        train(cfg, cohort[:4], None, tmp_path, resume=True, progress=False)
+    (tmp_path / "run.json").write_text(json.dumps(doc))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="disyre.training.loop"):
+        assert train(cfg, cohort[:4], None, tmp_path, resume=True, progress=False).step == 3
+    assert "training was interrupted" in caplog.text
+    assert _run_json(tmp_path)["status"] == "done"
+
+
 # ---------------------------------------------------------------- command line: resume
 CLI_SMALL = ["--preset", "tiny", "--no-progress", "--set", "sampler.patch_size=32",
              "sampler.n_slices=2", "corruption.window=16", "train.log_every=1"]
@@ -425,7 +472,7 @@ def test_detection_warns_about_a_scan_of_another_voxel_size(tiny_run, tmp_path) 
     for mm, warned in ((2.0, False), (1.0, True)):
         nib.save(nib.Nifti1Image(vol, np.diag([mm, mm, mm, 1.0])), tmp_path / f"{mm}.nii.gz")
         res = det.predict(tmp_path / f"{mm}.nii.gz")
-        assert any("differs from the training data's (2.0, 2.0, 2.0) mm" in w
+        assert any("differs from the training data's 2 x 2 x 2 mm" in w
                    for w in res.warnings) == warned
 
 

@@ -173,18 +173,81 @@ def test_builders_write_valid_manifests(write_nifti, tmp_path):
     assert Path(read_manifest(out)[0].image).is_absolute()
 
 
-def test_write_relative_manifest_moves_with_its_folder(write_nifti, tmp_path):
+def test_write_relative_manifest_moves_with_its_folder(write_nifti, tmp_path, monkeypatch):
     a = write_nifti("cohort/images/a.nii.gz", TINY)
     seg = write_nifti("cohort/labels/a_seg.nii.gz", TINY)
     out = tmp_path / "cohort" / "manifest.csv"
-    # relative inputs are taken relative to the CSV's folder; absolute ones too
-    write_manifest([ManifestRow("a", Path("images/a.nii.gz"), lesion_mask=seg, split="test")],
-                   out, relative=True)
+    # a row's relative path is relative to the current folder, as read_manifest returns it
+    monkeypatch.chdir(tmp_path)
+    write_manifest([ManifestRow("a", Path("cohort/images/a.nii.gz"), lesion_mask=seg,
+                                split="test")], out)
     assert str(tmp_path) not in out.read_text()
-    assert "images/a.nii.gz" in out.read_text() and "labels/a_seg.nii.gz" in out.read_text()
+    assert ",images/a.nii.gz,labels/a_seg.nii.gz," in out.read_text()
     moved = tmp_path / "moved"
     (tmp_path / "cohort").rename(moved)
     (row,) = read_manifest(moved / "manifest.csv")
     assert row.image == moved / "images" / "a.nii.gz" and row.image.is_file()
     assert row.lesion_mask == moved / "labels" / "a_seg.nii.gz"
     assert a.name == row.image.name
+
+
+def test_paths_written_from_one_folder_read_from_another(write_nifti, tmp_path, monkeypatch):
+    """``disyre preprocess -o prep/`` then ``train --manifest prep/manifest.csv``: the writer
+    gets paths relative to the current folder, the CSV holds them relative to its own folder
+    (files outside it: absolute), and any reader, from any folder, finds the files."""
+    write_nifti("work/prep/s1/s1.nii.gz", TINY)
+    write_nifti("work/prep/s1/s1_mask.nii.gz", TINY)
+    outside = write_nifti("data/s2.nii.gz", TINY)
+    monkeypatch.chdir(tmp_path / "work")
+    write_manifest([ManifestRow("s1", Path("prep/s1/s1.nii.gz"),
+                                brain_mask=Path("prep/s1/s1_mask.nii.gz")),
+                    ManifestRow("s2", Path("../data/s2.nii.gz"))], Path("prep/manifest.csv"))
+    lines = (tmp_path / "work" / "prep" / "manifest.csv").read_text().splitlines()
+    assert lines[1].startswith("s1,s1/s1.nii.gz,,s1/s1_mask.nii.gz,")
+    assert lines[2].startswith(f"s2,{outside},")
+    for cwd, manifest in ((tmp_path / "work", Path("prep/manifest.csv")),
+                          (tmp_path / "work" / "prep", Path("manifest.csv")),
+                          (tmp_path, tmp_path / "work" / "prep" / "manifest.csv")):
+        monkeypatch.chdir(cwd)
+        s1, s2 = read_manifest(manifest)
+        assert s1.image.resolve() == tmp_path / "work" / "prep" / "s1" / "s1.nii.gz"
+        assert s1.brain_mask.resolve() == tmp_path / "work" / "prep" / "s1" / "s1_mask.nii.gz"
+        assert s2.image == outside
+
+
+def test_manifest_with_paths_relative_to_the_current_folder(write_nifti, tmp_path,
+                                                            monkeypatch, caplog):
+    """A manifest written by an older ``disyre preprocess`` (paths relative to the folder it
+    ran from): read from that folder it works, with a warning naming the manifest; from
+    elsewhere the error names the manifest, its line and the path tried."""
+    write_nifti("work/prep/s1/s1.nii.gz", TINY)
+    old = tmp_path / "work" / "prep" / "manifest.csv"
+    old.write_text("subject,image\ns1,prep/s1/s1.nii.gz\n")
+    monkeypatch.chdir(tmp_path / "work")
+    with caplog.at_level("WARNING", logger="disyre.data.manifest"):
+        (row,) = read_manifest("prep/manifest.csv")
+    assert row.image == Path("prep/s1/s1.nii.gz") and row.image.is_file()
+    assert "prep/manifest.csv: 1 path(s) (e.g. prep/s1/s1.nii.gz) name no file relative to " \
+           "the manifest's folder" in caplog.text
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=r"manifest\.csv: line 2 \(subject 's1'\): image file "
+                       r"not found: .*work/prep/prep/s1/s1\.nii\.gz"):
+        read_manifest(old)
+    # rewriting it makes it a proper one, readable from anywhere
+    monkeypatch.chdir(tmp_path / "work")
+    write_manifest(read_manifest("prep/manifest.csv"), "prep/manifest.csv", overwrite=True)
+    monkeypatch.chdir(tmp_path)
+    assert read_manifest(old)[0].image.resolve() == tmp_path / "work/prep/s1/s1.nii.gz"
+
+
+def test_broken_symbolic_links_are_named_not_passed_over(write_nifti, tmp_path, caplog):
+    write_nifti("d/a.nii.gz", TINY)
+    (tmp_path / "d" / "b.nii.gz").symlink_to(tmp_path / "gone" / "b.nii.gz")
+    with caplog.at_level("WARNING", logger="disyre.data.nifti"):
+        rows = from_folder(tmp_path / "d")
+    assert [r.subject for r in rows] == ["a"]
+    assert f"b.nii.gz: broken symbolic link (its target {tmp_path}/gone/b.nii.gz does not " \
+           "exist); skipped" in caplog.text
+    (tmp_path / "m.csv").write_text("subject,image\nb,d/b.nii.gz\n")
+    with pytest.raises(InputError, match=r"line 2 \(subject 'b'\): image file not found"):
+        read_manifest(tmp_path / "m.csv")

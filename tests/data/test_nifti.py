@@ -10,7 +10,14 @@ import pytest
 from nibabel.testing import data_path
 
 from disyre.data.intensity import normalize, uncrop
-from disyre.data.nifti import InputError, load_mask, load_scan, save_like, to_native
+from disyre.data.nifti import (
+    InputError,
+    load_mask,
+    load_scan,
+    save_like,
+    to_native,
+    voxel_size_text,
+)
 
 
 def _rot(ax: int, deg: float) -> np.ndarray:
@@ -228,3 +235,69 @@ def test_save_like_failure_leaves_nothing_behind(write_nifti, brain_volume, tmp_
 def test_spacing_follows_the_dhw_axes(name, expected, write_nifti, brain_volume):
     scan = load_scan(write_nifti(f"sp_{name}.nii", brain_volume((9, 11, 7)), AFFINES[name]))
     assert scan.spacing == pytest.approx(expected)
+
+
+def _offset_pair(write_nifti):
+    """One brain stored twice as int16: ``x / max * 3000`` and the same minus 500 (background
+    -500, the darkest brain voxels negative)."""
+    rng = np.random.default_rng(3)
+    grids = np.meshgrid(*[np.linspace(-1, 1, s) for s in (20, 22, 18)], indexing="ij")
+    inside = sum(g**2 for g in grids) < 0.7
+    x = np.where(inside, rng.uniform(0.02, 1.0, inside.shape), 0.0)
+    plain = np.round(x / x.max() * 3000).astype(np.int16)
+    return (write_nifti("plain.nii.gz", plain),
+            write_nifti("offset.nii.gz", (plain - 500).astype(np.int16)), plain)
+
+
+def test_intensity_offset_is_found_and_removed(write_nifti):
+    """The same scan with its background at -500 normalises exactly like the plain one, and
+    the offset is named; the plain scan is read as stored, without a word."""
+    import warnings
+
+    from disyre.data.intensity import normalize
+
+    plain_p, offset_p, plain = _offset_pair(write_nifti)
+    assert (plain[plain > 0] < 500).sum() > 100  # brain voxels that the offset makes negative
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plain_scan = load_scan(plain_p)
+    assert plain_scan.offset == 0 and np.array_equal(to_native(plain_scan.data, plain_scan),
+                                                     plain.astype(np.float32))
+    with pytest.warns(UserWarning, match=r"offset\.nii\.gz: background at -500, not 0 \(an "
+                      r"intensity offset\); shifted by 500"):
+        scan = load_scan(offset_p)
+    assert scan.offset == -500
+    np.testing.assert_array_equal(scan.data, plain_scan.data)
+    a, b = normalize(plain_scan.data, spacing=plain_scan.spacing), normalize(
+        scan.data, spacing=scan.spacing)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    np.testing.assert_array_equal(a.image, b.image)
+
+
+def test_negative_voxels_without_a_constant_background_are_warned_about(write_nifti):
+    _, _, plain = _offset_pair(write_nifti)
+    noisy = plain.astype(np.float32) - 500 + np.random.default_rng(0).normal(0, 5, plain.shape)
+    p = write_nifti("noisy.nii.gz", noisy.astype(np.float32))
+    with pytest.warns(UserWarning, match=r"noisy\.nii\.gz: \d+ voxels \(\d+\.\d % of the "
+                      r"non-zero ones, down to -5\d\d(\.\d+)?\) are negative and count as "
+                      "background"):
+        scan = load_scan(p)
+    assert scan.offset == 0
+
+
+def test_voxel_size_text_uses_the_files_own_axes(write_nifti, brain_volume):
+    """A PIR file: the size in the file's i, j, k order, whether it comes from the affine or
+    from disyre's (D, H, W) spacing."""
+    affine = np.array([[0, 0, 1.0, 0], [-2.0, 0, 0, 0], [0, -3.0, 0, 0], [0, 0, 0, 1]])
+    scan = load_scan(write_nifti("pir.nii.gz", brain_volume(), affine))
+    assert scan.spacing == (3.0, 2.0, 1.0)  # (D, H, W) = (S, A, R)
+    text = "2 x 3 x 1 mm (file axes i, j, k toward P, I, R)"
+    assert voxel_size_text(scan.affine) == text
+    assert voxel_size_text(scan.affine, scan.spacing) == text
+
+
+def test_broken_symbolic_link_is_named(tmp_path):
+    (tmp_path / "a.nii.gz").symlink_to(tmp_path / "elsewhere.nii.gz")
+    with pytest.raises(InputError, match=r"a\.nii\.gz: broken symbolic link \(its target "
+                       r".*elsewhere\.nii\.gz does not exist\)"):
+        load_scan(tmp_path / "a.nii.gz")

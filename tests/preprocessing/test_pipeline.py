@@ -99,19 +99,23 @@ def test_inverse_warp_puts_a_template_blob_back_where_it_belongs(t1_run):
 
 
 def test_rerun_skips_the_done_subject_and_reports_a_failed_one_by_name(t1_run, tmp_path,
-                                                                       capsys):
+                                                                       capsys, monkeypatch):
     """A folder with the processed head and two broken scans: the head is skipped (same
     inputs, same recipe; a check's threshold is no new recipe), the others fail by name in a
-    pool of two, the rest stands."""
+    pool of two, the rest stands; run from another folder, the manifest still names the
+    head relative to its own folder."""
     from disyre.cli import main
+    from disyre.data.manifest import read_manifest
 
     folder = t1_run.path.parent
     nib.save(nib.Nifti1Image(np.ones((8, 8, 8, 3), np.float32), np.eye(4)),
              str(folder / "fourd.nii.gz"))
     (folder / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
     before = (t1_run.folder / "head.json").stat().st_mtime_ns
+    monkeypatch.chdir(t1_run.work.parent)
+    work = t1_run.work.name
     try:
-        rc = main(["preprocess", "-i", str(folder), "-o", str(t1_run.out), "--spacing",
+        rc = main(["preprocess", "-i", f"{work}/raw", "-o", f"{work}/prep_raw", "--spacing",
                    str(VOXEL_MM), "--jobs", "2", "--min-dice", "0.85", "--no-progress"])
     finally:
         (folder / "fourd.nii.gz").unlink()
@@ -123,6 +127,9 @@ def test_rerun_skips_the_done_subject_and_reports_a_failed_one_by_name(t1_run, t
     assert "broken: " in out and "gzip" in out
     assert (t1_run.folder / "head.json").stat().st_mtime_ns == before
     assert (t1_run.out / "manifest.csv").read_text().count("\n") == 2  # header + head
+    monkeypatch.chdir(tmp_path)
+    (row,) = read_manifest(t1_run.out / "manifest.csv")
+    assert row.image == t1_run.folder / "head.nii.gz" and row.image.is_file()
 
 
 @pytest.mark.slow

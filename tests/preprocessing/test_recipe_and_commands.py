@@ -1,5 +1,6 @@
-"""The recipe: written by ``preprocess``, recorded by ``train``, run again by ``detect``;
-``prepare --preprocess``; the layouts' T1 column."""
+"""The recipe: written by ``preprocess``, found beside the scans (recorded by ``train`` and run
+again by ``detect``: test_readme_workflow.py); ``prepare --preprocess``; the layouts' T1
+column."""
 
 from __future__ import annotations
 
@@ -109,36 +110,12 @@ def test_prepare_preprocess_builds_the_manifest_over_preprocessed_scans(tmp_path
     assert main(["prepare", "--manifest", str(out / "manifest.csv"), "--preprocess"]) == 1
 
 
-def test_train_records_the_recipe_and_detect_maps_a_raw_head(t1_run, tmp_path, capsys):
-    """Train on ``preprocess``'s outputs -> the checkpoint records the recipe; ``detect
-    --preprocess`` runs it on the raw head and writes the map on the raw grid (MOOD)."""
-    run = tmp_path / "run"
-    small = ["--preset", "tiny", "--steps", "2", "--no-progress", "--set",
-             "sampler.patch_size=32", "--set", "sampler.n_slices=2", "--set",
-             "corruption.window=16"]
-    assert main(["train", "--manifest", str(t1_run.out / "manifest.csv"), "-o", str(run),
-                 *small]) == 0
-    meta = json.loads((run / "checkpoints" / "last" / "config.json").read_text())
-    recipe = meta["data"]["preprocessing"]
-    assert recipe["template"] == "mni152" and recipe["spacing"] == t1_run.voxel_mm
-    assert recipe["steps"] == ["reorient", "n4", "skull_strip:deepbet", "register:affine",
-                               "resample"]
-    maps = tmp_path / "maps"
-    assert main(["detect", "-i", str(t1_run.path), "-o", str(maps), "--checkpoint", str(run),
-                 "--preprocess", "--mode", "both", "--png"]) == 0
-    raw = nib.load(str(t1_run.path))
-    amap = nib.load(str(maps / "head.nii.gz"))
-    assert amap.shape == raw.shape and np.allclose(amap.affine, raw.affine)
-    m = np.asarray(amap.dataobj)
-    native = np.asarray(nib.load(str(t1_run.folder / "head_native_mask.nii.gz")).dataobj) > 0
-    assert m.dtype == np.float32 and m.min() >= 0 and m.max() <= 1
-    assert (m[~native] == 0).all() and (m[native] > 0).mean() > 0.5
-    assert 0 <= float((maps / "head.nii.gz.txt").read_text()) <= 1
-    assert (maps / "head_overlay.png").is_file()
-    # a model without a recipe refuses --preprocess with one line
-    del meta["data"]["preprocessing"]
-    (run / "checkpoints" / "last" / "config.json").write_text(json.dumps(meta))
-    capsys.readouterr()
-    assert main(["detect", "-i", str(t1_run.path), "-o", str(tmp_path / "m2"),
-                 "--checkpoint", str(run), "--preprocess"]) == 1
-    assert "records no preprocessing recipe" in capsys.readouterr().err
+def test_input_folder_names_a_broken_symbolic_link(tmp_path, caplog):
+    from disyre.preprocessing import jobs_from_input
+
+    _nii(tmp_path / "raw" / "a.nii.gz")
+    (tmp_path / "raw" / "b.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
+    with caplog.at_level("WARNING", logger="disyre.data.nifti"):
+        jobs = jobs_from_input(tmp_path / "raw")
+    assert [j.subject for j in jobs] == ["a"]
+    assert "b.nii.gz: broken symbolic link" in caplog.text and "gone.nii.gz" in caplog.text

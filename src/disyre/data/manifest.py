@@ -4,8 +4,15 @@ A manifest is a CSV file with the columns ``subject,image,lesion_mask,brain_mask
 (plus an optional ``binarize_lesion`` column, ``1`` when the lesion file is a label map whose
 labels > 0 all count as lesion, e.g. BraTS ``seg``, and an optional ``t1`` column, the same
 subject's T1-weighted scan, which ``disyre preprocess`` uses to skull-strip and register other
-contrasts). Empty cells mean "none". Relative paths
-are relative to the manifest's folder.
+contrasts). Empty cells mean "none".
+
+Paths: in the CSV a relative path is relative to the **manifest's own folder** (never to the
+current folder), so a manifest and its scans can move together; in memory
+(:class:`ManifestRow`) a path is one the running process can open (absolute, or relative to
+the current folder). Two functions convert, and every reader and writer goes through them:
+:func:`resolve_entry` (CSV cell -> usable path; :func:`read_manifest`) and
+:func:`manifest_entry` (usable path -> CSV cell; :func:`write_manifest`, which stores files
+inside the manifest's folder relative to it and others absolute).
 
 Builders write manifests from the layouts users have on disk:
 
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -35,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from disyre.data.nifti import NIFTI_SUFFIXES, InputError
+from disyre.data.nifti import NIFTI_SUFFIXES, InputError, is_nifti_file
 from disyre.io_utils import atomic_write_text
 
 __all__ = [
@@ -43,6 +51,8 @@ __all__ = [
     "ManifestRow",
     "read_manifest",
     "write_manifest",
+    "resolve_entry",
+    "manifest_entry",
     "validate_rows",
     "assign_splits",
     "from_folder",
@@ -57,6 +67,9 @@ __all__ = [
 COLUMNS = ("subject", "image", "lesion_mask", "brain_mask", "split", "contrast", "binarize_lesion",
            "t1")
 _REQUIRED = ("subject", "image")
+_PATH_COLUMNS = ("image", "lesion_mask", "brain_mask", "t1")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -97,6 +110,64 @@ def _strip_nifti(name: str) -> str:
         if name.lower().endswith(suf):
             return name[: -len(suf)]
     return name
+
+
+def resolve_entry(value: str, manifest: str | Path) -> tuple[Path, bool]:
+    """The path a manifest cell names, as the running process can open it.
+
+    A relative cell is relative to the manifest's folder. A manifest written by an older
+    ``disyre preprocess`` holds paths relative to the folder it was run from: such a cell,
+    when it names no file relative to the manifest but does relative to the current folder,
+    is taken from the current folder, and the second value is ``True`` so that the caller can
+    say so (:func:`read_manifest` logs one warning per manifest).
+
+    Args:
+        value: The cell (not empty); ``~`` is expanded.
+        manifest: The manifest file.
+
+    Returns:
+        ``(path, from_cwd)``.
+
+    Example:
+        >>> resolve_entry("s1/s1.nii.gz", "prep/manifest.csv")[0].as_posix()
+        'prep/s1/s1.nii.gz'
+        >>> resolve_entry("/data/s1.nii.gz", "prep/manifest.csv")[0].as_posix()
+        '/data/s1.nii.gz'
+    """
+    q = Path(value).expanduser()
+    if q.is_absolute():
+        return q, False
+    p = Path(manifest).parent / q
+    if not p.exists() and q.is_file():
+        return q, True
+    return p, False
+
+
+def manifest_entry(path: str | Path | None, manifest: str | Path, relative: bool = True) -> str:
+    """The CSV cell that names ``path`` (absolute, or relative to the current folder) in the
+    manifest file ``manifest``: the inverse of :func:`resolve_entry`.
+
+    Args:
+        path: The file (``None`` or empty gives an empty cell).
+        manifest: The manifest file the cell is written to.
+        relative: Write a file inside the manifest's folder relative to that folder (so that
+            the folder can move); files outside it are always written absolute.
+
+    Example:
+        >>> manifest_entry("prep/s1/s1.nii.gz", "prep/manifest.csv")
+        's1/s1.nii.gz'
+        >>> manifest_entry("/data/s1.nii.gz", "prep/manifest.csv")
+        '/data/s1.nii.gz'
+    """
+    if path is None or not str(path):
+        return ""
+    full = os.path.abspath(Path(path).expanduser())
+    if relative:
+        for f, base in ((full, os.path.abspath(Path(manifest).parent)),
+                        (os.path.realpath(full), os.path.realpath(Path(manifest).parent))):
+            if os.path.commonpath([f, base]) == base:
+                return Path(os.path.relpath(f, base)).as_posix()
+    return full
 
 
 def validate_rows(rows: Sequence[ManifestRow], source: str | Path,
@@ -143,7 +214,7 @@ def read_manifest(path: str | Path, check_files: bool = True) -> list[ManifestRo
         check_files: Check that every referenced file exists.
 
     Returns:
-        The rows, with paths resolved against the manifest's folder.
+        The rows, with paths resolved against the manifest's folder (:func:`resolve_entry`).
 
     Raises:
         InputError: Missing/unreadable file, missing columns, empty manifest, duplicate
@@ -168,8 +239,7 @@ def read_manifest(path: str | Path, check_files: bool = True) -> list[ManifestRo
     unknown = [c for c in header if c not in COLUMNS]
     if unknown:
         raise InputError(f"{path}: unknown manifest column(s) {unknown}; known: {list(COLUMNS)}")
-    base = path.parent
-    rows, lines = [], []
+    rows, lines, from_cwd = [], [], []
     for rec in reader:
         rec = {(k or "").strip(): (v or "").strip() for k, v in rec.items()}
         if not any(rec.values()):
@@ -179,8 +249,10 @@ def read_manifest(path: str | Path, check_files: bool = True) -> list[ManifestRo
             v = rec.get(col, "")
             if not v:
                 return None
-            q = Path(v).expanduser()
-            return q if q.is_absolute() else base / q
+            q, cwd = resolve_entry(v, path)
+            if cwd:
+                from_cwd.append(v)
+            return q
 
         rows.append(ManifestRow(
             subject=rec.get("subject", ""),
@@ -193,20 +265,29 @@ def read_manifest(path: str | Path, check_files: bool = True) -> list[ManifestRo
             t1=p("t1"),
         ))
         lines.append(reader.line_num)
+    if from_cwd:
+        log.warning("%s: %d path(s) (e.g. %s) name no file relative to the manifest's folder "
+                    "and were taken relative to the current folder (a manifest written by an "
+                    "older disyre); rewrite it, e.g. by running the same `disyre preprocess` "
+                    "again (finished subjects are skipped)", path, len(from_cwd), from_cwd[0])
     validate_rows(rows, path, check_files=check_files, line_of=lines)
     return rows
 
 
 def write_manifest(rows: Sequence[ManifestRow], path: str | Path, overwrite: bool = False,
-                   relative: bool = False) -> None:
-    """Write a manifest CSV atomically (absolute paths, or relative to the CSV's folder).
+                   relative: bool = True) -> None:
+    """Write a manifest CSV atomically.
+
+    The rows' paths are ones this process can open (absolute, or relative to the current
+    folder, as :func:`read_manifest` returns them). Files inside the CSV's folder are written
+    relative to it, so that the folder can move with its scans; others absolute
+    (:func:`manifest_entry`).
 
     Args:
-        rows: The rows (validated first; files must exist).
+        rows: The rows (validated first; the files are not opened).
         path: Output CSV path.
         overwrite: Replace an existing file.
-        relative: Write paths relative to the CSV's folder, so that the folder can move
-            (:func:`read_manifest` resolves them against it).
+        relative: ``False`` writes every path absolute.
 
     Raises:
         InputError: Invalid rows.
@@ -218,13 +299,9 @@ def write_manifest(rows: Sequence[ManifestRow], path: str | Path, overwrite: boo
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path}: manifest already exists; pass --overwrite to replace it")
     validate_rows(rows, path, check_files=False)
-    base = path.resolve().parent
 
     def _p(f: str | Path | None) -> str:
-        if not f:
-            return ""
-        full = (base / f).resolve() if relative else Path(f).resolve()
-        return os.path.relpath(full, base) if relative else str(full)
+        return manifest_entry(f, path, relative=relative)
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -282,7 +359,7 @@ def _check_root(root: str | Path) -> Path:
 
 
 def _nifti(p: Path) -> bool:
-    return p.is_file() and p.name.lower().endswith(NIFTI_SUFFIXES)
+    return is_nifti_file(p)  # a broken symbolic link is named in a warning
 
 
 def from_folder(root: str | Path, pattern: str = "*.nii.gz", split: str = "train",
@@ -308,7 +385,7 @@ def from_folder(root: str | Path, pattern: str = "*.nii.gz", split: str = "train
 def _find(folder: Path, stem: str) -> Path | None:
     for suf in NIFTI_SUFFIXES[::-1]:
         p = folder / f"{stem}{suf}"
-        if p.is_file():
+        if _nifti(p):
             return p
     return None
 
@@ -400,7 +477,7 @@ def from_ixi(root: str | Path, contrast: str = "t1", split: str = "train",
     rows = []
     for p in files:
         m = pat.match(p.name)
-        if m and p.is_file():
+        if m and _nifti(p):
             t1 = t1s.get(m.group(1)) if tag != "T1" else None
             rows.append(ManifestRow(m.group(1), p, split=split, contrast=contrast.lower(),
                                     t1=t1))

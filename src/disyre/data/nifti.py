@@ -27,8 +27,11 @@ Example:
 from __future__ import annotations
 
 import gzip
+import logging
+import os
 import warnings
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +49,8 @@ __all__ = [
     "to_native",
     "to_canonical",
     "save_like",
+    "voxel_size_text",
+    "is_nifti_file",
     "NIFTI_SUFFIXES",
 ]
 
@@ -53,6 +58,8 @@ __all__ = [
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 _RAS = axcodes2ornt(("R", "A", "S"))
+
+log = logging.getLogger(__name__)
 
 
 class InputError(ValueError):
@@ -74,6 +81,8 @@ class Scan:
         native_shape: Shape of the file's 3D voxel array (a one-frame 4D file gives 3D).
         ornt: The file's axis orientation (``nibabel.orientations`` array), used to undo the
             reorientation.
+        offset: The background level subtracted from the file's intensities (0 unless the
+            file holds a constant negative background, see :func:`load_scan`).
     """
 
     data: np.ndarray
@@ -82,6 +91,7 @@ class Scan:
     path: Path
     native_shape: tuple[int, int, int]
     ornt: np.ndarray
+    offset: float = 0.0
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -93,8 +103,53 @@ class Scan:
         return float(ras[2]), float(ras[1]), float(ras[0])
 
 
+def voxel_size_text(affine: np.ndarray, spacing_dhw: Sequence[float] | None = None) -> str:
+    """A voxel size for messages, in the file's own axis order ``i, j, k`` with the direction
+    each axis runs toward: the one order every message uses.
+
+    Args:
+        affine: The file's affine (:attr:`Scan.affine`).
+        spacing_dhw: Voxel sizes along disyre's ``(D, H, W)`` axes (:attr:`Scan.spacing`, a
+            checkpoint's training ``spacing``), shown on the file's axes; default: the
+            affine's own.
+
+    Example:
+        >>> voxel_size_text(np.diag([-1.0, -1.0, 5.0, 1.0]))
+        '1 x 1 x 5 mm (file axes i, j, k toward L, P, S)'
+        >>> voxel_size_text(np.diag([-1.0, -1.0, 5.0, 1.0]), spacing_dhw=(2.0, 2.0, 2.0))
+        '2 x 2 x 2 mm (file axes i, j, k toward L, P, S)'
+    """
+    aff = np.asarray(affine, float)
+    ornt = io_orientation(aff)
+    if spacing_dhw is None:
+        sizes = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
+    else:  # (D, H, W) = RAS axes (2, 1, 0); file axis i lies along RAS axis ornt[i, 0]
+        sizes = np.asarray(spacing_dhw, float)[2 - ornt[:, 0].astype(int)]
+    codes = nib.orientations.ornt2axcodes(ornt)
+    return (" x ".join(f"{round(float(v), 2):g}" for v in sizes)
+            + f" mm (file axes i, j, k toward {', '.join(codes)})")
+
+
+def is_nifti_file(path: Path) -> bool:
+    """Whether a folder entry is a NIfTI file (``.nii``/``.nii.gz``) to read.
+
+    A broken symbolic link with such a name is no file, but it is not passed over in
+    silence: a warning names it and its missing target.
+    """
+    if not path.name.lower().endswith(NIFTI_SUFFIXES):
+        return False
+    if path.is_symlink() and not path.exists():
+        log.warning("%s: broken symbolic link (its target %s does not exist); skipped", path,
+                    os.readlink(path))
+        return False
+    return path.is_file()
+
+
 def _check_path(path: str | Path) -> Path:
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise InputError(f"{path}: broken symbolic link (its target {os.readlink(path)} does "
+                         "not exist)")
     if not path.exists():
         raise InputError(f"{path}: file not found")
     if not path.is_file():
@@ -177,6 +232,50 @@ def _fix_nonfinite(data: np.ndarray, path: Path, nan_policy: str) -> np.ndarray:
     return data
 
 
+#: a negative minimum that this fraction of the volume's border voxels hold exactly is the
+#: background of a scan stored with an intensity offset (see :func:`_fix_offset`)
+OFFSET_BORDER_FRACTION: float = 0.5
+#: more negative voxels than this fraction of the non-zero ones, without such a background,
+#: is warned about (they count as background)
+NEGATIVE_WARN_FRACTION: float = 0.01
+
+
+def _border(data: np.ndarray) -> np.ndarray:
+    """The voxels on the six faces of a 3D array (edges counted more than once)."""
+    return np.concatenate([data[i].ravel() for i in (np.s_[0], np.s_[-1], np.s_[:, 0],
+                                                      np.s_[:, -1], np.s_[:, :, 0],
+                                                      np.s_[:, :, -1])])
+
+
+def _fix_offset(data: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
+    """Find and remove an intensity offset of the background; returns ``(data, offset)``.
+
+    disyre's brain is the voxels > 0 (negatives count as background), so a scan stored with
+    an offset (int16 as ``x / max * 3000 - 500``: background -500, the darkest brain voxels
+    negative) would lose those voxels silently. A volume whose minimum is negative and held
+    exactly by at least :data:`OFFSET_BORDER_FRACTION` of its border voxels has a constant
+    background at that level: it is subtracted (background exactly 0 again), with a warning
+    naming the file. Other negative voxels, when more than :data:`NEGATIVE_WARN_FRACTION` of
+    the non-zero ones, are warned about and left to count as background. A volume without
+    negative voxels (the usual case, background exactly 0) is returned unchanged.
+    """
+    low = float(data.min())
+    if low >= 0:
+        return data, 0.0
+    if float(np.mean(_border(data) == low)) >= OFFSET_BORDER_FRACTION:
+        warnings.warn(f"{path}: background at {low:g}, not 0 (an intensity offset); "
+                      f"shifted by {-low:g} so that the background is 0", stacklevel=3)
+        return data - np.float32(low), low
+    n_neg = int(np.count_nonzero(data < 0))
+    n_nonzero = int(np.count_nonzero(data))
+    if n_neg > NEGATIVE_WARN_FRACTION * n_nonzero:
+        warnings.warn(f"{path}: {n_neg} voxels ({100.0 * n_neg / n_nonzero:.1f} % of the "
+                      f"non-zero ones, down to {low:g}) are negative and count as background; "
+                      "an intensity offset? store the scan with its background at 0",
+                      stacklevel=3)
+    return data, 0.0
+
+
 def to_canonical(native: np.ndarray, ornt: np.ndarray) -> np.ndarray:
     """Native ``(i, j, k)`` array -> axial-first canonical ``(D, H, W)`` (a view when possible).
 
@@ -219,6 +318,10 @@ def load_scan(path: str | Path, nan_policy: str = "zero") -> Scan:
         path: ``.nii`` or ``.nii.gz`` file, 3D (or 4D with a single frame).
         nan_policy: ``"zero"`` warns and replaces NaN/Inf voxels by 0; ``"error"`` raises.
 
+    A constant negative background (a scan stored with an intensity offset) is shifted to
+    0, with a warning; many other negative voxels are warned about (they count as
+    background). A scan without negative voxels is read as stored.
+
     Returns:
         The :class:`Scan`.
 
@@ -228,6 +331,7 @@ def load_scan(path: str | Path, nan_policy: str = "zero") -> Scan:
     """
     img, data, path = _read(path)
     data = _fix_nonfinite(data, path, nan_policy)
+    data, offset = _fix_offset(data, path)
     if not np.any(data):
         raise InputError(f"{path}: all voxels are zero (empty volume)")
     ornt = io_orientation(img.affine)
@@ -239,6 +343,7 @@ def load_scan(path: str | Path, nan_policy: str = "zero") -> Scan:
         path=path,
         native_shape=tuple(int(s) for s in data.shape),
         ornt=ornt,
+        offset=offset,
     )
 
 

@@ -669,10 +669,10 @@ def build_cohort(spec: CohortSpec, root: str | Path, *, progress: bool = True) -
                      "brain_mask": "", "split": split, "contrast": spec.contrast,
                      "lesion_kind": kind or "", "anatomy": anatomy})
         params[s.name] = s.params
-    write_manifest([ManifestRow(subject=r["subject"], image=r["image"],
-                                lesion_mask=r["lesion_mask"] or None, split=r["split"],
-                                contrast=r["contrast"]) for r in rows],
-                   root / "manifest.csv", overwrite=True, relative=True)
+    write_manifest([ManifestRow(subject=r["subject"], image=root / r["image"],
+                                lesion_mask=root / r["lesion_mask"] if r["lesion_mask"] else None,
+                                split=r["split"], contrast=r["contrast"]) for r in rows],
+                   root / "manifest.csv", overwrite=True)
     atomic_write_json(meta_path, {"key": key, "rows": rows, "subjects": params})
     _write_recipe(root, spec.resolution)
     return Cohort(root=root, manifest=root / "manifest.csv", spec=spec, rows=rows)

@@ -15,6 +15,7 @@ from torch import nn
 
 from disyre.config import ConfigError, InferenceConfig, RunConfig
 from disyre.data.intensity import intensity_signature
+from disyre.data.nifti import voxel_size_text
 from disyre.inference.restoration import InferenceInput
 from disyre.inference.result import DetectionResult
 from disyre.inference.scoring import volume_score
@@ -33,11 +34,6 @@ from disyre.runtime import (
 
 class DetectionError(ValueError):
     """A scan could not be mapped (the message starts with the scan's path)."""
-
-
-def _mm(v: Any) -> tuple[float, ...]:
-    """Voxel sizes rounded for messages, as plain floats (``(1.0, 1.0, 2.5)``)."""
-    return tuple(round(float(x), 2) for x in v)
 
 
 #: Largest tolerated difference between a scan's and the training data's intensity deciles.
@@ -70,7 +66,7 @@ def sanity_warnings(scan: Any, image: np.ndarray, mask: np.ndarray,
     aff = np.asarray(scan.affine, float)[:3, :3]
     norms = np.sqrt((aff ** 2).sum(0))
     if norms.min() > 0 and norms.max() / norms.min() > 3:
-        out.append(f"{name}: voxel size {_mm(norms)} mm is very anisotropic; "
+        out.append(f"{name}: voxel size {voxel_size_text(scan.affine)} is very anisotropic; "
                    "the model was trained on near-isotropic axial slices")
     if norms.min() > 0:
         cosines = np.abs(aff / norms).max(0)
@@ -83,8 +79,8 @@ def sanity_warnings(scan: Any, image: np.ndarray, mask: np.ndarray,
         sp = np.asarray(getattr(scan, "spacing", norms), float)
         rs = np.asarray(ref_spacing, float)
         if np.any(np.maximum(sp / rs, rs / sp) > 1.5):
-            out.append(f"{name}: voxel size {_mm(sp)} mm differs from the "
-                       f"training data's {_mm(rs)} mm")
+            out.append(f"{name}: voxel size {voxel_size_text(scan.affine, sp)} differs from "
+                       f"the training data's {voxel_size_text(scan.affine, rs)}")
     ref_q = reference.get("intensity_quantiles")
     if ref_q is not None:
         q = np.asarray(intensity_signature(image, mask))

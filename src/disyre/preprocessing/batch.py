@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from disyre.data.manifest import ManifestRow
-from disyre.data.nifti import NIFTI_SUFFIXES, InputError
+from disyre.data.nifti import NIFTI_SUFFIXES, InputError, is_nifti_file
 from disyre.preprocessing.recipe import RECIPE_FILE, PreprocessConfig, write_recipe
 
 __all__ = ["Job", "Summary", "jobs_from_input", "jobs_from_rows", "preprocess_many",
@@ -111,8 +111,7 @@ def jobs_from_input(path: str | Path, contrast: str = "t1", t1: str | Path | Non
         files = [path]
     else:
         files = sorted(p for p in path.iterdir()
-                       if p.is_file() and p.name.lower().endswith(NIFTI_SUFFIXES)
-                       and not p.name.startswith("."))
+                       if not p.name.startswith(".") and is_nifti_file(p))
         if not files:
             raise InputError(f"{path}: no NIfTI files (.nii/.nii.gz) in the folder")
         if t1 is not None and len(files) > 1:

@@ -323,6 +323,117 @@ def _mark_stopped(run_json: Path, error: BaseException, step: int) -> None:
         log.warning("%s: could not record that training stopped (%s)", run_json, e)
 
 
+def _process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, Linux ``/proc``), else ``None``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def process_identity() -> dict[str, Any]:
+    """``{"pid", "host", "process_start"}`` of this process, recorded in a training run's
+    ``run.json`` so that a later command can tell a run that died from one still going."""
+    import os
+    import socket
+
+    return {"pid": os.getpid(), "host": socket.gethostname(),
+            "process_start": _process_start(os.getpid())}
+
+
+def _alive(pid: int, start: int | None) -> bool:
+    """Whether process ``pid`` exists and is the one that started at ``start`` (if known)."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        pass
+    now = _process_start(pid)
+    return start is None or now is None or now == start
+
+
+def run_status(run_dir: str | Path) -> dict[str, Any] | None:
+    """A run folder's ``run.json``, with its ``status`` as it stands now.
+
+    A run records ``"status": "training"`` with its process (:func:`process_identity`) while
+    it trains, and ``done``, ``interrupted`` or ``failed`` when it stops; a run killed
+    outright (``kill -9``, out of memory, power cut) cannot record that. Here a ``training``
+    status whose process is gone on this host reads ``interrupted`` (with a ``reason``);
+    one whose process lives elsewhere, or that recorded none, stays ``training`` (with a
+    ``reason`` saying it cannot be checked).
+
+    Returns:
+        The document (``status`` possibly changed, ``reason`` added), or ``None`` without a
+        readable ``run.json``.
+    """
+    import json
+    import socket
+
+    path = Path(run_dir) / RUN_MARKER
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("status") != "training":
+        return doc if isinstance(doc, dict) else None
+    pid, host = doc.get("pid"), doc.get("host")
+    if not isinstance(pid, int) or host is None:
+        doc["reason"] = "the run recorded no process; it may have died"
+    elif host != socket.gethostname():
+        doc["reason"] = f"process {pid} on host {host}, not checked from here"
+    elif _alive(pid, doc.get("process_start")):
+        doc["reason"] = f"process {pid} on this host is still running"
+        doc["running"] = True
+    else:
+        doc["status"] = "interrupted"
+        doc["reason"] = (f"its process {pid} on {host} is gone without recording an end "
+                         "(killed?)")
+    return doc
+
+
+def report_run_status(run_dir: str | Path, refuse_running: bool = False) -> str | None:
+    """Log what a run folder's ``run.json`` says (:func:`run_status`) when the run did not
+    finish; read by ``train --resume`` and whatever loads a run's checkpoint.
+
+    Args:
+        run_dir: A run folder (anything else: nothing is said).
+        refuse_running: Raise when the run's process is still training (``--resume`` must not
+            write into a folder another process writes to).
+
+    Returns:
+        The status (``None`` without ``run.json``).
+
+    Raises:
+        OutputExistsError: ``refuse_running`` and the run is still training on this host.
+    """
+    from disyre.io_utils import OutputExistsError
+    from disyre.training.checkpoint import latest_checkpoint
+
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_MARKER).is_file() and run_dir.parent.name == "checkpoints":
+        run_dir = run_dir.parent.parent  # a checkpoint folder: its run's run.json
+    doc = run_status(run_dir)
+    if doc is None:
+        return None
+    status = doc.get("status")
+    if status not in ("interrupted", "failed", "training"):
+        return status
+    why = doc.get("reason") or doc.get("error") or "no reason recorded"
+    if status == "training" and doc.get("running") and refuse_running:
+        raise OutputExistsError(f"{run_dir}: a training run is still writing to this folder "
+                                f"({why}); wait for it or stop it first")
+    ckpt = latest_checkpoint(run_dir)
+    newest = f"its newest checkpoint is {ckpt.name}" if ckpt else "it saved no checkpoint"
+    said = {"interrupted": "training was interrupted", "failed": "training failed",
+            "training": "run.json says training"}[status]
+    log.warning("%s: %s (%s); %s", run_dir, said, why, newest)
+    return status
+
+
 def describe_training_data(volumes: Sequence[np.ndarray],
                            extra: dict[str, Any] | None = None,
                            masks: Sequence[np.ndarray] | None = None) -> dict[str, Any]:
@@ -422,6 +533,8 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
     codebook = None if codebook is None else [float(c) for c in codebook]
     if world.is_main:
         prepare_output_dir(out_dir, overwrite=overwrite or resume, marker=RUN_MARKER)
+        if resume:
+            report_run_status(out_dir, refuse_running=True)
     ddp.barrier(world)
     ckpt_root = out_dir / "checkpoints"
 
@@ -475,7 +588,7 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
     if world.is_main:
         atomic_write_json(out_dir / RUN_MARKER, {
             "run": cfg.to_dict(), "codebook": codebook, "status": "training",
-            "world_size": world.world_size, "provenance": provenance(),
+            **process_identity(), "world_size": world.world_size, "provenance": provenance(),
             "n_parameters": count_parameters(model), "runtime": runtime})
         if step > 0:
             _truncate_log(out_dir / LOG_FILE, step)
