@@ -206,7 +206,7 @@ def test_detector_compiles_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
     np.testing.assert_allclose(maps[1], maps[0], rtol=1e-5, atol=1e-6)
 
 
-# ---------------------------------------------------------------- CUDA (benchmarks/gpu_check.sh)
+# ------------------------------------------------------- CUDA (benchmarks/tools/gpu_check.sh)
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_levers_match_eager() -> None:
     cfg = ModelConfig.from_preset("tiny", **ATTN)
@@ -219,6 +219,6 @@ def test_cuda_levers_match_eager() -> None:
     y, g = _out_and_grads(net, xc, lv)
     # cuDNN may pick other algorithms (TF32 convolutions): 1e-3 relative
     assert _rel(y, y_ref) < 1e-3 and _rel(g, g_ref) < 1e-3
-    compile_network(net)  # inductor: Triton kernels (bf16 compiled: benchmarks/gpu_check.sh)
+    compile_network(net)  # inductor: Triton kernels (bf16 compiled: benchmarks/tools/gpu_check.sh)
     y, g = _out_and_grads(net, xc, lv)
     assert _rel(y, y_ref) < 1e-3 and _rel(g, g_ref) < 1e-3
