@@ -31,7 +31,7 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
 bench: setup
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python -m benchmarks.speed.run_all
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from disyre.cli import main
+from tests.helpers import write_nifti
 
 
 @pytest.fixture()
@@ -23,8 +24,7 @@ def _scan(path, shape=(40, 44, 6), affine=None, seed=0):
     vol = np.zeros(shape, np.float32)
     x, y, z = shape
     vol[3:x - 4, 5:y - 2, 1:z - 1] = rng.uniform(100, 900, (x - 7, y - 7, z - 2))
-    nib.save(nib.Nifti1Image(vol, np.diag([-1.0, -1.0, 1.5, 1.0]) if affine is None
-                             else affine), path)
+    write_nifti(path, vol, np.diag([-1.0, -1.0, 1.5, 1.0]) if affine is None else affine)
     return vol
 
 
@@ -177,7 +177,7 @@ def _lesioned_scan(path, seed=7, spacing=2.0):
 
     vol, les = plant_lesion(synthetic_cohort(1, seed)[0], seed)
     aff = np.diag([spacing, spacing, spacing, 1.0])
-    nib.save(nib.Nifti1Image(np.ascontiguousarray(vol.transpose(2, 1, 0)) * 900, aff), path)
+    write_nifti(path, vol * 900, aff, dhw=True)
     return les.transpose(2, 1, 0), vol.transpose(2, 1, 0) > 0
 
 

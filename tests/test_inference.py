@@ -23,7 +23,7 @@ from disyre.inference import (
     window_starts,
 )
 from disyre.model import build_model
-from tests.helpers import phantom, reinit_tiny_net
+from tests.helpers import phantom, reinit_tiny_net, write_nifti
 
 
 class SmoothingNet(nn.Module):
@@ -265,11 +265,7 @@ def test_bf16_autocast_keeps_the_map_close():
 # ---- Detector: scans on their own grid -------------------------------------------------------
 
 def _nifti(tmp_path, name, vol_xyz, affine):
-    import nibabel as nib
-
-    p = tmp_path / name
-    nib.save(nib.Nifti1Image(vol_xyz.astype(np.float32), affine), p)
-    return p
+    return write_nifti(tmp_path / name, vol_xyz, affine, np.float32)
 
 
 def _native_phantom(offset=(0, 0, 0), shape=(96, 90, 20)):

@@ -7,6 +7,7 @@ import torch
 
 from disyre.config import ConfigError, ModelConfig
 from disyre.model import build_model, compile_network, count_parameters, use_channels_last
+from tests.helpers import reinit_tiny_net
 
 
 def test_paper_preset_has_authors_parameter_count() -> None:
@@ -21,11 +22,8 @@ def test_presets_are_ordered_by_size() -> None:
 
 
 def test_forward_shape_and_level_conditioning() -> None:
-    torch.manual_seed(0)
-    net = build_model(ModelConfig.from_preset("tiny")).eval()
-    # make the output depend on the level embedding (fresh MONAI nets zero their last conv)
-    for p in net.parameters():
-        torch.nn.init.normal_(p, std=0.05)
+    # re-initialised: a fresh MONAI net zeroes its last conv, and its output ignores the level
+    net = reinit_tiny_net()
     x = torch.rand(3, 1, 32, 32)
     with torch.no_grad():
         y0 = net(x, torch.tensor([0, 0, 0]))
@@ -37,13 +35,24 @@ def test_forward_shape_and_level_conditioning() -> None:
     assert torch.allclose(ys, y0)
 
 
-def test_3d_forward() -> None:
-    cfg = ModelConfig.from_preset("tiny", spatial_dims=3)
-    net = build_model(cfg)
-    x = torch.rand(1, 1, 16, 16, 16)
+def test_3d_forward_depends_on_the_volume_and_the_level() -> None:
+    net = reinit_tiny_net(cfg=ModelConfig.from_preset("tiny", spatial_dims=3))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 16, 16, 16, generator=gen)
     with torch.no_grad():
-        y = net(x, torch.tensor([10]))
+        y = net(x, torch.tensor([10, 10]))
+        y_level = net(x, torch.tensor([10, 90]))
+        x2 = x.clone()
+        x2[1, 0, 4:8, 4:8, 4:8] = 1.0  # change one block of the second volume
+        y_input = net(x2, torch.tensor([10, 10]))
     assert y.shape == x.shape
+    assert y.abs().max() > 0
+    # each volume of the batch is restored on its own, and the output follows the input ...
+    torch.testing.assert_close(y_input[0], y[0])
+    assert (y_input[1] - y[1]).abs().max() > 1e-3
+    # ... and the level
+    torch.testing.assert_close(y_level[0], y[0])
+    assert (y_level[1] - y[1]).abs().max() > 1e-3
 
 
 def test_bad_inputs_raise_clear_errors() -> None:
@@ -60,11 +69,7 @@ def test_bad_inputs_raise_clear_errors() -> None:
 
 # ---------------------------------------------------------------- speed levers: same outputs
 def _random(cfg: ModelConfig, seed: int = 0, **kw: object) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    net = build_model(cfg, **kw)
-    for p in net.parameters():  # a fresh MONAI U-Net outputs exactly zero
-        torch.nn.init.normal_(p, std=0.05)
-    return net
+    return reinit_tiny_net(seed, cfg, **kw)  # a fresh MONAI U-Net outputs exactly zero
 
 
 def _out_and_grads(net: torch.nn.Module, x: torch.Tensor, level: torch.Tensor
@@ -206,7 +211,7 @@ def test_detector_compiles_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
     np.testing.assert_allclose(maps[1], maps[0], rtol=1e-5, atol=1e-6)
 
 
-# ---------------------------------------------------------------- CUDA (benchmarks/gpu_check.sh)
+# ------------------------------------------------------- CUDA (benchmarks/tools/gpu_check.sh)
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_levers_match_eager() -> None:
     cfg = ModelConfig.from_preset("tiny", **ATTN)
@@ -219,6 +224,6 @@ def test_cuda_levers_match_eager() -> None:
     y, g = _out_and_grads(net, xc, lv)
     # cuDNN may pick other algorithms (TF32 convolutions): 1e-3 relative
     assert _rel(y, y_ref) < 1e-3 and _rel(g, g_ref) < 1e-3
-    compile_network(net)  # inductor: Triton kernels (bf16 compiled: benchmarks/gpu_check.sh)
+    compile_network(net)  # inductor: Triton kernels (bf16 compiled: benchmarks/tools/gpu_check.sh)
     y, g = _out_and_grads(net, xc, lv)
     assert _rel(y, y_ref) < 1e-3 and _rel(g, g_ref) < 1e-3

@@ -23,7 +23,7 @@ from disyre.training import (
     train,
 )
 from disyre.training import checkpoint as ckpt_mod
-from tests.helpers import tiny_config
+from tests.helpers import tiny_config, write_nifti
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -266,14 +266,12 @@ def test_bf16_autocast_on_cpu_trains(tmp_path: Path, cohort: Sequence[np.ndarray
 # ---------------------------------------------------------------- command line
 def test_cli_trains_and_refuses_bad_input(tmp_path: Path, cohort: Sequence[np.ndarray],
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    import nibabel as nib
 
     from disyre.cli import main
 
     lines = ["subject,image,lesion_mask,brain_mask,split,contrast"]
     for i, v in enumerate(cohort[:3]):
-        nib.save(nib.Nifti1Image(np.ascontiguousarray(v.transpose(2, 1, 0)) * 900, np.eye(4)),
-                 tmp_path / f"s{i}.nii.gz")
+        write_nifti(tmp_path / f"s{i}.nii.gz", v * 900, dhw=True)
         lines.append(f"s{i},s{i}.nii.gz,,,{'val' if i == 2 else 'train'},t2")
     (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
     (tmp_path / "test.csv").write_text("\n".join(lines).replace(",train,", ",test,") + "\n")
@@ -462,15 +460,14 @@ def test_resume_reuses_the_checkpoints_codebook(tmp_path: Path,
 
 
 def test_detection_warns_about_a_scan_of_another_voxel_size(tiny_run, tmp_path) -> None:
-    import nibabel as nib
 
     from disyre.inference import Detector
 
     det = Detector.from_checkpoint(tiny_run.path, device="cpu")
     assert det.reference["spacing"] == [2.0, 2.0, 2.0]
-    vol = np.ascontiguousarray(tiny_run.cohort[4].transpose(2, 1, 0)) * 900
     for mm, warned in ((2.0, False), (1.0, True)):
-        nib.save(nib.Nifti1Image(vol, np.diag([mm, mm, mm, 1.0])), tmp_path / f"{mm}.nii.gz")
+        write_nifti(tmp_path / f"{mm}.nii.gz", tiny_run.cohort[4] * 900,
+                    np.diag([mm, mm, mm, 1.0]), dhw=True)
         res = det.predict(tmp_path / f"{mm}.nii.gz")
         assert any("differs from the training data's 2 x 2 x 2 mm" in w
                    for w in res.warnings) == warned

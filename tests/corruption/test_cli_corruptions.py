@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 
 from disyre.cli import main
 from disyre.corruption.gallery import gallery_rows
+from tests.helpers import write_nifti
 
 
 def _scan(path: Path) -> Path:
@@ -17,8 +17,7 @@ def _scan(path: Path) -> Path:
     zz, yy, xx = np.mgrid[:20, :90, :80]
     inside = ((yy - 45) / 40) ** 2 + ((xx - 40) / 34) ** 2 + ((zz - 10) / 12) ** 2 < 1
     data = (inside * (100 + 50 * rng.random(inside.shape))).astype(np.float32)
-    nib.save(nib.Nifti1Image(data.transpose(2, 1, 0), np.eye(4)), str(path))
-    return path
+    return write_nifti(path, data, dhw=True)
 
 
 def test_gallery_png_written_and_not_overwritten(tmp_path: Path, capsys) -> None:

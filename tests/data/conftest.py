@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
+
+from tests import helpers
 
 
 def _brain(shape: tuple[int, int, int] = (12, 14, 10), seed: int = 0) -> np.ndarray:
@@ -33,10 +34,6 @@ def write_nifti(tmp_path: Path) -> Callable[..., Path]:
                affine: np.ndarray | None = None, dtype: type | None = None) -> Path:
         p = tmp_path / name
         p.parent.mkdir(parents=True, exist_ok=True)
-        data = _brain() if data is None else data
-        img = nib.Nifti1Image(data if dtype is None else data.astype(dtype),
-                              np.eye(4) if affine is None else affine)
-        nib.save(img, str(p))
-        return p
+        return helpers.write_nifti(p, _brain() if data is None else data, affine, dtype)
 
     return _write

@@ -5,18 +5,18 @@ from __future__ import annotations
 import json
 import re
 
-import nibabel as nib
 import numpy as np
 import pytest
 
 from disyre.cli import main
 from disyre.data.manifest import ManifestRow, write_manifest
+from tests.helpers import reinit_tiny_net, write_nifti
 
 SHAPE = (20, 18, 8)  # native (X, Y, Z)
 
 
 def _save(arr: np.ndarray, path) -> None:
-    nib.save(nib.Nifti1Image(arr.astype(np.float32), np.diag([1.0, 1.0, 2.0, 1.0])), str(path))
+    write_nifti(path, arr, np.diag([1.0, 1.0, 2.0, 1.0]), np.float32)
 
 
 def _ball_and_dirs(tmp_path, radius: float):
@@ -109,17 +109,13 @@ def test_maps_and_checkpoint_routes_give_identical_metrics(tmp_path) -> None:
 
     from disyre.config import InferenceConfig, ModelConfig, RunConfig
     from disyre.inference import Detector
-    from disyre.model import build_model
     from disyre.training.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     cfg = RunConfig()
     cfg.model = ModelConfig.from_preset("tiny")
     cfg.inference = InferenceConfig(levels=[0, 50], window=0, batch_size=64, device="cpu")
-    net = build_model(cfg.model)
-    with torch.no_grad():  # a freshly built network outputs 0: give it weights that do not
-        for p in net.parameters():
-            p.normal_(0.0, 0.05)
+    net = reinit_tiny_net()  # a freshly built network outputs 0
     run = tmp_path / "run"
     save_checkpoint(run / "checkpoints", step=1, model=net, cfg=cfg, codebook=None, state={})
 

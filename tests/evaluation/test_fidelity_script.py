@@ -1,24 +1,16 @@
-"""benchmarks/fidelity.py: its rows, configs and table (the runs themselves take minutes: the
-``--quick`` mode is run by hand, see docs/fidelity.md)."""
+"""benchmarks.experiments.fidelity: its rows, configs and table (the runs themselves take
+minutes: the ``--quick`` mode is run by hand, see docs/fidelity.md)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "fidelity.py"
 
 
 @pytest.fixture(scope="module")
 def fidelity():
-    spec = importlib.util.spec_from_file_location("fidelity_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    from benchmarks.experiments import fidelity
+
+    return fidelity
 
 
 def test_rows_switch_one_thing_at_a_time(fidelity) -> None:

@@ -7,7 +7,7 @@ network compares the image with itself and cannot fail. Tests that run a network
 context and the level) or the session's trained checkpoint (``tests/conftest.py``).
 """
 
-from tests.helpers.cohort import phantom, synthetic_cohort, write_nifti_cohort
+from tests.helpers.cohort import phantom, synthetic_cohort, write_nifti, write_nifti_cohort
 from tests.helpers.nets import (
     reinit_tiny_net,
     save_tiny_checkpoint,
@@ -16,4 +16,4 @@ from tests.helpers.nets import (
 )
 
 __all__ = ["phantom", "reinit_tiny_net", "save_tiny_checkpoint", "synthetic_cohort",
-           "tiny_config", "train_tiny_run", "write_nifti_cohort"]
+           "tiny_config", "train_tiny_run", "write_nifti", "write_nifti_cohort"]

@@ -57,6 +57,32 @@ def plant_lesion(vol: np.ndarray, seed: int, r: float = 5.0, value: float = 1.0
     return out, les
 
 
+def write_nifti(path: Path | str, data: np.ndarray, affine: np.ndarray | None = None,
+                dtype: np.dtype | type | str | None = None, dhw: bool = False) -> Path:
+    """Write ``data`` as a NIfTI file and return its path.
+
+    Args:
+        path: Where to write (``.nii`` or ``.nii.gz``).
+        data: The voxels, in NIfTI's ``(x, y, z[, t])`` order unless ``dhw``.
+        affine: The voxel-to-world affine (default: identity, 1 mm voxels).
+        dtype: Stored data type (default: that of ``data``).
+        dhw: ``data`` is a ``(D, H, W)`` volume as the library holds it: written transposed.
+
+    Example:
+        >>> import tempfile
+        >>> p = write_nifti(Path(tempfile.mkdtemp()) / "a.nii.gz", np.zeros((2, 3, 4)))
+        >>> import nibabel as nib; nib.load(p).shape
+        (2, 3, 4)
+    """
+    import nibabel as nib
+
+    arr = np.ascontiguousarray(data.transpose(2, 1, 0) if dhw else data)
+    if dtype is not None:
+        arr = arr.astype(dtype)
+    nib.save(nib.Nifti1Image(arr, np.eye(4) if affine is None else affine), str(path))
+    return Path(path)
+
+
 def write_nifti_cohort(root: Path, n_val: int = 2, n_test_lesion: int = 3,
                        n_test_healthy: int = 1, n_train: int = 0, seed: int = 0,
                        spacing: float = 2.0, shape: tuple[int, int, int] = (6, 40, 40)) -> Path:
@@ -65,8 +91,6 @@ def write_nifti_cohort(root: Path, n_val: int = 2, n_test_lesion: int = 3,
     Lesioned test scans get a bright ball and a lesion mask. Returns the manifest path
     (columns ``subject,image,lesion_mask,brain_mask,split,contrast``).
     """
-    import nibabel as nib
-
     root.mkdir(parents=True, exist_ok=True)
     n = n_train + n_val + n_test_lesion + n_test_healthy
     vols = synthetic_cohort(n, seed, shape)
@@ -79,10 +103,8 @@ def write_nifti_cohort(root: Path, n_val: int = 2, n_test_lesion: int = 3,
         if n_train + n_val <= i < n_train + n_val + n_test_lesion:
             v, les = plant_lesion(v, seed + i)
             les_name = f"s{i}_seg.nii.gz"
-            nib.save(nib.Nifti1Image(np.ascontiguousarray(les.transpose(2, 1, 0)).astype(
-                np.uint8), affine), root / les_name)
-        nib.save(nib.Nifti1Image(np.ascontiguousarray(v.transpose(2, 1, 0)) * 900, affine),
-                 root / f"s{i}.nii.gz")
+            write_nifti(root / les_name, les, affine, np.uint8, dhw=True)
+        write_nifti(root / f"s{i}.nii.gz", v * 900, affine, dhw=True)
         lines.append(f"s{i},s{i}.nii.gz,{les_name},,{split},t2")
     manifest = root / "manifest.csv"
     manifest.write_text("\n".join(lines) + "\n")

@@ -13,8 +13,12 @@ from disyre.config import InferenceConfig, ModelConfig, RunConfig, SamplerConfig
 from disyre.model import RestorationNet, build_model
 
 
-def reinit_tiny_net(seed: int = 0) -> RestorationNet:
+def reinit_tiny_net(seed: int = 0, cfg: ModelConfig | None = None, **build_kw: Any
+                    ) -> RestorationNet:
     """The ``tiny`` network with every layer re-initialised (PyTorch's default init), in eval mode.
+
+    ``cfg`` (default: the ``tiny`` preset) and ``build_kw`` (e.g. ``sdpa=False``) go to
+    :func:`~disyre.model.build_model`, for a 3D or attention variant of the small network.
 
     MONAI zeroes the last convolution of the U-Net and of each residual block, which makes a
     fresh network output exactly 0 whatever its input and level. Here every layer gets
@@ -23,7 +27,7 @@ def reinit_tiny_net(seed: int = 0) -> RestorationNet:
     clip them: the output then depends on the image, on the window around it and on the level.
     """
     torch.manual_seed(seed)
-    net = build_model(ModelConfig.from_preset("tiny"))
+    net = build_model(cfg or ModelConfig.from_preset("tiny"), **build_kw)
     with torch.no_grad():
         for m in net.modules():
             if m is not net and hasattr(m, "reset_parameters"):

@@ -135,7 +135,7 @@ def test_rerun_skips_the_done_subject_and_reports_a_failed_one_by_name(t1_run, t
 @pytest.mark.slow
 def test_one_mm_head_full_recipe(tmp_path):
     """The default recipe on a 1 mm 256^3 head onto the 1 mm MNI152 grid (CI runs the same
-    steps at 3 mm above; speed and memory are in benchmarks/bench_preprocessing.py)."""
+    steps at 3 mm above; speed and memory are in benchmarks/speed/bench_preprocessing.py)."""
     from disyre.demo.raw_head import make_raw_head
     from disyre.preprocessing.pipeline import preprocess_scan
     from disyre.preprocessing.recipe import PreprocessConfig

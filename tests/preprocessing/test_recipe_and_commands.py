@@ -14,14 +14,14 @@ from disyre.cli import main
 from disyre.data.manifest import from_camcan, from_ixi, read_manifest, write_manifest
 from disyre.data.nifti import InputError
 from disyre.preprocessing.recipe import RECIPE_FILE, PreprocessConfig, find_recipe, write_recipe
+from tests.helpers import write_nifti
 
 TINY = np.pad(np.ones((4, 4, 4), np.float32), 2)
 
 
 def _nii(path, data=TINY, affine=None):
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), str(path))
-    return path
+    return write_nifti(path, data, affine)
 
 
 def test_config_round_trip_and_validation():

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.profiler import record_function
 
 from disyre.config import ConfigError, RunConfig
 from disyre.data.intensity import intensity_signature
@@ -191,6 +192,9 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
         timings: If given, seconds spent in ``batch``/``forward``/``backward``/``optimizer``
             are added to it (CUDA is synchronised around each phase).
 
+    Each phase also runs under a ``torch.profiler.record_function`` label of the same name
+    (a few microseconds when no profiler runs), which ``benchmarks.speed.profile_step`` reads.
+
     Returns:
         The global-batch mean training loss of this step (same value on every rank).
     """
@@ -207,30 +211,34 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
     total = torch.zeros((), device=device)
     for i in range(n_micro):
         t0 = tick()
-        b = micro_batches(i) if callable(micro_batches) else micro_batches[i]
-        x = _to_input(b.corrupted.to(device, non_blocking=True), channels_last)
-        y = b.clean.to(device, non_blocking=True)
-        lvl = b.level.to(device, non_blocking=True)
+        with record_function("batch"):
+            b = micro_batches(i) if callable(micro_batches) else micro_batches[i]
+            x = _to_input(b.corrupted.to(device, non_blocking=True), channels_last)
+            y = b.clean.to(device, non_blocking=True)
+            lvl = b.level.to(device, non_blocking=True)
         t1 = tick()
         last = i == n_micro - 1
         ctx = model.no_sync() if (isinstance(model, DistributedDataParallel) and not last) \
             else _null()
         with ctx:
-            with autocast(device, precision):
-                pred = model(x, lvl)
-            loss = torch.nn.functional.mse_loss(pred.float(), y.float())
-            weighted = loss * (len(b) / local_size)
+            with record_function("forward"):
+                with autocast(device, precision):
+                    pred = model(x, lvl)
+                loss = torch.nn.functional.mse_loss(pred.float(), y.float())
+                weighted = loss * (len(b) / local_size)
             t2 = tick()
-            weighted.backward()
+            with record_function("backward"):
+                weighted.backward()
         t3 = tick()
         total += weighted.detach()
         if timings is not None:
             for k, v in (("batch", t1 - t0), ("forward", t2 - t1), ("backward", t3 - t2)):
                 timings[k] = timings.get(k, 0.0) + v
     t4 = tick()
-    if grad_clip and grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
+    with record_function("optimizer"):
+        if grad_clip and grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
     t5 = tick()
     if timings is not None:
         timings["optimizer"] = timings.get("optimizer", 0.0) + t5 - t4

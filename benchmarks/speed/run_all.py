@@ -14,9 +14,9 @@ the `paper` network's training and detection rows.
 
 Usage::
 
-    python benchmarks/run_all.py            # full set (make bench)
-    python benchmarks/run_all.py --quick    # smoke run
-    python benchmarks/run_all.py --only corruption detect
+    python -m benchmarks.speed.run_all            # full set (make bench)
+    python -m benchmarks.speed.run_all --quick    # smoke run
+    python -m benchmarks.speed.run_all --only corruption detect
 """
 
 from __future__ import annotations
@@ -29,37 +29,35 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-
 #: The detection volume: 130 axial slices of 137 x 163, as in the side-by-side of docs/targets.md.
 SHAPE = "130,137,163"
 
 #: name -> (script, full arguments, quick arguments); all but ``evaluation`` also get ``--json``.
 BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
-    "corruption": ("bench_corruption.py", ["--threads", "2", "--repeats", "7"],
+    "corruption": ("bench_corruption", ["--threads", "2", "--repeats", "7"],
                    ["--threads", "2", "--repeats", "3"]),
-    "training": ("bench_training.py",
+    "training": ("bench_training",
                  ["--preset", "paper", "--batch", "16", "96", "--precision", "fp32", "bf16",
                   "auto", "--reps", "3"],
                  ["--preset", "small", "--batch", "16", "--precision", "fp32", "bf16",
                   "--reps", "2"]),
-    "training-small": ("bench_training.py",
+    "training-small": ("bench_training",
                        ["--preset", "small", "--batch", "16", "96", "--precision", "fp32",
                         "bf16", "--reps", "3"],
                        ["--preset", "small", "--batch", "16", "--precision", "auto",
                         "--reps", "2"]),
-    "detect": ("bench_detect.py",
+    "detect": ("bench_detect",
                ["--nets", "paper,small", "--methods", "v2-5,v1-5", "--precisions", "fp32,bf16",
                 "--windows", "128,0", "--slices", "8", "--repeats", "3", "--shape", SHAPE],
                ["--nets", "small", "--methods", "v2-5", "--slices", "4", "--repeats", "1",
                 "--shape", SHAPE]),
     # the whole volume, the library's defaults on this machine, whole slices
-    "detect-volume": ("bench_detect.py",
+    "detect-volume": ("bench_detect",
                       ["--nets", "paper", "--methods", "v2-5", "--precisions", "auto",
                        "--windows", "0", "--slices", "0", "--repeats", "3", "--shape", SHAPE],
                       ["--nets", "small", "--methods", "v2-5", "--precisions", "auto",
                        "--windows", "0", "--slices", "0", "--repeats", "1", "--shape", SHAPE]),
-    "evaluation": ("bench_evaluation.py", ["--volumes", "100", "--bootstrap", "200"],
+    "evaluation": ("bench_evaluation", ["--volumes", "100", "--bootstrap", "200"],
                    ["--volumes", "5", "--healthy", "2", "--bootstrap", "20"]),
 }
 
@@ -149,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json-dir", default=None, help="keep every benchmark's JSON here")
     args = p.parse_args(argv)
     failed = []
-    sys.path.insert(0, str(HERE))
-    from machine import header, machine_info
+    from benchmarks.speed.machine import header, machine_info
 
     machine = header(machine_info("cpu"))
     print(machine, flush=True)
@@ -162,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and name not in args.only:
             continue
         js = out_dir / f"{name}.json"
-        cmd = [sys.executable, str(HERE / script), *(quick if args.quick else full)]
+        cmd = [sys.executable, "-m", f"benchmarks.speed.{script}",
+               *(quick if args.quick else full)]
         print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
         if name != "evaluation":
             cmd += ["--json", str(js)]

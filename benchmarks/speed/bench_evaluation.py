@@ -4,7 +4,7 @@ Each volume is 182 x 218 x 182 (MNI 1 mm) with an ellipsoidal brain of about 1.5
 a random map and a few spherical lesion blobs, generated on the fly: the evaluation sees one
 volume at a time, so peak RSS must stay flat as N grows.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_evaluation.py --volumes 100
+    OMP_NUM_THREADS=1 python -m benchmarks.speed.bench_evaluation --volumes 100
 """
 
 from __future__ import annotations

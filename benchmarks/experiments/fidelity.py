@@ -24,12 +24,12 @@ to ``<out>/fidelity.json``.
 
 Usage::
 
-    python benchmarks/fidelity.py --out fidelity_out                 # both contrasts, demo size
-    python benchmarks/fidelity.py --out fq --quick                   # seconds: tiny everything
-    python benchmarks/fidelity.py --out f --contrasts t2 --n-test-lesion 24 --steps 1200
+    python -m benchmarks.experiments.fidelity --out fidelity_out   # both contrasts, demo size
+    python -m benchmarks.experiments.fidelity --out fq --quick     # seconds: tiny everything
+    python -m benchmarks.experiments.fidelity --out f --contrasts t2 --n-test-lesion 24 --steps 1200
 
 Long runs belong under the shared CPU lock:
-``flock /tmp/disyre-cpu.lock python benchmarks/fidelity.py --out fidelity_out``.
+``flock /tmp/disyre-cpu.lock python -m benchmarks.experiments.fidelity --out fidelity_out``.
 """
 
 from __future__ import annotations
@@ -44,21 +44,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from disyre.config import LEGACY_SWITCHES, RunConfig
+
 log = logging.getLogger("fidelity")
 
-#: The earlier value of each switch (the authors' value is the config default).
-LEGACY = {
-    "intensity.scaling": "brain",
-    "corruption.bias_selection": "single",
-    "corruption.shapes": "legacy",
-    "corruption.augment_recipe": "legacy",
-}
-AUTHORS = {
-    "intensity.scaling": "whole_volume",
-    "corruption.bias_selection": "authors",
-    "corruption.shapes": "authors",
-    "corruption.augment_recipe": "authors",
-}
+#: The earlier value of each switch (``config.LEGACY_SWITCHES``), as ``section.key -> value``.
+LEGACY = {f"{sec}.{k}": v for sec, keys in LEGACY_SWITCHES.items() for k, v in keys.items()}
+#: The authors' value of each switch: the config default.
+AUTHORS = {key: getattr(getattr(RunConfig(), key.split(".")[0]), key.split(".")[1])
+           for key in LEGACY}
 #: What each switch is, for the table.
 SWITCH_NAMES = {
     "intensity.scaling": "brain-percentile intensity scaling",

@@ -5,7 +5,7 @@ machine). Memory is reported in GiB (2^30 bytes) everywhere.
 
 Usage (standalone)::
 
-    python benchmarks/machine.py [--device cuda]
+    python -m benchmarks.speed.machine [--device cuda]
 """
 
 from __future__ import annotations

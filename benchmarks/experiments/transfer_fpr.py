@@ -17,8 +17,9 @@ positives. Each row is kept in ``OUT/transfer.json``.
 
 Usage::
 
-    python benchmarks/transfer_fpr.py --demo demo_out --out transfer --run
-    python benchmarks/transfer_fpr.py --demo demo_out --out transfer --label n48 --extra-train 24
+    python -m benchmarks.experiments.transfer_fpr --demo demo_out --out transfer --run
+    python -m benchmarks.experiments.transfer_fpr --demo demo_out --out transfer --label n48 \\
+        --extra-train 24
 
 Run it alone (``flock /tmp/disyre-cpu.lock ...``): it trains for minutes.
 """
@@ -31,15 +32,13 @@ import dataclasses
 import json
 import logging
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fidelity import headline  # noqa: E402  (the same numbers from a metrics.json)
+from benchmarks.experiments.fidelity import headline  # the same numbers from a metrics.json
 
 log = logging.getLogger("transfer_fpr")
 
@@ -159,7 +158,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     if args.run == bool(args.label):
         ap.error("give exactly one of --run and --label")
-    from machine import machine_info
+    from benchmarks.speed.machine import machine_info
 
     args.out.mkdir(parents=True, exist_ok=True)
     settings = json.loads((args.demo / "demo.json").read_text())["settings"]

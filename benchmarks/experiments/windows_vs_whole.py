@@ -17,12 +17,12 @@ Two ways to get the model:
 
 Usage::
 
-    python benchmarks/windows_vs_whole.py --run runs/fid/t2/authors/dag/run \\
+    python -m benchmarks.experiments.windows_vs_whole --run runs/fid/t2/authors/dag/run \\
         --manifest runs/fid/t2/cohort/manifest.csv --settings bf16:0,bf16:64:32,fp32:64:32 \\
         --out wvw_t2
-    python benchmarks/windows_vs_whole.py --build wvw_1mm --resolution 1 --contrast t2 \\
-        --settings bf16:0,bf16:128:64,fp32:128:64 --out wvw_1mm/table
-    python benchmarks/windows_vs_whole.py --build /tmp/wq --quick --out /tmp/wq/table
+    python -m benchmarks.experiments.windows_vs_whole --build wvw_1mm --resolution 1 \\
+        --contrast t2 --settings bf16:0,bf16:128:64,fp32:128:64 --out wvw_1mm/table
+    python -m benchmarks.experiments.windows_vs_whole --build /tmp/wq --quick --out /tmp/wq/table
 
 Run it alone (``flock /tmp/disyre-cpu.lock ...``): the times are wall-clock.
 """
@@ -38,8 +38,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fidelity import headline  # noqa: E402  (the same numbers from a metrics.json)
+from benchmarks.experiments.fidelity import headline  # the same numbers from a metrics.json
 
 log = logging.getLogger("windows_vs_whole")
 

@@ -12,9 +12,9 @@
 # written, whatever the rows say.
 #
 # Usage:
-#   bash benchmarks/gpu_check.sh [--out FILE] [--budget S] [--steps N] [--device cuda]
-#   PYTHON=/usr/bin/python3 bash benchmarks/gpu_check.sh --out "$OUT/gpu_check.md"
-#   bash benchmarks/gpu_check.sh --device cpu --steps 2      # smoke run of the script itself
+#   bash benchmarks/tools/gpu_check.sh [--out FILE] [--budget S] [--steps N] [--device cuda]
+#   PYTHON=/usr/bin/python3 bash benchmarks/tools/gpu_check.sh --out "$OUT/gpu_check.md"
+#   bash benchmarks/tools/gpu_check.sh --device cpu --steps 2      # smoke run of the script itself
 #
 # Options:
 #   --out FILE     also write the table here (default: $GPU_CHECK_OUT, else $OUT/gpu_check.md
@@ -27,7 +27,7 @@
 #   --preset P, --batch B, --shape D,H,W   override the network, batch, detection volume
 
 set -u
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 PY="${PYTHON:-python3}"
 DEVICE=cuda
 STEPS=""
@@ -88,17 +88,15 @@ run_step() {
 
 # 1. environment: versions, GPU, what precision=auto picks; fails early if imports fail
 run_step env 60 "$PY" -c "
-import json, sys
-sys.path.insert(0, 'benchmarks')
+import json
 import monai, nibabel, disyre
-from machine import machine_info
+from benchmarks.speed.machine import machine_info
 print(json.dumps(machine_info('$DEVICE')))"
 
 # 2. the bf16/fp32 matmul peak of this device, measured now
 run_step peak 60 "$PY" -c "
-import json, sys
-sys.path.insert(0, 'benchmarks')
-from machine import measure_peaks
+import json
+from benchmarks.speed.machine import measure_peaks
 print(json.dumps({'peaks': measure_peaks('$DEVICE')}))"
 
 # 3. the CUDA-marked tests (they skip without CUDA)
@@ -112,27 +110,27 @@ if [ -f "$R/tests.json" ]; then
 fi
 
 # 4. training benchmark, eager: bf16, channels-last, the whole batch in one micro-batch
-run_step train_eager 150 "$PY" benchmarks/bench_training.py --child --preset "$PRESET" \
+run_step train_eager 150 "$PY" -m benchmarks.speed.bench_training --child --preset "$PRESET" \
   --batch "$BATCH" --precision bf16 --reps "$STEPS" --device "$DEVICE" --accum 1 \
   --compile off --channels-last on --no-breakdown
 
 # 5. detection of one synthetic volume: 128 px windows (stride 32), then whole slices
 DSPEC='{"net": "'$PRESET'", "method": "v2-5", "precision": "bf16", "batch": '$DETECT_BATCH', "slices": 0, "repeats": 1, "device": "'$DEVICE'", "threads": 0, "shape": ['$SHAPE'], "compile": false, "channels_last": "auto"'
-run_step detect_windows 120 "$PY" benchmarks/bench_detect.py --_child "$DSPEC, \"window\": 128}"
-run_step detect_whole 90 "$PY" benchmarks/bench_detect.py --_child "$DSPEC, \"window\": 0}"
+run_step detect_windows 120 "$PY" -m benchmarks.speed.bench_detect --_child "$DSPEC, \"window\": 128}"
+run_step detect_whole 90 "$PY" -m benchmarks.speed.bench_detect --_child "$DSPEC, \"window\": 0}"
 
 # 6. DDP with 1 process through torchrun (NCCL on CUDA, gloo on the CPU)
 run_step ddp 120 "$PY" -m torch.distributed.run --standalone --nnodes=1 --nproc_per_node=1 \
-  benchmarks/gpu_check.py ddp --device "$DEVICE" --preset "$PRESET" --steps "$DDP_STEPS" \
+  -m benchmarks.tools.gpu_check ddp --device "$DEVICE" --preset "$PRESET" --steps "$DDP_STEPS" \
   --json "$R/ddp.result.json"
 if [ -f "$R/ddp.result.json" ]; then cp "$R/ddp.result.json" "$R/ddp.json"; fi
 
 # 7. training benchmark, compiled (last: the compile may take minutes)
-run_step train_compiled 240 "$PY" benchmarks/bench_training.py --child --preset "$PRESET" \
+run_step train_compiled 240 "$PY" -m benchmarks.speed.bench_training --child --preset "$PRESET" \
   --batch "$BATCH" --precision bf16 --reps "$STEPS" --device "$DEVICE" --accum 1 \
   --compile on --channels-last on --no-breakdown
 
 # 8. the table
 echo
-"$PY" benchmarks/gpu_check.py table "$R" --out "$OUTFILE" --preset "$PRESET" --shape "$SHAPE"
+"$PY" -m benchmarks.tools.gpu_check table "$R" --out "$OUTFILE" --preset "$PRESET" --shape "$SHAPE"
 echo "[gpu_check] done in $(( $(date +%s) - START )) s; logs in $R"

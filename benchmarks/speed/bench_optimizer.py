@@ -8,17 +8,15 @@ the same parameters (largest relative difference after 3 steps).
 
 Usage::
 
-    python benchmarks/bench_optimizer.py --preset paper
+    python -m benchmarks.speed.bench_optimizer --preset paper
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import header, machine_info, time_it  # noqa: E402
+from benchmarks.speed.machine import header, machine_info, time_it
 
 
 def main(argv: list[str] | None = None) -> int:

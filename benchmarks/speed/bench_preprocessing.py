@@ -13,14 +13,14 @@ skull-strip Dice is reported. Real heads that install without a download: Colin2
 27-scan average of one subject, with skull) and its FSL-BET brain, from Debian's
 ``mricron-data`` (``apt-get install mricron-data``)::
 
-    python benchmarks/bench_preprocessing.py --real \\
+    python -m benchmarks.speed.bench_preprocessing --real \\
         /usr/share/mricron/templates/ch2.nii.gz:/usr/share/mricron/templates/ch2bet.nii.gz
 
 Examples::
 
-    python benchmarks/bench_preprocessing.py                       # 1 mm head, affine
-    python benchmarks/bench_preprocessing.py --registration syn --threads 2
-    python benchmarks/bench_preprocessing.py --device cuda         # deepbet on the GPU
+    python -m benchmarks.speed.bench_preprocessing                       # 1 mm head, affine
+    python -m benchmarks.speed.bench_preprocessing --registration syn --threads 2
+    python -m benchmarks.speed.bench_preprocessing --device cuda         # deepbet on the GPU
 
 Target (issue): <= 60 s and <= 4 GB per 1 mm 256^3 head on the 2-core CPU with an affine
 registration.
@@ -135,9 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     heads += [tuple((r.split(":", 1) + [""])[:2]) for r in args.real]
     rows = []
     for image, ref in heads:
-        cmd = [sys.executable, __file__, "--_child", image, ref, "--registration",
-               args.registration, "--threads", str(args.threads), "--device", args.device,
-               "--seed", str(args.seed)]
+        cmd = [sys.executable, "-m", "benchmarks.speed.bench_preprocessing", "--_child", image,
+               ref, "--registration", args.registration, "--threads", str(args.threads),
+               "--device", args.device, "--seed", str(args.seed)]
         if args.spacing:
             cmd += ["--spacing", str(args.spacing)]
         res = subprocess.run(cmd, capture_output=True, text=True)

@@ -12,26 +12,22 @@ it: patches sampled from 8 in-memory volumes of 130 x 136 x 162 (the authors' be
 augmented and corrupted (``BatchSource.micro_batch`` over all 12 shards of a step).
 
 Usage:
-    python benchmarks/bench_corruption.py [--threads 2] [--repeats 5] [--batch 96] [--size 128]
-        [--json out.json]
+    python -m benchmarks.speed.bench_corruption [--threads 2] [--repeats 5] [--batch 96]
+        [--size 128] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
+from benchmarks.speed.machine import time_it
 from disyre.config import CorruptionConfig
 from disyre.corruption import VARIANTS, augment, make_corruption
 from disyre.runtime import make_generator
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import time_it  # noqa: E402
 
 
 def synthetic_batch(batch: int, size: int, device: torch.device) -> torch.Tensor:

@@ -1,9 +1,9 @@
-"""Parts of ``benchmarks/gpu_check.sh``: the DDP check (run under torchrun) and the table.
+"""Parts of ``benchmarks/tools/gpu_check.sh``: the DDP check (run under torchrun) and the table.
 
 Subcommands::
 
-    python benchmarks/gpu_check.py ddp --device cuda --steps 30 --json R/ddp.json   # torchrun
-    python benchmarks/gpu_check.py table R --out gpu_check.md [--recipe-steps 100000]
+    python -m benchmarks.tools.gpu_check ddp --device cuda --steps 30 --json R/ddp.json   # torchrun
+    python -m benchmarks.tools.gpu_check table R --out gpu_check.md [--recipe-steps 100000]
 
 ``table`` reads what the shell script left in the results folder ``R``: ``<name>.json`` (the
 step's result: the last line of its output that parses as JSON) and ``<name>.status``
@@ -22,8 +22,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 #: DDP gradient volume of the `paper` U-Net (fp32 gradients), bytes.
 PAPER_GRAD_BYTES = 26_296_929 * 4

@@ -2,17 +2,18 @@
 
 Prints where the step's time goes: by phase (batch, forward, backward, optimizer) and op type
 (convolution, matrix product, attention, GroupNorm, activation, element-wise, copies/layout,
-optimizer, ...), then the top ops by self time. The step is the training loop's step written
-out with a profiler label per phase; one or two unprofiled warm-up steps come first (two with
-``--compile``, whose first step compiles). On CUDA, times are GPU kernel times.
-On the CPU freed memory is retained as in training (``DISYRE_RETAIN_MEMORY=0``: not).
+optimizer, ...), then the top ops by self time. The step is the training loop's own
+``train_step``, whose phases carry ``torch.profiler.record_function`` labels; one or two
+unprofiled warm-up steps come first (two with ``--compile``, whose first step compiles).
+On CUDA, times are GPU kernel times. On the CPU freed memory is retained as in training
+(``DISYRE_RETAIN_MEMORY=0``: not).
 
 Usage::
 
-    python benchmarks/profile_step.py                                   # paper, 16, auto
-    python benchmarks/profile_step.py --precision bf16 --channels-last on --top 30
-    python benchmarks/profile_step.py --device cuda --batch 96 --trace step.json  # Chrome trace
-    python benchmarks/profile_step.py --precision bf16 --by-shape 15  # convolutions by shape
+    python -m benchmarks.speed.profile_step                                   # paper, 16, auto
+    python -m benchmarks.speed.profile_step --precision bf16 --channels-last on --top 30
+    python -m benchmarks.speed.profile_step --device cuda --batch 96 --trace step.json  # trace
+    python -m benchmarks.speed.profile_step --precision bf16 --by-shape 15  # convolutions by shape
 """
 
 from __future__ import annotations
@@ -21,9 +22,6 @@ import argparse
 import sys
 import time
 from collections import defaultdict
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 PHASES = ("batch", "forward", "backward", "optimizer")
 
@@ -80,18 +78,17 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
     import torch
-    from torch.profiler import ProfilerActivity, profile, record_function
+    from torch.profiler import ProfilerActivity, profile
 
     from disyre.config import ModelConfig, RunConfig, SamplerConfig
     from disyre.model import build_model, compile_network, use_channels_last
     from disyre.runtime import (
-        autocast,
         cpu_info,
         decide_precision,
         resolve_device,
         retain_freed_memory,
     )
-    from disyre.training import BatchSource, make_optimizer
+    from disyre.training import BatchSource, make_optimizer, train_step
 
     dev = resolve_device(a.device)
     cuda = dev.type == "cuda"
@@ -125,22 +122,10 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.synchronize(dev)
 
     def step(s: int) -> None:
-        with record_function("batch"):
-            b = src.micro_batch(0, s, [0])
-            x = b.corrupted.to(dev)
-            if cl:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y, lvl = b.clean.to(dev), b.level.to(dev)
-        opt.zero_grad(set_to_none=True)
-        with record_function("forward"):
-            with autocast(dev, prec.precision):
-                pred = model(x, lvl)
-            loss = torch.nn.functional.mse_loss(pred.float(), y.float())
-        with record_function("backward"):
-            loss.backward()
-        with record_function("optimizer"):
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+        # the training loop's own step (its phases carry the profiler labels of PHASES)
+        train_step(model, opt, lambda i: src.micro_batch(0, s, [0]), 1, global_size=a.batch,
+                   device=dev, precision=prec.precision, grad_clip=cfg.train.grad_clip,
+                   channels_last=cl)
         sync()
 
     t0 = time.perf_counter()

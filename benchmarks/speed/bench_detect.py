@@ -14,11 +14,12 @@ network trained briefly on healthy synthetic volumes (``--train-steps``; 0 = ran
 Examples::
 
     # quick check on a loaded machine: small network, 8 slices
-    python benchmarks/bench_detect.py --nets small --slices 8
+    python -m benchmarks.speed.bench_detect --nets small --slices 8
     # the full table (quiet machine): paper + small, v2 with 5 and 4 levels, v1 with 5 steps
-    python benchmarks/bench_detect.py --nets paper,small --precisions fp32,bf16 --windows 128,0
-    python benchmarks/bench_detect.py --accuracy --train-steps 300
-    python benchmarks/bench_detect.py --device cuda --precisions bf16 --nets paper \
+    python -m benchmarks.speed.bench_detect --nets paper,small --precisions fp32,bf16 \\
+        --windows 128,0
+    python -m benchmarks.speed.bench_detect --accuracy --train-steps 300
+    python -m benchmarks.speed.bench_detect --device cuda --precisions bf16 --nets paper \
         --shape 155,240,240 --batch 160 --compile off,on
 
 Reference figures (not measured by this script; docs/targets.md, the authors' code on 2-core CPUs,
@@ -36,12 +37,13 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import header, machine_info, measure_peaks, peak_rss_gib  # noqa: E402
+from benchmarks.speed.machine import header, machine_info, measure_peaks, peak_rss_gib
+
+#: this module, run again as a child process per measurement
+CHILD = "benchmarks.speed.bench_detect"
 
 METHODS = {
     "v2-5": dict(method="ensemble", levels=[0, 20, 40, 60, 80]),
@@ -274,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                                         batch=a.batch, slices=a.slices, repeats=a.repeats,
                                         device=a.device, threads=a.threads, shape=shape,
                                         compile=comp == "on", channels_last=cl, malloc=malloc)
-                            r = subprocess.run([sys.executable, __file__, "--_child",
+                            r = subprocess.run([sys.executable, "-m", CHILD, "--_child",
                                                 json.dumps(spec)], capture_output=True,
                                                text=True)
                             if r.returncode != 0:

@@ -19,8 +19,8 @@ Mutants:
 
 Usage::
 
-    python benchmarks/mutants.py            # all mutants; exit status 1 if one survives
-    python benchmarks/mutants.py --only a   # one of them
+    python -m benchmarks.tools.mutants            # all mutants; exit status 1 if one survives
+    python -m benchmarks.tools.mutants --only a   # one of them
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -89,7 +89,7 @@ def _apply(dst: Path, m: Mutant) -> None:
     n = text.count(m.old)
     if n != 1:
         raise SystemExit(f"{m.file}: the code of mutant ({m.key}) occurs {n} times, expected 1; "
-                         "update benchmarks/mutants.py to the current source")
+                         "update benchmarks/tools/mutants.py to the current source")
     path.write_text(text.replace(m.old, m.new))
 
 

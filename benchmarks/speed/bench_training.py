@@ -9,11 +9,11 @@ Memory is in GiB. ``precision=auto`` is shown with what it resolved to on this m
 
 Usage::
 
-    python benchmarks/bench_training.py --preset small --batch 16 96 --precision fp32 bf16
-    python benchmarks/bench_training.py --preset paper --batch 16 --precision auto --reps 2
-    python benchmarks/bench_training.py --preset paper --batch 16 --compile off on \\
+    python -m benchmarks.speed.bench_training --preset small --batch 16 96 --precision fp32 bf16
+    python -m benchmarks.speed.bench_training --preset paper --batch 16 --precision auto --reps 2
+    python -m benchmarks.speed.bench_training --preset paper --batch 16 --compile off on \\
         --channels-last off on          # the levers, A/B
-    python benchmarks/bench_training.py --device cuda --preset paper --batch 96 --accum 1 \\
+    python -m benchmarks.speed.bench_training --device cuda --preset paper --batch 96 --accum 1 \\
         --precision bf16 --reps 200 --no-breakdown
 
 The first (warm-up) step is timed on its own: with ``--compile on`` the difference between it
@@ -33,10 +33,8 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import header, machine_info, measure_peaks, peak_rss_gib  # noqa: E402
+from benchmarks.speed.machine import header, machine_info, measure_peaks, peak_rss_gib
 
 #: Reference figures, labelled as such when printed: (source, {batch: {precision: s/step}}).
 REFERENCES = [
@@ -213,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     for preset, batch, prec, comp, cl, optim, malloc in itertools.product(
             a.preset, a.batch, a.precision, a.compile, a.channels_last, a.optimizer, a.malloc):
         accum = a.accum or _auto_accum(batch, a.micro)
-        cmd = [sys.executable, __file__, "--child", "--preset", preset, "--batch", str(batch),
+        cmd = [sys.executable, "-m", "benchmarks.speed.bench_training", "--child", "--preset",
+               preset, "--batch", str(batch),
                "--precision", prec, "--reps", str(a.reps), "--device", a.device, "--accum",
                str(accum), "--compile", comp, "--channels-last", cl, "--patch", str(a.patch),
                "--optimizer", optim, "--malloc", malloc]

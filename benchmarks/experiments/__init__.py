@@ -1,0 +1,1 @@
+"""Accuracy experiments; :func:`benchmarks.experiments.fidelity.headline` reads a report."""

@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks; shared machine helpers in :mod:`benchmarks.speed.machine`."""

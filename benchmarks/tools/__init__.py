@@ -1,0 +1,1 @@
+"""Test tooling: deliberate bugs (mutants) and the GPU check."""
