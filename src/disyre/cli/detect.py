@@ -53,6 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "strip, register), write maps on the raw scans' own grids")
     p.add_argument("--save-restored", action="store_true", help="also write restored images")
     p.add_argument("--png", action="store_true", help="also write PNG overlays")
+    p.add_argument("--html", action="store_true", help="also write report.html: every scan "
+                   "and its map in the browser (pixel mode)")
     p.add_argument("--threshold", default=None, metavar="T|fpr=F",
                    help="write a binary mask of map > T; 'fpr=0.01' takes T from the "
                    "thresholds file (calibrated on healthy scans)")
@@ -252,6 +254,8 @@ def run(args: argparse.Namespace) -> int:
     if args.mask is not None and args.preprocess:
         raise CLIError("--mask and --preprocess exclude each other (skull stripping finds "
                        "the brain)")
+    if args.html and args.mode == "sample":
+        raise CLIError("--html shows the maps: use --mode pixel or both")
     for o in others:
         log.warning("%s: not a NIfTI file, skipped", o)
     rank, world = parse_shard(args.shard)
@@ -326,6 +330,14 @@ def run(args: argparse.Namespace) -> int:
         log.info("%s: score %.4f -> %s", scan.name, res.score,
                  ", ".join(p.name for p in tgt.values()))
 
+    if args.html:
+        from disyre.evaluation.html import write_detect_report
+
+        print("report: " + str(write_detect_report(
+            out, mine, checkpoint=args.checkpoint, thresholds_file=args.thresholds_file,
+            post_processing={"median_filter": det.cfg.inference.median_filter},
+            overwrite=args.overwrite or args.continue_run,
+            name="report.html" if world == 1 else f"report_shard{rank}of{world}.html")))
     done = len(todo) - len(failed)
     skipped = len(mine) - len(todo)
     print(f"disyre detect: {done} of {len(mine)} scan(s) written to {out}"

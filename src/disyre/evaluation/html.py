@@ -371,3 +371,88 @@ def write_comparison_html(out_dir: str | Path, results: Mapping[str, Any], compa
     path = out / "comparison.html"
     atomic_write_text(path, page)
     return path
+
+
+def find_thresholds_file(checkpoint: str | Path) -> Path | None:
+    """``thresholds.json`` next to a run or checkpoint folder (where ``disyre evaluate
+    --save-thresholds`` puts it), or ``None``."""
+    ck = Path(checkpoint)
+    for c in (ck / "thresholds.json", ck.parent / "thresholds.json",
+              ck.parent.parent / "thresholds.json"):
+        if c.is_file():
+            return c
+    return None
+
+
+def write_detect_report(out_dir: str | Path, scans: Sequence[str | Path], *,
+                        checkpoint: str | Path | None = None,
+                        thresholds_file: str | Path | None = None,
+                        post_processing: Mapping[str, Any] | None = None,
+                        overwrite: bool = True, name: str = "report.html") -> Path:
+    """``report.html`` of a ``disyre detect`` output folder (scans without labels).
+
+    Each scan's map is ``out_dir/<scan file name>`` (pixel mode); scans without one are left
+    out and named on the page. The threshold slider starts at the 1 % threshold of
+    ``thresholds_file`` (default: the one next to ``checkpoint``), else at half the largest
+    map value.
+
+    Args:
+        out_dir: The detect output folder (the page is written there).
+        scans: The input scans.
+        checkpoint: The run or checkpoint folder (to find ``thresholds.json``).
+        thresholds_file: Calibrated thresholds to start the slider at.
+        post_processing: What was applied to the maps (e.g. ``{"median_filter": 0}``).
+        overwrite: Replace an existing page.
+        name: File name of the page.
+
+    Returns:
+        Path of the page.
+    """
+    import nibabel as nib
+
+    from disyre.data.intensity import brain_mask
+    from disyre.data.nifti import load_scan, to_canonical
+    from disyre.evaluation import metrics as M
+    from disyre.evaluation.thresholds import fpr_key, load_thresholds
+    from disyre.io_utils import atomic_path
+
+    out = Path(out_dir)
+    th_path = Path(thresholds_file) if thresholds_file else (
+        find_thresholds_file(checkpoint) if checkpoint is not None else None)
+    fpr = {} if th_path is None else load_thresholds(th_path).fpr
+    cases, vols, missing = [], [], []
+    for s in map(Path, scans):
+        mpath = out / s.name
+        if not mpath.is_file():
+            log.warning("%s: no map in %s, left out of %s", s.name, out, name)
+            missing.append(s.name)
+            continue
+        scan = load_scan(s)
+        img = nib.load(str(mpath))
+        amap = np.asarray(img.dataobj, np.float32).reshape(scan.native_shape)
+        amap = np.ascontiguousarray(to_canonical(amap, scan.ornt))
+        mask = brain_mask(scan.data, None) | (amap > 0)
+        score = M.volume_scores(amap, mask, voxel_mm3=float(np.prod(scan.spacing)))
+        stem = re.sub(r"\.nii(\.gz)?$", "", s.name, flags=re.I)
+        cases.append({"subject": stem, "group": "scan", "n_lesion": 0,
+                      "metrics": {"map": {"score": score[M.VOLUME_SCORE]}}})
+        vols.append({"map": pack_volume(amap, None, mask, image=scan.data,
+                                        spacing=scan.spacing)})
+    title = f"disyre detect: {out}"
+    data = {"kind": "detect", "title": title,
+            "default_fpr": fpr_key(min(fpr)) if fpr else None,
+            "methods": [{"name": "map", "thresholds": {fpr_key(f): t for f, t in fpr.items()}}],
+            "cases": cases, "post_processing": dict(post_processing) if post_processing
+            is not None else None}
+    notes = [f"{len(cases)} scan(s) of {out}, checkpoint {checkpoint or '?'}; no labels. "
+             f"Volume score: mean of the highest-scoring {M.SCORE_VOLUME_MM3:g} mm^3 of brain."]
+    notes.append(f"Thresholds: {th_path} (a voxel is anomalous when its score is above)."
+                 if th_path else "No calibrated thresholds found (run `disyre evaluate "
+                 "--save-thresholds`): the slider starts at half the largest map value.")
+    if missing:
+        notes.append(f"Left out (no map): {', '.join(missing)}.")
+    body = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
+    path = out / name
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        Path(tmp).write_text(render_page(data, vols, body, title=title), encoding="utf-8")
+    return path

@@ -464,6 +464,13 @@ def _row(name: str, m: Mapping[str, Any]) -> dict[str, Any]:
         row[f"transfer_fpr_at_{k}"] = v.get("fpr")
     sl = (m.get("slice_level") or {}).get("mean", {})
     row["slice_auroc_mean"] = sl.get("auroc")
+    lw = ((m.get("lesion_wise") or {}).get("at") or {}).get("0.01") or {}
+    row["lesion_recall_at_0.01"] = lw.get("recall")
+    row["lesion_recall_at_0.01_ci"] = lw.get("recall_ci")
+    row["fp_blobs_per_healthy_scan_at_0.01"] = lw.get("fp_per_healthy_scan")
+    vol = (m.get("volume_level") or {}).get("top_1cm3") or {}
+    row["scan_auroc"] = vol.get("auroc")
+    row["scan_auroc_ci"] = vol.get("auroc_ci")
     return row
 
 
@@ -526,7 +533,8 @@ def write_comparison(out_dir: str | Path, results: Mapping[str, Mapping[str, Any
     head += [f"Dice @ {float(k[9:]):.0%} FPR" for k in dkeys]
     head += [f"held-out FPR @ {float(k[15:]):.0%}" for k in hkeys]
     head += [f"out-of-range FPR @ {float(k[16:]):.0%}" for k in tkeys]
-    head.append("slice AUROC (mean)")
+    head += ["slice AUROC (mean)", "lesion recall @ 1 %", "FP blobs per healthy scan @ 1 %",
+             "scan AUROC (top 1 cm^3)"]
     lines = [f"# {title}", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
     for r in rows:
@@ -539,8 +547,15 @@ def write_comparison(out_dir: str | Path, results: Mapping[str, Mapping[str, Any
         cells += [_fmt(r.get(k), 4) for k in hkeys]
         cells += [_fmt(r.get(k), 4) for k in tkeys]
         cells.append(_fmt(r.get("slice_auroc_mean")))
+        cells.append(_fmt(r.get("lesion_recall_at_0.01"))
+                     + _ci_text(r.get("lesion_recall_at_0.01_ci")))
+        cells.append(_fmt(r.get("fp_blobs_per_healthy_scan_at_0.01"), 1))
+        cells.append(_fmt(r.get("scan_auroc")) + _ci_text(r.get("scan_auroc_ci")))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"*{ORACLE_NOTE}. Brackets: 95 % bootstrap intervals over volumes.*", "",
+    lines += ["", f"*{ORACLE_NOTE}. Brackets: 95 % bootstrap intervals over volumes. Lesion "
+              "recall and FP blobs: BraTS 2023 lesion-wise matching (see each method's report); "
+              "scan AUROC: lesioned against healthy test scans. Every method's map of one case "
+              "side by side: [comparison.html](comparison.html).*", "",
               "![metrics](figures/comparison_bars.png) ![PR curves](figures/comparison_pr.png)",
               ""]
     path = out / "comparison.md"
