@@ -254,6 +254,12 @@ def _ci_text(v: Any, nd: int = 3) -> str:
     return f" [{v[0]:.{nd}f}, {v[1]:.{nd}f}]"
 
 
+def _count(n: int, group: str) -> str:
+    """``"1 held-out healthy scan"`` / ``"3 held-out healthy scans"``."""
+    name = HEALTHY_GROUPS[group]
+    return f"{n} {name if n != 1 else name[:-1]}"
+
+
 def post_processing_text(pp: Any) -> str:
     """One sentence saying which post-processing the maps had."""
     if pp is None:
@@ -274,7 +280,7 @@ def lesion_wise_lines(lw: Mapping[str, Any]) -> list[str]:
     lines = ["## Lesion-wise detection", "",
              f"{lw['n_lesions']} lesions in {lw['n_lesioned_scans']} lesioned scans; "
              f"{n_healthy} healthy scans"
-             + (" (" + ", ".join(f"{n} {HEALTHY_GROUPS[g]}" for g, n in nh.items() if n) + ")"
+             + (" (" + ", ".join(_count(n, g) for g, n in nh.items() if n) + ")"
                 if n_healthy else "") + ". "
              "Protocol: BraTS 2023 lesion-wise matching: a lesion is a connected component "
              f"of the label ({lw['connectivity']}-connectivity); it is found when a voxel of "
@@ -400,7 +406,7 @@ def write_report(out_dir: str | Path, result: EvaluationResult, *,
               "of `disyre detect`) is the mean of the highest-scoring 1 cm^3 of brain. "
               "The volume level is scan-level detection (MOOD's sample-level task): every "
               "lesioned test scan against every healthy one ("
-              + (", ".join(f"{n} {HEALTHY_GROUPS[g]}" for g, n in groups.items())
+              + (", ".join(_count(n, g) for g, n in groups.items())
                  if groups else "none here: AUROC n/a, AP 1 by construction")
               + "); brackets: 95 % bootstrap intervals, lesioned and healthy scans resampled "
               "apart.", "",

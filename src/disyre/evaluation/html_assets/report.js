@@ -13,7 +13,8 @@
     { name: "coronal", fixed: 1, row: 0, col: 2, letters: ["L", "R", "S", "I"] },
     { name: "sagittal", fixed: 2, row: 0, col: 1, letters: ["P", "A", "S", "I"] }
   ];
-  var VIEW_PX = METHODS.length > 2 ? 230 : 300;
+  var VIEW_PX = METHODS.length > 2 ? 230 : (METHODS.length > 1 ? 290 : 340);
+  var GROUPS = { heldout: "held-out healthy", transfer: "out-of-range healthy", scan: "scan" };
   var OUTLINE = "#00e5ff";
 
   var state = {
@@ -81,7 +82,7 @@
   function sortValue(c, key) {
     var m = (c.metrics || {})[state.listMethod] || {};
     if (key === "subject") { return c.subject; }
-    if (key === "group") { return c.group; }
+    if (key === "group") { return groupName(c); }
     if (key === "dice") { return m.dice && c.n_lesion > 0 ? m.dice[DATA.default_fpr] : null; }
     if (key === "ap" && !(c.n_lesion > 0)) { return null; }
     return m[key];
@@ -100,7 +101,13 @@
     });
     return idx;
   }
+  function groupName(c) {
+    return GROUPS[c.group] || (c.n_lesion > 0 ? "lesion" : "healthy");
+  }
   function hasColumn(key) {
+    if (key === "group") {  // only when it tells cases apart
+      return new Set(CASES.map(groupName)).size > 1;
+    }
     return CASES.some(function (c) {
       var v = sortValue(c, key);
       return v !== null && v !== undefined;
@@ -145,7 +152,7 @@
       var tr = el("tr", { "data-index": String(i) }, cols.map(function (col) {
         var v = sortValue(c, col[0]);
         if (col[0] === "subject") { return el("td", { text: c.subject }); }
-        if (col[0] === "group") { return el("td", { class: "group", text: c.group || "" }); }
+        if (col[0] === "group") { return el("td", { class: "group", text: groupName(c) }); }
         return el("td", { class: "num", text: fmt(v, 3) });
       }));
       if (i === state.current) { tr.className = "current"; }
@@ -362,7 +369,7 @@
     state.current = i;
     renderList();
     document.getElementById("case-title").textContent = c.subject +
-      (c.group && c.group !== "test" ? " (" + c.group + " healthy scan)" : (c.n_lesion > 0 ? "" : " (healthy)"));
+      (c.n_lesion > 0 || c.group === "scan" ? "" : " (" + groupName(c) + " scan)");
     METHODS.forEach(function (m, mi) {
       document.querySelector('.method[data-index="' + mi + '"] .numbers').textContent = numbers(c, m);
     });
