@@ -13,8 +13,8 @@
     { name: "coronal", fixed: 1, row: 0, col: 2, letters: ["L", "R", "S", "I"] },
     { name: "sagittal", fixed: 2, row: 0, col: 1, letters: ["P", "A", "S", "I"] }
   ];
-  var VIEW_PX = METHODS.length > 2 ? 230 : (METHODS.length > 1 ? 290 : 340);
-  var GROUPS = { heldout: "held-out healthy", transfer: "out-of-range healthy", scan: "scan" };
+  var VIEW_PX = METHODS.length > 2 ? 210 : (METHODS.length > 1 ? 270 : 340);
+  var GROUPS = { heldout: "held-out", transfer: "out-of-range", scan: "scan" };
   var OUTLINE = "#00e5ff";
 
   var state = {
@@ -369,7 +369,8 @@
     state.current = i;
     renderList();
     document.getElementById("case-title").textContent = c.subject +
-      (c.n_lesion > 0 || c.group === "scan" ? "" : " (" + groupName(c) + " scan)");
+      (c.n_lesion > 0 || c.group === "scan" ? "" : " (" + (groupName(c) === "healthy" ? ""
+        : groupName(c) + " ") + "healthy scan)");
     METHODS.forEach(function (m, mi) {
       document.querySelector('.method[data-index="' + mi + '"] .numbers').textContent = numbers(c, m);
     });
