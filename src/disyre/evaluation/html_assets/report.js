@@ -250,6 +250,9 @@
     var sh = meta.shape, sp = meta.spacing;
     var ext = Math.max(sh[0] * sp[0], sh[1] * sp[1], sh[2] * sp[2]);
     var s = VIEW_PX / ext;
+    var row = document.querySelector(".views");  // the three views side by side if they fit
+    var avail = row ? row.clientWidth - 24 : 0;
+    if (avail > 240) { s = Math.min(s, avail / (2 * sh[2] * sp[2] + sh[1] * sp[1])); }
     return { rows: sh[v.row], cols: sh[v.col], w: Math.max(1, Math.round(sh[v.col] * sp[v.col] * s)),
              h: Math.max(1, Math.round(sh[v.row] * sp[v.row] * s)) };
   }
