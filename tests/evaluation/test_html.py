@@ -119,3 +119,21 @@ def test_write_report_writes_html_with_every_case(tmp_path):
     assert m["post_processing"] == {"median_filter": 3}
     rows = (tmp_path / "r" / "cases.csv").read_text().splitlines()
     assert rows[0].endswith("fp_blobs_fpr_0.1") and rows[-1].startswith("h0,")
+
+
+def test_volumes_beyond_the_limit_are_listed_without_them(tmp_path):
+    from disyre.evaluation import Case, evaluate_cases
+    from disyre.evaluation.report import write_report
+
+    brain = np.ones((4, 10, 10), bool)
+    lab = np.zeros(brain.shape, bool)
+    lab[1:3, 3:6, 3:6] = True
+    cases = [Case(f"s{i}", (0.5 * lab + 0.1 * i).astype(np.float32), lab, brain)
+             for i in range(3)]
+    res = evaluate_cases(cases, [(np.zeros(brain.shape), brain)], n_boot=0, viewer=2)
+    assert [r.viewer is not None for r in res.cases] == [True, True, False]
+    write_report(tmp_path / "r", res)
+    page = (tmp_path / "r" / "report.html").read_text()
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', page, re.S).group(1))
+    assert [c["volume"] is None for c in data["cases"]] == [False, False, True]
+    assert "1 of 3 scans are listed without their volume" in page

@@ -38,6 +38,7 @@ from disyre.evaluation.thresholds import (
     summarize_counts,
 )
 
+VIEWER_MAX_SCANS = 100  # report.html embeds at most this many scans (about 0.5 MB each)
 ORACLE_NOTE = ("best_dice_oracle: the threshold is chosen on the test labels (an upper bound, "
                "not applicable to new scans); the calibrated thresholds are set on healthy "
                "scans only")
@@ -234,7 +235,7 @@ def evaluate_cases(
     spill_dir: str | None = None,
     source: str = "",
     lesion_dilation: int = 0,
-    viewer: bool = True,
+    viewer: bool | int = True,
     post_processing: dict[str, Any] | None = None,
 ) -> EvaluationResult:
     """Evaluate anomaly maps against lesion labels, streaming one volume at a time.
@@ -260,8 +261,10 @@ def evaluate_cases(
         source: Text recorded with freshly fitted thresholds.
         lesion_dilation: Tolerance of the lesion-wise matching in voxels
             (:mod:`disyre.evaluation.lesions`; 0 = the map must overlap the lesion).
-        viewer: Keep a compact volume of every scan for ``report.html``
-            (:func:`disyre.evaluation.html.pack_volume`).
+        viewer: Keep a compact volume of each scan for ``report.html``
+            (:func:`disyre.evaluation.html.pack_volume`): ``True`` for the first
+            :data:`VIEWER_MAX_SCANS` scans (test cases first), a number for that many,
+            ``False`` for none. The others are listed on the page without their volume.
         post_processing: What was applied to the maps (e.g. ``{"median_filter": 3}``),
             recorded in ``metrics.json`` and the report.
 
@@ -291,6 +294,7 @@ def evaluate_cases(
     vol_labels: list[bool] = []
     vol_groups: list[str] = []
     seen: set[str] = set()
+    n_viewer = [VIEWER_MAX_SCANS if viewer is True else int(viewer)]  # volumes still to keep
 
     def check(c: Case) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         amap = np.asarray(c.anomaly_map)
@@ -330,6 +334,8 @@ def evaluate_cases(
         ap = M.average_precision(M.curve_counts(pos, neg)) if len(pos) else float("nan")
         z = _gallery_slice(amap, lab, mask)
         img = None if c.image is None else _display_slice(np.asarray(c.image), mask, z)
+        keep = n_viewer[0] > 0
+        n_viewer[0] -= keep
         return CaseRecord(
             subject=str(c.subject), n_brain=int(mask.sum()), n_lesion=int(lab.sum()),
             n_lesion_outside=M.lesion_outside_brain(lab, mask), ap=ap,
@@ -339,7 +345,7 @@ def evaluate_cases(
             lesions=(case_lesions(amap, lab, mask, th_values, vox, lesion_dilation)
                      if th_items else None),
             viewer=(pack_volume(amap, lab if group == "test" else None, mask, image=c.image,
-                                spacing=c.spacing) if viewer else None))
+                                spacing=c.spacing) if keep else None))
 
     try:
         for obj in cases:

@@ -330,7 +330,13 @@ def write_report_html(out_dir: str | Path, result: Any, report_md: str, *,
     out = Path(out_dir)
     data, vols = result_page_data(result, method)
     data["title"] = title
-    page = render_page(data, vols, markdown_to_html(report_md, out), title=title)
+    body = markdown_to_html(report_md, out)
+    missing = sum(v[method] is None for v in vols)
+    if missing:
+        body = (f'<p class="note">{missing} of {len(vols)} scans are listed without their '
+                "volume (the page embeds at most the first "
+                f"{len(vols) - missing}).</p>") + body
+    page = render_page(data, vols, body, title=title)
     path = out / "report.html"
     atomic_write_text(path, page)
     return path
