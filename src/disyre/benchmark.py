@@ -22,8 +22,10 @@ Layout of ``out_dir``::
 
     <method>/run/          checkpoints and training log (learned methods)
     <method>/reference.npz (the reference method)
-    <method>/report/       metrics.json, cases.csv, report.md, figures/, thresholds.json
-    comparison/            comparison.md, comparison.csv, figures/
+    <method>/report/       metrics.json, cases.csv, report.md, report.html, figures/,
+                           thresholds.json
+    comparison/            comparison.md, comparison.html (methods side by side),
+                           comparison.csv, figures/
     benchmark.json         settings, timings, report paths, provenance
 
 Example:
@@ -97,7 +99,8 @@ class BenchmarkResult:
 
     def rows(self) -> list[dict[str, Any]]:
         """Headline numbers per method (pixel AP, oracle Dice, Dice and held-out FPR at 1 %,
-        the out-of-range healthy FPR at 1 % when there is a transfer split)."""
+        the out-of-range healthy FPR at 1 % when there is a transfer split, lesion recall and
+        false-positive blobs per healthy scan at 1 %, scan-level AUROC)."""
         out = []
         for name, m in self.metrics.items():
             cal = (m.get("calibrated") or {}).get("0.01") or {}
@@ -107,6 +110,8 @@ class BenchmarkResult:
             sl = (m.get("slice_level") or {}).get("mean") or {}
             px = m.get("pixel") or {}
             ci = m.get("bootstrap_ci") or {}
+            les = ((m.get("lesion_wise") or {}).get("at") or {}).get("0.01") or {}
+            scan = (m.get("volume_level") or {}).get("top_1cm3") or {}
             out.append({"method": name, "pixel_ap": px.get("ap"), "auroc": px.get("auroc"),
                         "pixel_ap_ci": ci.get("ap"),
                         "best_dice_oracle": px.get("best_dice_oracle"),
@@ -114,15 +119,19 @@ class BenchmarkResult:
                         "heldout_fpr_at_1pct": held.get("fpr"),
                         "transfer_fpr_at_1pct": tra.get("fpr"),
                         "heldout_fpr_at_1pct_boot": boot.get("heldout_fpr_ci"),
-                        "slice_auroc": sl.get("auroc")})
+                        "slice_auroc": sl.get("auroc"),
+                        "lesion_recall_at_1pct": les.get("recall"),
+                        "lesion_recall_at_1pct_ci": les.get("recall_ci"),
+                        "fp_blobs_per_healthy_scan_at_1pct": les.get("fp_per_healthy_scan"),
+                        "scan_auroc": scan.get("auroc"), "scan_auroc_ci": scan.get("auroc_ci")})
         return out
 
     def table(self) -> str:
         """A short plain-text table of :meth:`rows`."""
         head = ["method", "pixel AP", "best Dice*", "Dice@1%", "healthy FPR@1%",
-                "older FPR@1%", "slice AUROC"]
+                "older FPR@1%", "slice AUROC", "lesion rec@1%"]
         keys = ["pixel_ap", "best_dice_oracle", "dice_at_1pct", "heldout_fpr_at_1pct",
-                "transfer_fpr_at_1pct", "slice_auroc"]
+                "transfer_fpr_at_1pct", "slice_auroc", "lesion_recall_at_1pct"]
         lines = ["  ".join(f"{h:>14}" if i else f"{h:<10}" for i, h in enumerate(head))]
         for r in self.rows():
             cells = [f"{r['method']:<10}"]
@@ -256,23 +265,29 @@ def _evaluate(mapper: _Mapper, val: list, lesioned: list, healthy_test: list, *,
             scores[key].append(np.asarray(amap)[mask])
             yield amap, mask
 
-    def cases() -> Iterator[tuple]:
-        for e in lesioned:
+    def cases(entries: list, key: str | None = None) -> Iterator[tuple]:
+        """Test scans as cases (``key``: healthy scans given apart, their scores kept)."""
+        for e in entries:
             mask = np.asarray(e.mask(), bool)
             voxel_mm3 = float(abs(np.linalg.det(np.asarray(e.affine, float)[:3, :3])))
-            yield (e.subject, mapper(e, bar.update), np.asarray(e.lesion(), bool), mask,
-                   np.asarray(e.image()), voxel_mm3)
+            amap = mapper(e, bar.update)
+            if key is not None:
+                scores[key].append(np.asarray(amap)[mask])
+            yield (e.subject, amap, None if key else np.asarray(e.lesion(), bool), mask,
+                   np.asarray(e.image()), voxel_mm3, tuple(e.spacing))
 
     try:
-        res = evaluate_cases(cases(), healthy(val, "val"),
-                             healthy_test_maps=(healthy(healthy_test, "test") if healthy_test
+        res = evaluate_cases(cases(lesioned), healthy(val, "val"),
+                             healthy_test_maps=(cases(healthy_test, "test") if healthy_test
                                                 else None),
+                             healthy_transfer_maps=cases(transfer, "transfer") if transfer
+                             else None,
                              n_boot=n_boot, seed=seed,
-                             source=f"{len(val)} healthy validation scans")
+                             source=f"{len(val)} healthy validation scans",
+                             post_processing={"median_filter": 0 if mapper.detector is None
+                                              else mapper.detector.cfg.inference.median_filter})
         extra: dict[str, Any] = {}
         if res.thresholds is not None:
-            for _ in healthy(transfer, "transfer"):
-                pass
             if transfer:
                 extra["healthy_transfer"] = _fpr_at(scores["transfer"], res.thresholds.fpr)
             if scores["test"]:
@@ -320,6 +335,7 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
     Returns:
         A :class:`BenchmarkResult`.
     """
+    from disyre.evaluation.html import write_comparison_html
     from disyre.evaluation.report import write_comparison, write_report
     from disyre.evaluation.thresholds import save_thresholds
 
@@ -356,6 +372,7 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
         codebooks[name] = cb if wants else None
     out = prepare_output_dir(out_dir, overwrite=overwrite, marker=MARKER)
     metrics: dict[str, dict[str, Any]] = {}
+    evaluated: dict[str, Any] = {}  # method -> EvaluationResult (comparison.html)
     reports: dict[str, Path] = {}
     timings: dict[str, dict[str, float]] = {}
     for name in names:
@@ -394,10 +411,12 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
         if res.thresholds is not None:
             save_thresholds(mdir / "report" / "thresholds.json", res.thresholds)
         metrics[name] = {**res.to_dict(), **extra}
+        evaluated[name] = res
         timings[name] = {"train_s": round(t1 - t0, 2), "detect_s": round(t2 - t1, 2)}
         log.info("%s: pixel AP %.4f (train %.0f s, detect+evaluate %.0f s)", name,
                  res.pixel.ap, t1 - t0, t2 - t1)
     comparison = write_comparison(out / "comparison", metrics, title=title, overwrite=overwrite)
+    write_comparison_html(comparison.parent, evaluated, comparison.read_text(), title=title)
     result = BenchmarkResult(out_dir=out, metrics=metrics, reports=reports,
                              comparison=comparison, timings=timings)
     atomic_write_json(out / MARKER, {

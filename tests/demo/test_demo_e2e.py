@@ -55,6 +55,14 @@ def test_quick_demo_writes_reports_with_every_file_they_name(demo_run, capsys):
         # held-out healthy scan evaluated at the calibrated 1 % threshold
         assert math.isfinite(m["healthy_heldout"]["0.01"]["fpr"])
         assert (out / "benchmark" / name / "report" / "thresholds.json").is_file()
+        # lesion-wise and scan-level rows, and the page beside every report
+        assert m["lesion_wise"]["n_lesions"] >= 2 and "recall_ci" in m["lesion_wise"]["at"]["0.01"]
+        assert m["volume_level"]["top_1cm3"]["n_healthy_by_group"] == {"heldout": 1,
+                                                                       "transfer": 1}
+        size = m["config"]["run"]["inference"]["median_filter"] if learned else 0
+        assert m["post_processing"] == {"median_filter": size}  # what was applied
+        assert Path(meta["html"][name]).is_file()
+    assert Path(meta["html"]["comparison"]).is_file()
     for r in meta["summary"]:
         assert r["pixel_ap"] is not None and r["best_dice_oracle"] is not None
 
@@ -86,8 +94,10 @@ def test_readme_block_is_generated_from_the_run(demo_run, tmp_path):
     text = readme.read_text()
     summary = json.loads((out / "demo.json").read_text())["summary"]
     assert "old text" not in text and "## after" in text and text.count(START) == 1
-    for row in summary:  # every method's AP appears, as computed by the run
+    for row in summary:  # every method's AP and lesion recall appear, as computed by the run
         assert f"{row['pixel_ap']:.3f}" in text
+        ci = row["lesion_recall_at_1pct_ci"]
+        assert f"{row['lesion_recall_at_1pct']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" in text
     runtime = json.loads((out / "benchmark" / "dag" / "run" / "run.json").read_text())["runtime"]
     where = runtime["cpu"] if runtime["device"] == "cpu" else runtime["device"]
     assert f"{runtime['precision']} on {where}" in text  # the figures' precision and machine

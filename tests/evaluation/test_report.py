@@ -58,7 +58,10 @@ def test_evaluate_cases_numbers() -> None:
         d = [M.dice_at(c.anomaly_map, c.label, c.brain_mask, v["threshold"], strict=True)
              for c in cases if c.label.any()]
         assert v["mean_case_dice"] == pytest.approx(np.mean(d))
-    assert res.volume_level["max"]["n"] == 6 and res.volume_level["max"]["n_positive"] == 5
+    # the volume-level table: 5 lesioned cases against the healthy test case and the 3
+    # held-out healthy scans
+    assert res.volume_level["max"]["n"] == 9 and res.volume_level["max"]["n_positive"] == 5
+    assert res.volume_level["max"]["n_healthy_by_group"] == {"test": 1, "heldout": 3}
     assert res.slice_level["max"]["auroc"] > 0.95
     assert res.ci["ap"][0] <= res.pixel.ap + 0.02
 

@@ -58,6 +58,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "strip, register), write maps on the raw scans' own grids")
     p.add_argument("--save-restored", action="store_true", help="also write restored images")
     p.add_argument("--png", action="store_true", help="also write PNG overlays")
+    p.add_argument("--html", action="store_true", help="also write report.html: every scan "
+                   "and its map in the browser (pixel mode)")
     p.add_argument("--threshold", default=None, metavar="T|fpr=F",
                    help="write a binary mask of map > T; 'fpr=0.01' takes T from the "
                    "thresholds file (calibrated on healthy scans)")
@@ -102,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     if args.mask is not None and args.preprocess:
         raise CLIError("--mask and --preprocess exclude each other (skull stripping finds "
                        "the brain)")
+    if args.html and args.mode == "sample":
+        raise CLIError("--html shows the maps: use --mode pixel or both")
     predict = None
     if args.preprocess:
         from disyre.preprocessing import predict_raw
@@ -115,7 +119,10 @@ def run(args: argparse.Namespace) -> int:
         apply_inference_overrides(det, args.overrides)
         if args.precision is not None:
             det.cfg.inference.precision = args.precision
+        loaded.append(det)
         return det
+
+    loaded: list = []  # the detector, once detect_files has loaded it
 
     summary = detect_files(
         args.input, args.output, load, checkpoint=args.checkpoint, mode=args.mode,
@@ -125,4 +132,16 @@ def run(args: argparse.Namespace) -> int:
         continue_=args.continue_run, shard=args.shard, progress=not args.no_progress,
         predict=predict)
     print(summary.report())
+    if args.html:
+        from disyre.evaluation.html import write_detect_report
+
+        rank, world = summary.shard
+        print("report: " + str(write_detect_report(
+            args.output, summary.assigned, checkpoint=args.checkpoint,
+            thresholds_file=(summary.threshold.path if summary.threshold is not None
+                             and summary.threshold.path is not None else args.thresholds_file),
+            post_processing=({"median_filter": loaded[0].cfg.inference.median_filter}
+                             if loaded else None),  # every scan skipped: not known
+            overwrite=args.overwrite or args.continue_run,
+            name="report.html" if world == 1 else f"report_shard{rank}of{world}.html")))
     return 0 if summary.ok else 1

@@ -38,7 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="exact metrics and a report (PR/ROC, histograms, gallery) for a test manifest",
         description="Evaluate anomaly maps against lesion masks: pixel AP/AUROC (exact), oracle "
         "best Dice, Dice at thresholds calibrated on healthy scans, slice/volume detection, "
-        "bootstrap intervals; writes metrics.json, cases.csv, report.md and figures.",
+        "bootstrap intervals, lesion-wise detection; writes metrics.json, cases.csv, report.md, "
+        "report.html (the maps in the browser) and figures.",
     )
     p.add_argument("--manifest", type=Path, required=True, help="test manifest (CSV)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -78,8 +79,10 @@ class _Source:
             self.detector = Detector.from_checkpoint(checkpoint, device=device)
             apply_inference_overrides(self.detector, overrides or [])
 
-    def load(self, row: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
-        """``(map, lesion, brain, image, voxel_mm3)`` on the scan's full axial-first grid.
+    def load(self, row: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float,
+                                      tuple[float, float, float]]:
+        """``(map, lesion, brain, image, voxel_mm3, spacing)`` on the scan's full axial-first
+        grid.
 
         Both sources use one brain (:func:`disyre.data.intensity.brain_mask`: the manifest's
         brain mask, else the voxels > 0) and the full grid, so lesion voxels outside the brain
@@ -96,9 +99,9 @@ class _Source:
         if self.detector is not None:
             res = self.detector.predict(scan, brain)
             return (res.full(res.map_cropped), lesion, res.full(res.mask_cropped).astype(bool),
-                    scan.data, voxel_mm3)
+                    scan.data, voxel_mm3, scan.spacing)
         amap = self._read_map(row, scan)
-        return amap, lesion, brain_mask(scan.data, brain), scan.data, voxel_mm3
+        return amap, lesion, brain_mask(scan.data, brain), scan.data, voxel_mm3, scan.spacing
 
     def _read_map(self, row: Any, scan: Any) -> np.ndarray:
         import nibabel as nib
@@ -189,19 +192,22 @@ def run(args: argparse.Namespace) -> int:
     def cases() -> Iterator[tuple]:
         for i, r in enumerate(test, 1):
             log.info("case %d/%d: %s", i, len(test), r.subject)
-            amap, lab, mask, img, voxel_mm3 = source.load(r)
-            yield (r.subject, amap, lab, mask, img, voxel_mm3)
+            amap, lab, mask, img, voxel_mm3, spacing = source.load(r)
+            yield (r.subject, amap, lab, mask, img, voxel_mm3, spacing)
 
     def healthy_maps() -> Iterator[tuple]:
         for i, r in enumerate(healthy, 1):
             log.info("healthy scan %d/%d: %s", i, len(healthy), r.subject)
-            amap, _lab, mask, _img, _vox = source.load(r)
+            amap, _lab, mask, _img, _vox, _sp = source.load(r)
             yield (amap, mask)
 
     hsrc = str(args.healthy_manifest or args.manifest)
+    post = (None if source.detector is None  # maps read from files: not known
+            else {"median_filter": source.detector.cfg.inference.median_filter})
     res = evaluate_cases(cases(), healthy_maps() if healthy and thresholds is None else None,
                          tuple(args.fpr), thresholds=thresholds, n_boot=args.bootstrap,
-                         seed=args.seed, source=f"{hsrc} ({len(healthy)} healthy scans)")
+                         seed=args.seed, source=f"{hsrc} ({len(healthy)} healthy scans)",
+                         post_processing=post)
     if res.thresholds is not None and thresholds is None and source.detector is not None:
         # fitted here on this model's maps: record what made them, for detect to check
         bind_thresholds(res.thresholds, source.detector, args.checkpoint)

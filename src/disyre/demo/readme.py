@@ -42,9 +42,9 @@ def results_block(demo: dict[str, Any], img_rel: str) -> str:
         "`python -m disyre.demo.readme demo_out`:",
         "",
         "| method | pixel AP [95 % CI] | best Dice (oracle) | Dice @ 1 % healthy FPR | "
-        "held-out healthy FPR @ 1 % | older-looking healthy FPR @ 1 % | slice AUROC | train s "
-        "| detect+eval s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "lesion recall @ 1 % [95 % CI] | held-out healthy FPR @ 1 % | older-looking healthy "
+        "FPR @ 1 % | slice AUROC | train s | detect+eval s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     names = {"dag": "DISYRE v2 (DAG)", "gaussian": "Gaussian-noise baseline",
              "reference": "non-learned reference", "fpi": "FPI ablation",
@@ -57,6 +57,7 @@ def results_block(demo: dict[str, Any], img_rel: str) -> str:
         lines.append(
             f"| {names.get(r['method'], r['method'])} | {ap} | "
             f"{r['best_dice_oracle']:.3f} | {r['dice_at_1pct']:.3f} | "
+            f"{_frac(r.get('lesion_recall_at_1pct'), r.get('lesion_recall_at_1pct_ci'))} | "
             f"{_pct(r.get('heldout_fpr_at_1pct'), r.get('heldout_fpr_at_1pct_boot'))} | "
             f"{_pct(r.get('transfer_fpr_at_1pct'))} | "
             f"{r['slice_auroc']:.3f} | "
@@ -66,10 +67,14 @@ def results_block(demo: dict[str, Any], img_rel: str) -> str:
         "*Best Dice is an oracle (threshold chosen on the test labels); the 1 % threshold is "
         "set on healthy validation scans only. Held-out healthy scans have anatomy drawn from "
         "the training ranges; older-looking ones have larger ventricles and thinner cortex "
-        "than any training subject (the transfer check). Brackets: 95 % bootstrap intervals "
-        "(AP: over test volumes; held-out FPR: over resamples of the validation subjects that "
-        "set the threshold). Full report: `demo_out/benchmark/"
-        "comparison/comparison.md` (with bootstrap intervals) and one report per method.*",
+        "than any training subject (the transfer check). Lesion recall: the fraction of "
+        "lesions (connected components of the label) that the map above the 1 % threshold "
+        "touches (BraTS 2023 lesion-wise matching, docs/evaluation.md). Brackets: 95 % "
+        "bootstrap intervals (AP and lesion recall: over test volumes; held-out FPR: over "
+        "resamples of the validation subjects that set the threshold). Full report: "
+        "`demo_out/benchmark/comparison/comparison.md` (with bootstrap intervals) and one "
+        "report per method; `report.html` beside each and `comparison.html` show the maps in "
+        "the browser.*",
         "",
         f"![pixel-wise precision-recall of the demo methods]({img_rel}/demo_pr.png)",
         f"![DISYRE maps: best, median and worst test case]({img_rel}/demo_gallery.png)",
@@ -84,6 +89,13 @@ def _machine(runtime: dict[str, Any]) -> str:
         return "CPU"
     where = runtime.get("cpu") if runtime.get("device", "cpu") == "cpu" else runtime.get("device")
     return f"{runtime.get('precision', '?')} on {where or runtime.get('device', '?')}"
+
+
+def _frac(x: float | None, ci: list[float] | None = None) -> str:
+    """``0.800 [0.600, 0.950]``, or ``-`` for a run without the number."""
+    if x is None:
+        return "-"
+    return f"{x:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] is not None else "")
 
 
 def _pct(x: float | None, ci: list[float] | None = None) -> str:

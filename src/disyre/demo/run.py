@@ -18,7 +18,9 @@ Layout of the output folder::
 
     cohort/        NIfTI images, lesion masks, manifest.csv, cohort.json (reusable cache)
     cache/         preprocessed volumes (.npy)
-    benchmark/     <method>/run, <method>/report, comparison/ (see disyre.benchmark)
+    benchmark/     <method>/run, <method>/report, comparison/ (see disyre.benchmark); every
+                   report.md has a report.html beside it (the maps in the browser), and
+                   comparison/comparison.html shows the methods side by side
     demo.json      settings, table, paths
 
 Example:
@@ -173,6 +175,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *,
         "settings": asdict(s), "cohort": str(cohort.root), "cohort_reused": cohort.reused,
         "comparison": str(bench.comparison), "reports": {k: str(v) for k, v in
                                                          bench.reports.items()},
+        "html": {"comparison": str(bench.comparison.with_suffix(".html")),
+                 **{k: str(v.with_suffix(".html")) for k, v in bench.reports.items()}},
         "summary": bench.rows(), "timings": bench.timings, "provenance": provenance()})
     return DemoResult(out_dir=out, comparison=bench.comparison, reports=bench.reports,
                       table=table, rows=bench.rows(), cohort_reused=cohort.reused)

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 
 from disyre.evaluation import metrics as M
+from disyre.evaluation.html import ViewerVolume, pack_volume
+from disyre.evaluation.lesions import CaseLesions, case_lesions, scan_level_ci, summarize_lesions
 from disyre.evaluation.thresholds import (
     DEFAULT_FPRS,
     ThresholdCalibrator,
@@ -36,6 +38,7 @@ from disyre.evaluation.thresholds import (
     summarize_counts,
 )
 
+VIEWER_MAX_SCANS = 100  # report.html embeds at most this many scans (about 0.5 MB each)
 ORACLE_NOTE = ("best_dice_oracle: the threshold is chosen on the test labels (an upper bound, "
                "not applicable to new scans); the calibrated thresholds are set on healthy "
                "scans only")
@@ -54,25 +57,31 @@ class Case:
             outside it still count as lesion (scored by the map's value there).
         image: Optional scan, only used for the report's gallery (any intensity scale: the
             gallery shows it scaled by the 99th percentile of its brain voxels).
-        voxel_mm3: Voxel volume in mm^3, for the volume score (the highest-scoring 1 cm^3);
-            ``None``: 1 mm^3.
+        voxel_mm3: Voxel volume in mm^3, for the volume score (the highest-scoring 1 cm^3)
+            and the lesion volumes; ``None``: the product of ``spacing``, else 1 mm^3.
+        spacing: Voxel size in mm along ``(D, H, W)`` (the viewer's aspect ratio); ``None``:
+            isotropic.
     """
 
     subject: str
     anomaly_map: np.ndarray
-    label: np.ndarray
+    label: np.ndarray | None
     brain_mask: np.ndarray | None = None
     image: np.ndarray | None = None
     voxel_mm3: float | None = None
+    spacing: tuple[float, float, float] | None = None
 
 
 @dataclass
 class CaseRecord:
-    """What is kept of one case: its numbers and one axial slice for the gallery.
+    """What is kept of one case: its numbers, one axial slice for the gallery and the compact
+    volume of ``report.html``.
 
     ``n_lesion`` counts every lesion voxel, ``n_lesion_outside`` those outside the brain mask;
     ``score`` is the volume score (mean of the highest-scoring 1 cm^3 of brain), the same
-    number ``disyre detect`` writes.
+    number ``disyre detect`` writes; ``group``: ``test`` (a test case), ``heldout`` or
+    ``transfer`` (healthy scans given apart); ``lesions``: lesion-wise counts at the
+    calibrated thresholds.
     """
 
     subject: str
@@ -87,6 +96,13 @@ class CaseRecord:
     slice_label: np.ndarray = field(repr=False)
     slice_mask: np.ndarray = field(repr=False)
     slice_image: np.ndarray | None = field(default=None, repr=False)
+    group: str = field(default="test", kw_only=True)
+    lesions: CaseLesions | None = field(default=None, kw_only=True, repr=False)
+    viewer: ViewerVolume | None = field(default=None, kw_only=True, repr=False)
+
+
+HEALTHY_GROUPS = {"test": "healthy test cases", "heldout": "held-out healthy scans",
+                  "transfer": "out-of-range healthy scans"}
 
 
 @dataclass
@@ -105,6 +121,9 @@ class EvaluationResult:
     neg_hist: np.ndarray
     healthy_hist: np.ndarray | None
     settings: dict[str, Any]
+    lesion_wise: dict[str, Any] = field(default_factory=dict)
+    volume_level_by_group: dict[str, dict[str, Any]] = field(default_factory=dict)
+    healthy_cases: list[CaseRecord] = field(default_factory=list)
 
     def curves(self, n: int = CURVE_POINTS) -> dict[str, dict[str, list[float]]]:
         """Exact PR and ROC points (at each distinct lesion score), thinned to ``n`` points."""
@@ -133,6 +152,9 @@ class EvaluationResult:
             "healthy_heldout": {fpr_key(f): v for f, v in self.healthy_heldout.items()},
             "slice_level": self.slice_level,
             "volume_level": self.volume_level,
+            "volume_level_by_group": self.volume_level_by_group,
+            "lesion_wise": self.lesion_wise,
+            "post_processing": self.settings.get("post_processing"),
             "bootstrap_ci": {k: list(v) for k, v in self.ci.items()},
             "settings": self.settings,
             "curves": self.curves(),
@@ -154,18 +176,34 @@ def _clean(o: Any) -> Any:
 
 def as_case(obj: Any) -> Case:
     """Accept a :class:`Case`, a dict with its field names, or a tuple
-    ``(subject, anomaly_map, label, brain_mask[, image[, voxel_mm3]])``."""
+    ``(subject, anomaly_map, label, brain_mask[, image[, voxel_mm3[, spacing]]])``."""
     if isinstance(obj, Case):
         return obj
     if isinstance(obj, dict):
         return Case(**obj)
-    if isinstance(obj, tuple | list) and len(obj) in (4, 5, 6):
+    if isinstance(obj, tuple | list) and len(obj) in (4, 5, 6, 7):
         return Case(*obj)
     if all(hasattr(obj, a) for a in ("subject", "anomaly_map", "label")):
         return Case(obj.subject, obj.anomaly_map, obj.label, getattr(obj, "brain_mask", None),
-                    getattr(obj, "image", None), getattr(obj, "voxel_mm3", None))
+                    getattr(obj, "image", None), getattr(obj, "voxel_mm3", None),
+                    getattr(obj, "spacing", None))
     raise TypeError(f"cannot read a case from {type(obj).__name__}; give a Case, a dict or a "
-                    "tuple (subject, anomaly_map, label, brain_mask[, image[, voxel_mm3]])")
+                    "tuple (subject, anomaly_map, label, brain_mask[, image[, voxel_mm3[, "
+                    "spacing]]])")
+
+
+def _as_healthy(obj: Any, group: str, i: int) -> Case:
+    """A healthy scan given apart: a :class:`Case` (label ignored) or ``(map, brain_mask)``."""
+    if isinstance(obj, tuple | list) and len(obj) == 2:
+        return Case(f"{group}-{i:03d}", obj[0], None, obj[1])
+    c = as_case(obj)
+    return Case(c.subject, c.anomaly_map, None, c.brain_mask, c.image, c.voxel_mm3, c.spacing)
+
+
+def _voxel_mm3(c: Case) -> float | None:
+    if c.voxel_mm3 is not None:
+        return float(c.voxel_mm3)
+    return None if c.spacing is None else float(np.prod(c.spacing))
 
 
 def _gallery_slice(amap: np.ndarray, lab: np.ndarray, mask: np.ndarray) -> int:
@@ -188,30 +226,47 @@ def evaluate_cases(
     fprs: Sequence[float] = DEFAULT_FPRS,
     *,
     thresholds: Thresholds | None = None,
-    healthy_test_maps: Iterable[tuple[np.ndarray, np.ndarray | None]] | None = None,
+    healthy_test_maps: Iterable[Any] | None = None,
+    healthy_transfer_maps: Iterable[Any] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
     top_k: int = M.TOP_K,
     hist_bins: int = M.HIST_BINS,
     spill_dir: str | None = None,
     source: str = "",
+    lesion_dilation: int = 0,
+    viewer: bool | int = True,
+    post_processing: dict[str, Any] | None = None,
 ) -> EvaluationResult:
     """Evaluate anomaly maps against lesion labels, streaming one volume at a time.
 
     Args:
-        cases: Test volumes (see :func:`as_case`); a generator is fine.
+        cases: Test volumes (see :func:`as_case`); a generator is fine. A case with an empty
+            label is a healthy test scan.
         healthy_maps: ``(map, brain_mask)`` of healthy validation scans to calibrate the
             thresholds on (read before ``cases``). Ignored if ``thresholds`` is given.
         fprs: Voxel false-positive rates of the calibrated thresholds.
         thresholds: Already calibrated thresholds (e.g. :func:`load_thresholds`).
-        healthy_test_maps: ``(map, brain_mask)`` of held-out healthy scans: their voxel FPR at
-            the calibrated thresholds is reported (``healthy_heldout``).
+        healthy_test_maps: Held-out healthy scans, each a :class:`Case` (its label ignored)
+            or ``(map, brain_mask)``: their voxel FPR at the calibrated thresholds
+            (``healthy_heldout``), their false-positive blobs, and they join the volume-level
+            table as healthy scans.
+        healthy_transfer_maps: Healthy scans unlike the training ones (out of its range),
+            given like ``healthy_test_maps``: false-positive blobs and the volume-level table.
         n_boot: Bootstrap resamples over volumes (0 = no intervals).
         seed: Seed of the bootstrap.
         top_k: k of the top-k-mean reduction.
         hist_bins: Bins of the per-volume histograms (bootstrap and score histograms).
         spill_dir: Folder of the temporary healthy-voxel file (default: system temp).
         source: Text recorded with freshly fitted thresholds.
+        lesion_dilation: Tolerance of the lesion-wise matching in voxels
+            (:mod:`disyre.evaluation.lesions`; 0 = the map must overlap the lesion).
+        viewer: Keep a compact volume of each scan for ``report.html``
+            (:func:`disyre.evaluation.html.pack_volume`): ``True`` for the first
+            :data:`VIEWER_MAX_SCANS` scans (test cases first), a number for that many,
+            ``False`` for none. The others are listed on the page without their volume.
+        post_processing: What was applied to the maps (e.g. ``{"median_filter": 3}``),
+            recorded in ``metrics.json`` and the report.
 
     Returns:
         An :class:`EvaluationResult`.
@@ -237,54 +292,74 @@ def evaluate_cases(
     vol_scores: dict[str, list[float]] = {r: [] for r in (*M.REDUCTIONS, M.VOLUME_SCORE)}
     assumed_voxel = False
     vol_labels: list[bool] = []
+    vol_groups: list[str] = []
     seen: set[str] = set()
+    n_viewer = [VIEWER_MAX_SCANS if viewer is True else int(viewer)]  # volumes still to keep
+
+    def check(c: Case) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        amap = np.asarray(c.anomaly_map)
+        lab = (np.zeros(amap.shape, bool) if c.label is None else np.asarray(c.label) != 0)
+        mask = (np.ones(amap.shape, bool) if c.brain_mask is None
+                else np.asarray(c.brain_mask) != 0)
+        if amap.shape != lab.shape or amap.shape != mask.shape:
+            raise ValueError(f"case {c.subject}: shape mismatch: map {amap.shape}, "
+                             f"label {lab.shape}, brain mask {mask.shape}")
+        if amap.ndim != 3:
+            raise ValueError(f"case {c.subject}: expected (D, H, W) arrays, got {amap.shape}")
+        if c.subject in seen:
+            raise ValueError(f"case {c.subject}: subject listed twice")
+        if not np.isfinite(amap[mask]).all():
+            raise ValueError(f"case {c.subject}: anomaly map holds NaN or Inf inside the brain")
+        seen.add(c.subject)
+        return amap, lab, mask
+
+    def record(c: Case, amap: np.ndarray, lab: np.ndarray, mask: np.ndarray, group: str,
+               cnt: np.ndarray | None) -> CaseRecord:
+        """Per-scan numbers shared by test cases and healthy scans given apart."""
+        nonlocal assumed_voxel
+        vox = _voxel_mm3(c)
+        assumed_voxel |= vox is None
+        vox = 1.0 if vox is None else vox
+        vs = M.volume_scores(amap, mask, top_k, voxel_mm3=vox)
+        for r in vol_scores:
+            vol_scores[r].append(vs[r])
+        vol_labels.append(bool(lab.any()))
+        vol_groups.append(group if not lab.any() else "lesioned")
+        dice: dict[float, float] = {}
+        for (f, _), (tp, fp, fn, _tn) in zip(th_items, cnt if cnt is not None else [],
+                                              strict=False):
+            den = 2 * tp + fp + fn
+            dice[f] = float(2 * tp / den) if den else 1.0
+        pos, neg = amap[lab], amap[mask & ~lab]
+        ap = M.average_precision(M.curve_counts(pos, neg)) if len(pos) else float("nan")
+        z = _gallery_slice(amap, lab, mask)
+        img = None if c.image is None else _display_slice(np.asarray(c.image), mask, z)
+        keep = n_viewer[0] > 0
+        n_viewer[0] -= keep
+        return CaseRecord(
+            subject=str(c.subject), n_brain=int(mask.sum()), n_lesion=int(lab.sum()),
+            n_lesion_outside=M.lesion_outside_brain(lab, mask), ap=ap,
+            score=vs[M.VOLUME_SCORE], dice=dice, slice_index=z,
+            slice_map=amap[z].astype(np.float16), slice_label=lab[z].copy(),
+            slice_mask=mask[z].copy(), slice_image=img, group=group,
+            lesions=(case_lesions(amap, lab, mask, th_values, vox, lesion_dilation)
+                     if th_items else None),
+            viewer=(pack_volume(amap, lab if group == "test" else None, mask, image=c.image,
+                                spacing=c.spacing) if keep else None))
+
     try:
         for obj in cases:
             c = as_case(obj)
-            amap = np.asarray(c.anomaly_map)
-            lab = np.asarray(c.label) != 0
-            mask = (np.ones(amap.shape, bool) if c.brain_mask is None
-                    else np.asarray(c.brain_mask) != 0)
-            if amap.shape != lab.shape or amap.shape != mask.shape:
-                raise ValueError(f"case {c.subject}: shape mismatch: map {amap.shape}, "
-                                 f"label {lab.shape}, brain mask {mask.shape}")
-            if amap.ndim != 3:
-                raise ValueError(f"case {c.subject}: expected (D, H, W) arrays, got {amap.shape}")
-            if c.subject in seen:
-                raise ValueError(f"case {c.subject}: subject listed twice")
-            if not np.isfinite(amap[mask]).all():
-                raise ValueError(f"case {c.subject}: anomaly map holds NaN or Inf inside the brain")
-            seen.add(c.subject)
-            n_out = M.lesion_outside_brain(lab, mask)  # they stay lesion: misses, normally
-            acc.update(amap, lab, mask)
-            pos, neg = amap[lab], amap[mask & ~lab]
-            ap = (M.average_precision(M.curve_counts(pos, neg)) if len(pos)
-                  else float("nan"))
-            dice: dict[float, float] = {}
-            if th_items:
-                cnt = counts_at(amap, lab, mask, th_values)
+            amap, lab, mask = check(c)
+            acc.update(amap, lab, mask)  # lesion voxels outside the brain stay lesion: misses
+            cnt = counts_at(amap, lab, mask, th_values) if th_items else None
+            if cnt is not None:
                 pooled += cnt
-                for (f, _), (tp, fp, fn, _tn) in zip(th_items, cnt, strict=True):
-                    den = 2 * tp + fp + fn
-                    dice[f] = float(2 * tp / den) if den else 1.0
             ss, sl = M.slice_scores(amap, lab, mask, top_k)
             for r in slice_scores:
                 slice_scores[r].append(ss[r])
             slice_labels.append(sl)
-            assumed_voxel |= c.voxel_mm3 is None
-            vs = M.volume_scores(amap, mask, top_k,
-                                 voxel_mm3=1.0 if c.voxel_mm3 is None else float(c.voxel_mm3))
-            for r in vol_scores:
-                vol_scores[r].append(vs[r])
-            vol_labels.append(bool(lab.any()))
-            z = _gallery_slice(amap, lab, mask)
-            img = None if c.image is None else _display_slice(np.asarray(c.image), mask, z)
-            records.append(CaseRecord(
-                subject=str(c.subject), n_brain=int(mask.sum()), n_lesion=int(lab.sum()),
-                n_lesion_outside=n_out, ap=ap, score=vs[M.VOLUME_SCORE], dice=dice,
-                slice_index=z,
-                slice_map=amap[z].astype(np.float16), slice_label=lab[z].copy(),
-                slice_mask=mask[z].copy(), slice_image=img))
+            records.append(record(c, amap, lab, mask, "test", cnt))
         pos_h = np.stack(acc.pos_hist) if acc.pos_hist else np.zeros((0, hist_bins), np.int64)
         neg_h = np.stack(acc.neg_hist) if acc.neg_hist else np.zeros((0, hist_bins), np.int64)
         if not records:
@@ -301,22 +376,53 @@ def evaluate_cases(
         calibrated[f] = summ
 
     heldout: dict[float, dict[str, float]] = {}
+    healthy_records: list[CaseRecord] = []
+    hc = np.zeros((len(th_items), 4), np.int64)
+    n_heldout = 0
+    for group, items in (("heldout", healthy_test_maps), ("transfer", healthy_transfer_maps)):
+        for i, obj in enumerate(items or []):
+            c = _as_healthy(obj, group, i)
+            amap, lab, mask = check(c)
+            cnt = counts_at(amap, None, mask, th_values) if th_items else None
+            if group == "heldout" and cnt is not None:
+                hc += cnt
+                n_heldout += 1
+            healthy_records.append(record(c, amap, lab, mask, group, cnt))
     if healthy_test_maps is not None and th_items:
-        hc = np.zeros((len(th_items), 4), np.int64)
-        n_vol = 0
-        for amap, mask in healthy_test_maps:
-            hc += counts_at(np.asarray(amap), None, mask, th_values)
-            n_vol += 1
         for i, (f, t) in enumerate(th_items):
             s = summarize_counts(hc[i])
-            heldout[f] = {"threshold": t, "fpr": s["fpr"], "n_volumes": n_vol,
+            heldout[f] = {"threshold": t, "fpr": s["fpr"], "n_volumes": n_heldout,
                           "n_voxels": s["fp"] + s["tn"]}
 
     sl_labels = np.concatenate(slice_labels)
     slice_level = M.detection_metrics({r: np.concatenate(v) for r, v in slice_scores.items()},
                                       sl_labels)
-    volume_level = M.detection_metrics({r: np.asarray(v) for r, v in vol_scores.items()},
-                                       np.asarray(vol_labels))
+    vl = np.asarray(vol_labels)
+    vg = np.asarray(vol_groups)
+    volume_level = M.detection_metrics({r: np.asarray(v) for r, v in vol_scores.items()}, vl)
+    healthy_groups = {g: int((vg == g).sum()) for g in HEALTHY_GROUPS if (vg == g).any()}
+    for r, v in volume_level.items():
+        v.update(scan_level_ci(np.asarray(vol_scores[r]), vl, n_boot=n_boot, seed=seed))
+        v["n_healthy_by_group"] = healthy_groups
+    by_group: dict[str, dict[str, Any]] = {}
+    if len(healthy_groups) > 1:
+        for g in healthy_groups:
+            keep = vl | (vg == g)
+            sc = np.asarray(vol_scores[M.VOLUME_SCORE])[keep]
+            e = M.detection_metrics({M.VOLUME_SCORE: sc}, vl[keep])[M.VOLUME_SCORE]
+            e.update(scan_level_ci(sc, vl[keep], n_boot=n_boot, seed=seed))
+            by_group[g] = e
+
+    lesion_wise: dict[str, Any] = {}
+    if th_items:
+        lesion_wise = summarize_lesions(
+            [r.lesions for r in records if r.n_lesion > 0 and r.lesions is not None],
+            {g: [r.lesions for r in (*records, *healthy_records)
+                 if r.n_lesion == 0 and r.group == g and r.lesions is not None]
+             for g in HEALTHY_GROUPS},
+            th_items, n_boot=n_boot if len(records) > 1 else 0, seed=seed,
+            dilation=lesion_dilation)
+
     ci: dict[str, tuple[float, float]] = {}
     if n_boot > 0 and len(records) > 1:
         per_vol = {f"dice_fpr_{fpr_key(f)}": np.array(
@@ -333,6 +439,12 @@ def evaluate_cases(
                                 f"{M.SCORE_VOLUME_MM3:g} mm^3 of brain voxels"
                                 + (" (voxel volume unknown for some cases: 1 mm^3 assumed)"
                                    if assumed_voxel else ""),
+                "volume_level": "every test scan: lesioned ones positive, healthy ones "
+                                "(healthy test cases, held-out and out-of-range healthy "
+                                "scans) negative; intervals: lesioned and healthy scans "
+                                "resampled apart",
+                "post_processing": dict(post_processing) if post_processing is not None
+                else None,
                 "bootstrap": "percentile 95 % interval over volumes resampled with "
                              f"replacement; pixel metrics from per-volume {hist_bins}-bin "
                              "histograms on [0, 1]"}
@@ -340,4 +452,5 @@ def evaluate_cases(
         pixel=pixel, thresholds=thresholds, calibrated=calibrated, healthy_heldout=heldout,
         slice_level=slice_level, volume_level=volume_level, ci=ci, cases=records,
         pos_hist=pos_h.sum(0), neg_hist=neg_h.sum(0), healthy_hist=healthy_hist,
-        settings=settings)
+        settings=settings, lesion_wise=lesion_wise, volume_level_by_group=by_group,
+        healthy_cases=healthy_records)

@@ -5,7 +5,7 @@ methods' ``metrics.json`` documents side by side. Figures use matplotlib's Agg b
 
 Layout of a report folder::
 
-    metrics.json   cases.csv   report.md
+    metrics.json   cases.csv   report.md   report.html (the maps in the browser)
     figures/pr_curve.png  figures/roc_curve.png  figures/score_histograms.png
     figures/gallery.png
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from disyre.evaluation.harness import ORACLE_NOTE, EvaluationResult
+from disyre.evaluation.harness import HEALTHY_GROUPS, ORACLE_NOTE, EvaluationResult
 from disyre.evaluation.thresholds import fpr_key
 from disyre.io_utils import (
     atomic_path,
@@ -201,14 +201,22 @@ def _gallery(res: EvaluationResult, out: Path) -> list[tuple[str, int]]:
 
 
 def _cases_csv(res: EvaluationResult) -> str:
+    """One row per test case, then the healthy scans given apart (``group``)."""
     fprs = sorted(res.thresholds.fpr) if res.thresholds else []
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["subject", "n_brain_voxels", "lesion_voxels", "lesion_voxels_outside_brain",
-                "ap", "score_1cm3", *[f"dice_fpr_{fpr_key(f)}" for f in fprs]])
-    for r in res.cases:
+                "ap", "score_1cm3", *[f"dice_fpr_{fpr_key(f)}" for f in fprs], "group",
+                "n_lesions", *[f"lesions_found_fpr_{fpr_key(f)}" for f in fprs],
+                *[f"fp_blobs_fpr_{fpr_key(f)}" for f in fprs]])
+    for r in (*res.cases, *res.healthy_cases):
+        les = r.lesions
         w.writerow([r.subject, r.n_brain, r.n_lesion, r.n_lesion_outside, _num(r.ap),
-                    _num(r.score), *[_num(r.dice.get(f)) for f in fprs]])
+                    _num(r.score), *[_num(r.dice.get(f)) for f in fprs], r.group,
+                    "" if les is None else les.n_lesions,
+                    *["" if les is None else int(les.detected[j].sum())
+                      for j in range(len(fprs))],
+                    *["" if les is None else int(les.n_fp[j]) for j in range(len(fprs))]])
     return buf.getvalue()
 
 
@@ -240,10 +248,83 @@ def _threshold_spread_lines(d: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _ci_text(v: Any, nd: int = 3) -> str:
+    if not v or v[0] is None:
+        return ""
+    return f" [{v[0]:.{nd}f}, {v[1]:.{nd}f}]"
+
+
+def _count(n: int, group: str) -> str:
+    """``"1 held-out healthy scan"`` / ``"3 held-out healthy scans"``."""
+    name = HEALTHY_GROUPS[group]
+    return f"{n} {name if n != 1 else name[:-1]}"
+
+
+def post_processing_text(pp: Any) -> str:
+    """One sentence saying which post-processing the maps had."""
+    if pp is None:
+        return "Post-processing of the maps: not known (maps read from files)."
+    size = pp.get("median_filter")
+    what = (f"a 3D median filter of size {size}" if size else "none (no median filter)")
+    return f"Post-processing of the maps: {what}" + (f" ({pp['note']})" if pp.get("note")
+                                                     else "") + "."
+
+
+def lesion_wise_lines(lw: Mapping[str, Any]) -> list[str]:
+    """The report's lesion-wise section (from ``metrics.json``'s ``lesion_wise``)."""
+    if not lw or not lw.get("at"):
+        return []
+    bins = lw["size_bins_ml"]
+    nh = lw.get("n_healthy_scans") or {}
+    n_healthy = sum(nh.values())
+    lines = ["## Lesion-wise detection", "",
+             f"{lw['n_lesions']} lesions in {lw['n_lesioned_scans']} lesioned scans; "
+             f"{n_healthy} healthy scans"
+             + (" (" + ", ".join(_count(n, g) for g, n in nh.items() if n) + ")"
+                if n_healthy else "") + ". "
+             "Protocol: BraTS 2023 lesion-wise matching: a lesion is a connected component "
+             f"of the label ({lw['connectivity']}-connectivity); it is found when a voxel of "
+             "`map > threshold` lies in it"
+             + (f" (grown by {lw['dilation']} voxels)" if lw.get("dilation") else "")
+             + "; a connected component of the thresholded map that touches no lesion is a "
+             "false-positive blob; lesion F1 is the harmonic mean of lesion recall and the "
+             "fraction of blobs touching a lesion (MSSEG 2016). Brackets: 95 % bootstrap "
+             "intervals over scans.", "",
+             "| healthy FPR | lesions found | lesion recall | FP blobs per lesioned scan | "
+             "FP blobs per healthy scan | lesion F1 |", "|---|---|---|---|---|---|"]
+    for k, v in lw["at"].items():
+        fph = (f"{_fmt(v.get('fp_per_healthy_scan'), 1)}"
+               f"{_ci_text(v.get('fp_per_healthy_scan_ci'), 1)}"
+               if "fp_per_healthy_scan" in v else "-")
+        lines.append(f"| {float(k):.0%} | {v['n_detected']} / {lw['n_lesions']} | "
+                     f"{_fmt(v['recall'])}{_ci_text(v.get('recall_ci'))} | "
+                     f"{_fmt(v['fp_per_lesioned_scan'], 1)}"
+                     f"{_ci_text(v.get('fp_per_lesioned_scan_ci'), 1)} | {fph} | "
+                     f"{_fmt(v['f1'])}{_ci_text(v.get('f1_ci'))} |")
+
+    def rng(lo: float, hi: float | None) -> str:
+        return f"< {hi:g} mL" if not lo else (f">= {lo:g} mL" if hi is None
+                                              else f"{lo:g}-{hi:g} mL")
+
+    lines += ["", "Lesion recall by lesion volume:", "",
+              "| healthy FPR | " + " | ".join(f"{b} ({rng(*r)})" for b, r in bins.items())
+              + " |", "|---" * (len(bins) + 1) + "|"]
+    for k, v in lw["at"].items():
+        cells = []
+        for b in bins:
+            e = v["by_size"][b]
+            cells.append("-" if not e["n"] else
+                         f"{_fmt(e['recall'])}{_ci_text(e.get('recall_ci'))} "
+                         f"({e['n_detected']}/{e['n']})")
+        lines.append(f"| {float(k):.0%} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def write_report(out_dir: str | Path, result: EvaluationResult, *,
                  config: Mapping[str, Any] | None = None, title: str = "Evaluation report",
                  overwrite: bool = False, extra: Mapping[str, Any] | None = None) -> Path:
-    """Write ``metrics.json``, ``cases.csv``, ``report.md`` and ``figures/*.png``.
+    """Write ``metrics.json``, ``cases.csv``, ``report.md``, ``report.html`` and
+    ``figures/*.png``.
 
     Args:
         out_dir: Report folder (created; refused if it already holds a ``metrics.json``
@@ -286,7 +367,7 @@ def write_report(out_dir: str | Path, result: EvaluationResult, *,
              f"({100 * n_out / max(px['n_lesion_voxels'], 1):.2f} %, in "
              f"{d.get('n_cases_with_lesion_outside_brain', 0)} volumes) lie outside the brain "
              "mask: they count as lesion, scored by the map's value there (normally 0, a "
-             "miss).", "",
+             "miss). " + post_processing_text(d.get("post_processing")), "",
              "## Pixel-wise (all lesion voxels and all healthy brain voxels of all test "
              "volumes pooled, exact)", "",
              "| metric | value | 95 % bootstrap CI |", "|---|---|---|",
@@ -314,19 +395,37 @@ def write_report(out_dir: str | Path, result: EvaluationResult, *,
                          + (f" {_fmt(transfer.get(k, {}).get('fpr'), 4)} |" if transfer else ""))
         lines.append("")
         lines += _threshold_spread_lines(d)
+    lines += lesion_wise_lines(d.get("lesion_wise") or {})
+    vol = d["volume_level"]
+    groups = next(iter(vol.values()), {}).get("n_healthy_by_group") or {}
     lines += ["## Slice- and volume-level detection", "",
               "A slice (volume) is anomalous if any voxel of its label is; its score is "
               f"the mean, the max or the mean of the top {result.settings['top_k']} voxel "
               "scores over its brain voxels; `mean_slice` (the authors' slice score) is the "
               "mean over the whole slice, background included; `top_1cm3` (the volume score "
-              "of `disyre detect`) is the mean of the highest-scoring 1 cm^3 of brain.", "",
+              "of `disyre detect`) is the mean of the highest-scoring 1 cm^3 of brain. "
+              "The volume level is scan-level detection (MOOD's sample-level task): every "
+              "lesioned test scan against every healthy one ("
+              + (", ".join(_count(n, g) for g, n in groups.items())
+                 if groups else "none here: AUROC n/a, AP 1 by construction")
+              + "); brackets: 95 % bootstrap intervals, lesioned and healthy scans resampled "
+              "apart.", "",
               "| level | reduction | AUROC | AP | n | n anomalous |", "|---|---|---|---|---|---|"]
     labels = {"mean_slice": "mean over the whole slice (authors')",
               "top_1cm3": "mean of the top 1 cm^3 (detect's score)"}
     for level in ("slice_level", "volume_level"):
         for r, v in d[level].items():
-            lines.append(f"| {level.split('_')[0]} | {labels.get(r, r)} | {_fmt(v['auroc'])} | "
-                         f"{_fmt(v['ap'])} | {v['n']} | {v['n_positive']} |")
+            lines.append(f"| {level.split('_')[0]} | {labels.get(r, r)} | {_fmt(v['auroc'])}"
+                         f"{_ci_text(v.get('auroc_ci'))} | {_fmt(v['ap'])}"
+                         f"{_ci_text(v.get('ap_ci'))} | {v['n']} | {v['n_positive']} |")
+    if d.get("volume_level_by_group"):
+        lines += ["", "Scan level (volume score `top_1cm3`) against each group of healthy "
+                  "scans:", "", "| lesioned against | AUROC | AP | n healthy |",
+                  "|---|---|---|---|"]
+        for g, v in d["volume_level_by_group"].items():
+            lines.append(f"| {HEALTHY_GROUPS[g]} | {_fmt(v['auroc'])}"
+                         f"{_ci_text(v.get('auroc_ci'))} | {_fmt(v['ap'])}"
+                         f"{_ci_text(v.get('ap_ci'))} | {v['n'] - v['n_positive']} |")
     lines += ["", "## Figures", "",
               "![precision-recall](figures/pr_curve.png) ![ROC](figures/roc_curve.png)", "",
               "![score histograms](figures/score_histograms.png)", "",
@@ -335,12 +434,17 @@ def write_report(out_dir: str | Path, result: EvaluationResult, *,
               f"thresholded map: {_gallery_threshold(result)[1]}.", "",
               "![gallery](figures/gallery.png)", "",
               "Per-case numbers: [cases.csv](cases.csv); all metrics: "
-              "[metrics.json](metrics.json).", ""]
+              "[metrics.json](metrics.json); every scan in 3D: [report.html](report.html).", ""]
     if not picks:
         lines.insert(-3, "(No case with a lesion: the gallery is empty.)")
     atomic_write_json(out / "metrics.json", d)
     report = out / "report.md"
-    atomic_write_text(report, "\n".join(lines))
+    text = "\n".join(lines)
+    atomic_write_text(report, text)
+    from disyre.evaluation.html import write_report_html
+
+    write_report_html(out, result, text, title=title,
+                      method=str((config or {}).get("method") or "map"))
     return report
 
 
@@ -366,6 +470,13 @@ def _row(name: str, m: Mapping[str, Any]) -> dict[str, Any]:
         row[f"transfer_fpr_at_{k}"] = v.get("fpr")
     sl = (m.get("slice_level") or {}).get("mean", {})
     row["slice_auroc_mean"] = sl.get("auroc")
+    lw = ((m.get("lesion_wise") or {}).get("at") or {}).get("0.01") or {}
+    row["lesion_recall_at_0.01"] = lw.get("recall")
+    row["lesion_recall_at_0.01_ci"] = lw.get("recall_ci")
+    row["fp_blobs_per_healthy_scan_at_0.01"] = lw.get("fp_per_healthy_scan")
+    vol = (m.get("volume_level") or {}).get("top_1cm3") or {}
+    row["scan_auroc"] = vol.get("auroc")
+    row["scan_auroc_ci"] = vol.get("auroc_ci")
     return row
 
 
@@ -428,7 +539,8 @@ def write_comparison(out_dir: str | Path, results: Mapping[str, Mapping[str, Any
     head += [f"Dice @ {float(k[9:]):.0%} FPR" for k in dkeys]
     head += [f"held-out FPR @ {float(k[15:]):.0%}" for k in hkeys]
     head += [f"out-of-range FPR @ {float(k[16:]):.0%}" for k in tkeys]
-    head.append("slice AUROC (mean)")
+    head += ["slice AUROC (mean)", "lesion recall @ 1 %", "FP blobs per healthy scan @ 1 %",
+             "scan AUROC (top 1 cm^3)"]
     lines = [f"# {title}", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
     for r in rows:
@@ -441,8 +553,15 @@ def write_comparison(out_dir: str | Path, results: Mapping[str, Mapping[str, Any
         cells += [_fmt(r.get(k), 4) for k in hkeys]
         cells += [_fmt(r.get(k), 4) for k in tkeys]
         cells.append(_fmt(r.get("slice_auroc_mean")))
+        cells.append(_fmt(r.get("lesion_recall_at_0.01"))
+                     + _ci_text(r.get("lesion_recall_at_0.01_ci")))
+        cells.append(_fmt(r.get("fp_blobs_per_healthy_scan_at_0.01"), 1))
+        cells.append(_fmt(r.get("scan_auroc")) + _ci_text(r.get("scan_auroc_ci")))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"*{ORACLE_NOTE}. Brackets: 95 % bootstrap intervals over volumes.*", "",
+    lines += ["", f"*{ORACLE_NOTE}. Brackets: 95 % bootstrap intervals over volumes. Lesion "
+              "recall and FP blobs: BraTS 2023 lesion-wise matching (see each method's report); "
+              "scan AUROC: lesioned against healthy test scans. Every method's map of one case "
+              "side by side: [comparison.html](comparison.html).*", "",
               "![metrics](figures/comparison_bars.png) ![PR curves](figures/comparison_pr.png)",
               ""]
     path = out / "comparison.md"
