@@ -107,3 +107,23 @@ def test_transfer_check_reports_older_brains_and_threshold_spread(cohort_cache):
     report = res.reports["reference"].read_text()
     assert "out-of-range healthy FPR" in report and "bootstrap resamples" in report
     assert "out-of-range FPR @ 1%" in res.comparison.read_text()
+
+
+def test_evaluate_run_reevaluates_a_trained_run_with_other_inference_settings(cohort_cache,
+                                                                               tiny_run):
+    from disyre.benchmark import evaluate_run
+    from disyre.evaluation.metrics import paired_bootstrap_ap
+
+    _root, _, cache = cohort_cache
+    plain, extra = evaluate_run(tiny_run.path, cache, n_boot=20, device="cpu", progress=False)
+    filt, _ = evaluate_run(tiny_run.path, cache, inference={"median_filter": 3}, n_boot=20,
+                           device="cpu", progress=False)
+    assert plain.to_dict()["post_processing"] == {"median_filter": 0}
+    assert filt.to_dict()["post_processing"] == {"median_filter": 3}
+    assert plain.thresholds is not None and "healthy_transfer" in extra
+    assert filt.pixel.ap != plain.pixel.ap  # the filter reached the maps
+    n_lesioned = sum(c.n_lesion > 0 for c in plain.cases)
+    assert plain.volume_pos_hist.shape[0] == n_lesioned == 2  # the pixel metrics: lesioned
+    r = paired_bootstrap_ap(plain.volume_pos_hist, plain.volume_neg_hist,
+                            filt.volume_pos_hist, filt.volume_neg_hist, n_boot=20)
+    assert r["diff_low"] <= r["diff"] <= r["diff_high"]

@@ -251,6 +251,18 @@ def test_evaluate_checkpoint_save_thresholds_then_detect_at_that_fpr(tiny_run_co
     err = capsys.readouterr().err
     assert "levels=[0, 50]" in err and "levels=[0]" in err and err.count("\n") == 1
     assert not (tmp_path / "det1").exists() or not any((tmp_path / "det1").iterdir())
+    # evaluate with a given thresholds file checks the same binding
+    th = tiny_run_copy / "thresholds.json"
+    assert main(["evaluate", "--manifest", str(manifest), "--checkpoint", str(tiny_run_copy),
+                 "-o", str(tmp_path / "rep1"), "--thresholds-file", str(th), "--bootstrap", "0",
+                 "--set", "inference.levels=[0]"]) == 1
+    err = capsys.readouterr().err
+    assert "levels=[0, 50]" in err and "levels=[0]" in err and err.count("\n") == 1
+    assert main(["evaluate", "--manifest", str(manifest), "--checkpoint", str(tiny_run_copy),
+                 "-o", str(tmp_path / "rep2"), "--thresholds-file", str(th), "--bootstrap", "0",
+                 "--set", "inference.levels=[0]", "--allow-threshold-mismatch"]) == 0
+    m1 = json.loads((tmp_path / "rep2" / "metrics.json").read_text())
+    assert m1["thresholds"]["fpr"]["0.01"] == saved["fpr"]["0.01"]
 
 
 # ---- faults a user hits ----------------------------------------------------------------------

@@ -249,7 +249,7 @@ def test_detector_reports_resolved_precision(monkeypatch: pytest.MonkeyPatch, fr
     assert d.to_dict()["reason"] == d.reason
 
 
-# ---------------------------------------------------------------- CUDA (benchmarks/gpu_check.sh)
+# ---------------------------------------------------------- CUDA (benchmarks/tools/gpu_check.sh)
 @needs_cuda
 def test_cuda_auto_precision_and_bf16_autocast() -> None:
     dev = torch.device("cuda")

@@ -373,6 +373,7 @@ def test_a_killed_run_reads_as_interrupted(tmp_path: Path, monkeypatch: pytest.M
     import subprocess
     import sys
 
+    from disyre.inference import Detector
     from disyre.training.loop import run_status
 
     cfg = tiny_config(steps=3, ckpt_every=1)
@@ -391,7 +392,7 @@ def test_a_killed_run_reads_as_interrupted(tmp_path: Path, monkeypatch: pytest.M
     assert now["status"] == "interrupted" and f"process {dead.pid}" in now["reason"]
     caplog.clear()
     with caplog.at_level("WARNING", logger="disyre.training.loop"):
-        load_model(tmp_path, "cpu")
+        Detector.from_checkpoint(tmp_path, device="cpu")
     assert f"{tmp_path}: training was interrupted (its process {dead.pid} on " in caplog.text
     assert "its newest checkpoint is step_0000001" in caplog.text
     # elsewhere, it cannot be checked; a process that still runs is not resumed over

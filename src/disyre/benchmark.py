@@ -157,14 +157,16 @@ def _transfer_entries(cache: Any, transfer_split: str | None) -> list:
             if e.split == transfer_split and e.files.get("lesion") is None]
 
 
-def _split_entries(cache: Any, val_split: str, test_split: str, train_split: str
+def _split_entries(cache: Any, val_split: str, test_split: str, train_split: str | None
                    ) -> tuple[list, list, list, list]:
+    """``(train, val, lesioned test, healthy test)`` entries (``train_split=None``: no
+    training scans needed)."""
     train = [e for e in cache.entries if e.split == train_split]
     val = [e for e in cache.entries if e.split == val_split and e.files.get("lesion") is None]
     test = [e for e in cache.entries if e.split == test_split]
     lesioned = [e for e in test if e.files.get("lesion") is not None]
     healthy_test = [e for e in test if e.files.get("lesion") is None]
-    if not train:
+    if not train and train_split is not None:
         raise ConfigError(f"no scans of split {train_split!r} to train on")
     if not val:
         raise ConfigError(f"no healthy scans of split {val_split!r} to calibrate thresholds on")
@@ -303,6 +305,36 @@ def _evaluate(mapper: _Mapper, val: list, lesioned: list, healthy_test: list, *,
         bar.close()
 
 
+def evaluate_run(run_dir: str | Path, cache: Any, *,
+                 inference: dict[str, Any] | None = None, val_split: str = "val",
+                 test_split: str = "test", transfer_split: str | None = "transfer",
+                 device: str = "auto", n_boot: int = 1000, seed: int = 0,
+                 progress: bool = True) -> tuple[Any, dict[str, Any]]:
+    """Evaluate a trained run on a cache as :func:`run_benchmark` evaluates its methods.
+
+    Re-evaluates one method of a benchmark (``<bench>/dag/run``) with other inference
+    settings, e.g. ``inference={"median_filter": 3}``, on exactly the scans, thresholds fit and
+    intervals of the benchmark: thresholds on the ``val_split`` healthy scans, lesioned and
+    healthy ``test_split`` scans, the ``transfer_split`` healthy scans.
+
+    Returns:
+        ``(EvaluationResult, extras)`` as the benchmark's report gets them.
+
+    Example:
+        >>> res, _ = evaluate_run("demo_out/benchmark/dag/run", VolumeCache.open("demo_out/cache"),
+        ...                       inference={"median_filter": 3})  # doctest: +SKIP
+    """
+    from disyre.inference.detector import with_inference_overrides
+
+    _train, val_e, lesioned, healthy_test = _split_entries(cache, val_split, test_split, None)
+    mapper = _Mapper("run", run_dir=Path(run_dir), device=device, seed=seed)
+    assert mapper.detector is not None
+    mapper.detector.cfg = with_inference_overrides(mapper.detector.cfg, inference or {})
+    return _evaluate(mapper, val_e, lesioned, healthy_test, n_boot=n_boot, seed=seed,
+                     progress=progress, label=Path(run_dir).parent.name or "run",
+                     transfer=_transfer_entries(cache, transfer_split))
+
+
 def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path, *,
                   cfg: RunConfig | None = None, steps: int | None = None, seed: int = 0,
                   train_split: str = "train", val_split: str = "val", test_split: str = "test",
@@ -338,6 +370,7 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
     from disyre.evaluation.html import write_comparison_html
     from disyre.evaluation.report import write_comparison, write_report
     from disyre.evaluation.thresholds import save_thresholds
+    from disyre.inference.thresholds import bind_thresholds
 
     names = normalise_methods(methods)
     base = copy.deepcopy(cfg) if cfg is not None else RunConfig()
@@ -409,6 +442,8 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
         reports[name] = write_report(mdir / "report", res, config=config, overwrite=overwrite,
                                      title=f"{title}: {name}", extra=extra)
         if res.thresholds is not None:
+            if mapper.detector is not None:  # record the maps they fit, for detect to check
+                bind_thresholds(res.thresholds, mapper.detector, mdir / "run")
             save_thresholds(mdir / "report" / "thresholds.json", res.thresholds)
         metrics[name] = {**res.to_dict(), **extra}
         evaluated[name] = res

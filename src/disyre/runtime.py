@@ -160,7 +160,7 @@ def matmul_seconds(n: int, dtype: torch.dtype, device: str | torch.device = "cpu
 def matmul_gflops(dtype: torch.dtype, device: str | torch.device = "cpu", n: int = 4096,
                   reps: int = 3) -> float:
     """Measured GFLOP/s of an ``n x n`` matrix product (``2 n^3`` FLOP): the practical peak
-    (``benchmarks/machine.py`` records it beside speed figures; no decision depends on it)."""
+    (``benchmarks/speed/machine.py`` records it beside speed figures; no decision depends on it)."""
     return 2 * n ** 3 / matmul_seconds(n, dtype, device, reps) / 1e9
 
 

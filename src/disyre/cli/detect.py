@@ -31,6 +31,7 @@ from disyre.cli.options import (
     add_overrides_argument,
     add_precision_argument,
     add_progress_argument,
+    add_threshold_mismatch_argument,
 )
 
 log = logging.getLogger(__name__)
@@ -76,9 +77,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_precision_argument(p, "autocast precision (default: the checkpoint's "
                            "inference.precision)")
     add_overrides_argument(p, "inference.levels=[0,25,50,75]")
-    p.add_argument("--allow-threshold-mismatch", action="store_true",
-                   help="apply --threshold fpr=F from thresholds fitted on maps made with other "
-                   "inference settings or another checkpoint (a warning instead of an error)")
+    add_threshold_mismatch_argument(p)
     add_progress_argument(p)
     p.set_defaults(func=run)
 

@@ -26,6 +26,7 @@ from disyre.cli.options import (
     add_device_argument,
     add_output_argument,
     add_overrides_argument,
+    add_threshold_mismatch_argument,
 )
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "without a lesion mask in --manifest")
     p.add_argument("--thresholds-file", type=Path, default=None,
                    help="use these calibrated thresholds instead of fitting them")
+    add_threshold_mismatch_argument(p)
     p.add_argument("--fpr", type=float, nargs="+", default=[0.01, 0.05, 0.1],
                    help="false-positive rates of the calibrated thresholds (default 0.01 0.05 0.1)")
     add_output_argument(p, "report folder")
@@ -157,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     from disyre.evaluation import evaluate_cases
     from disyre.evaluation.report import write_report
     from disyre.evaluation.thresholds import load_thresholds, save_thresholds
-    from disyre.inference.thresholds import bind_thresholds, thresholds_path
+    from disyre.inference.thresholds import bind_thresholds, check_binding, thresholds_path
     from disyre.io_utils import ensure_writable_dir, prepare_output_dir
 
     if args.save_thresholds and args.checkpoint is None:
@@ -188,6 +190,12 @@ def run(args: argparse.Namespace) -> int:
     if args.overrides and args.checkpoint is None:
         raise CLIError("--set inference.* needs --checkpoint (maps are already computed)")
     source = _Source(args.checkpoint, args.maps, args.device, args.overrides)
+    if thresholds is not None and source.detector is not None:
+        # given thresholds must fit the maps this checkpoint makes, as in detect
+        for w in check_binding(thresholds, source.detector, args.checkpoint,
+                               source=args.thresholds_file,
+                               allow_mismatch=args.allow_threshold_mismatch):
+            log.warning("%s", w)
 
     def cases() -> Iterator[tuple]:
         for i, r in enumerate(test, 1):

@@ -104,3 +104,11 @@ def add_bootstrap_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP,
                    help=f"bootstrap resamples of the 95%% intervals (0 = none; default "
                    f"{DEFAULT_BOOTSTRAP}: enough for stable 2.5/97.5 percentiles)")
+
+
+def add_threshold_mismatch_argument(p: argparse.ArgumentParser) -> None:
+    """``--allow-threshold-mismatch`` (``args.allow_threshold_mismatch``): apply thresholds
+    fitted on maps of other inference settings or another checkpoint, with a warning."""
+    p.add_argument("--allow-threshold-mismatch", action="store_true",
+                   help="apply thresholds fitted on maps made with other inference settings or "
+                   "another checkpoint (a warning instead of an error)")

@@ -124,6 +124,11 @@ class EvaluationResult:
     lesion_wise: dict[str, Any] = field(default_factory=dict)
     volume_level_by_group: dict[str, dict[str, Any]] = field(default_factory=dict)
     healthy_cases: list[CaseRecord] = field(default_factory=list)
+    #: per-test-volume histograms ``(n_volumes, bins)`` of lesion and healthy voxel scores
+    #: (the bootstrap's input; :func:`~disyre.evaluation.metrics.paired_bootstrap_ap` compares
+    #: two maps of the same volumes with them)
+    volume_pos_hist: np.ndarray | None = None
+    volume_neg_hist: np.ndarray | None = None
 
     def curves(self, n: int = CURVE_POINTS) -> dict[str, dict[str, list[float]]]:
         """Exact PR and ROC points (at each distinct lesion score), thinned to ``n`` points."""
@@ -453,4 +458,4 @@ def evaluate_cases(
         slice_level=slice_level, volume_level=volume_level, ci=ci, cases=records,
         pos_hist=pos_h.sum(0), neg_hist=neg_h.sum(0), healthy_hist=healthy_hist,
         settings=settings, lesion_wise=lesion_wise, volume_level_by_group=by_group,
-        healthy_cases=healthy_records)
+        healthy_cases=healthy_records, volume_pos_hist=pos_h, volume_neg_hist=neg_h)

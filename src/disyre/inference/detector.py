@@ -277,10 +277,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "auto"
         ValueError: ``path`` exists but is not a disyre model (message names the path).
     """
     from disyre.training.checkpoint import load_model, read_checkpoint_meta
+    from disyre.training.loop import report_run_status
 
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: checkpoint not found")
+    report_run_status(p)  # a run that died or is still training: said before its model is used
     try:
         _, meta = read_checkpoint_meta(p)
         model, cfg = load_model(p, device)

@@ -226,9 +226,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *,
     from disyre.runtime import resolve_device
 
     ckpt, meta = read_checkpoint_meta(path)
-    from disyre.training.loop import report_run_status  # the run's run.json (a run folder)
-
-    report_run_status(path)
     try:
         # a config saved before a fidelity switch existed was made with its legacy value
         cfg = RunConfig.from_dict(legacy_filled(meta["run"]))
