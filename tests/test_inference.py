@@ -52,6 +52,12 @@ class SmoothingNet(nn.Module):
         return x + s * ((num / den) * fg - x) + self.dummy
 
 
+def raw_config(**kw: object) -> InferenceConfig:
+    """Inference settings without the default median filter: these tests check the maps'
+    maths (blending, weighting, restoration) exactly; the filter has its own test."""
+    return InferenceConfig(median_filter=0, **kw)  # type: ignore[arg-type]
+
+
 def tiny_net(seed: int = 0) -> nn.Module:
     """A tiny U-Net whose output depends on its input, context and level (not MONAI's zeros)."""
     return reinit_tiny_net(seed)
@@ -90,7 +96,7 @@ def test_batched_levels_equal_unbatched_loop():
 def test_levels_go_through_network_as_one_batch():
     net = SmoothingNet()
     vol, _ = phantom(shape=(4, 40, 40), lesion=(2, 20, 20))
-    cfg = InferenceConfig(levels=[0, 25, 50, 75], window=32, stride=16, batch_size=100)
+    cfg = raw_config(levels=[0, 25, 50, 75], window=32, stride=16, batch_size=100)
     predict_volume(net, vol, None, cfg)
     n_windows = count_work(vol != 0, cfg)
     assert net.calls == [n_windows * 4]
@@ -137,7 +143,7 @@ def test_windows_equal_monai_sliding_window_inference(shape, win, stride):
     vol = np.zeros(shape, np.float32)
     d, h, w = shape
     vol[:, 6:h - 4, 10:w - 3] = rng.uniform(0.1, 1, (d, h - 10, w - 13))
-    cfg = InferenceConfig(levels=[0, 50], window=64, stride=16, batch_size=7,
+    cfg = raw_config(levels=[0, 50], window=64, stride=16, batch_size=7,
                           foreground_weighting=False)
     ours = predict_volume(net, vol, None, cfg)
     x = torch.from_numpy(vol).unsqueeze(1)
@@ -155,7 +161,7 @@ def test_window_larger_than_the_slices_is_fitted_to_them(caplog):
     foreground weighting (about 10x)."""
     net = SmoothingNet()
     vol, les = phantom(shape=(12, 50, 60), lesion=(6, 22, 30))
-    cfg = InferenceConfig(levels=[40, 80], window=128, stride=32)
+    cfg = raw_config(levels=[40, 80], window=128, stride=32)
     with caplog.at_level("INFO", logger="disyre.inference.windows"):
         big = predict_volume(net, vol, None, cfg)
     assert "using 50-px windows, stride 12" in caplog.text
@@ -176,7 +182,7 @@ def test_window_larger_than_the_slices_is_fitted_to_them(caplog):
 def test_foreground_weighting_downweights_edge_windows():
     net = SmoothingNet()
     vol, _ = phantom()
-    cfg = InferenceConfig(levels=[40, 80], window=32, stride=8)
+    cfg = raw_config(levels=[40, 80], window=32, stride=8)
     on = predict_volume(net, vol, None, cfg)
     off = predict_volume(net, vol, None, dataclasses.replace(cfg, foreground_weighting=False))
     fg = vol != 0
@@ -189,7 +195,7 @@ def test_foreground_weighting_downweights_edge_windows():
 def test_planted_anomaly_scores_higher_inside(method):
     net = SmoothingNet()
     vol, les = phantom()
-    cfg = InferenceConfig(method=method, steps=4, window=32, stride=16)
+    cfg = raw_config(method=method, steps=4, window=32, stride=16)
     amap = predict_volume(net, vol, None, cfg)
     assert amap.shape == vol.shape and amap.dtype == np.float32
     assert 0 <= amap.min() and amap.max() <= 1
@@ -202,8 +208,8 @@ def test_planted_anomaly_scores_higher_inside(method):
 def test_v1_and_v2_agree_on_location():
     net = SmoothingNet()
     vol, les = phantom()
-    v2 = predict_volume(net, vol, None, InferenceConfig(window=32, stride=16))
-    v1 = predict_volume(net, vol, None, InferenceConfig(method="multistep", steps=5, window=32,
+    v2 = predict_volume(net, vol, None, raw_config(window=32, stride=16))
+    v1 = predict_volume(net, vol, None, raw_config(method="multistep", steps=5, window=32,
                                                         stride=16))
     top = les.sum()
     top2 = v2 >= np.sort(v2.ravel())[-top]
@@ -215,8 +221,8 @@ def test_v1_and_v2_agree_on_location():
 def test_whole_slice_mode_close_to_windows_for_a_convolutional_model():
     net = SmoothingNet()
     vol, les = phantom()
-    ref = predict_volume(net, vol, None, InferenceConfig(window=32, stride=8))
-    whole = predict_volume(net, vol, None, InferenceConfig(window=0, stride=8))
+    ref = predict_volume(net, vol, None, raw_config(window=32, stride=8))
+    whole = predict_volume(net, vol, None, raw_config(window=0, stride=8))
     assert whole.shape == vol.shape
     from sklearn.metrics import average_precision_score
 
@@ -230,7 +236,7 @@ def test_median_filter_removes_isolated_voxels_and_keeps_background_zero():
     net = SmoothingNet()
     vol, _ = phantom()
     vol[6, 50, 20] = 1.0  # one hot voxel: a median filter should wipe it out
-    cfg = InferenceConfig(levels=[80], window=32, stride=16)
+    cfg = raw_config(levels=[80], window=32, stride=16)
     raw = predict_volume(net, vol, None, cfg)
     med = predict_volume(net, vol, None, dataclasses.replace(cfg, median_filter=3))
     assert med[6, 50, 20] < 0.5 * raw[6, 50, 20]
@@ -240,7 +246,7 @@ def test_median_filter_removes_isolated_voxels_and_keeps_background_zero():
 def test_anomaly_map_slices_matches_volume_path():
     net = tiny_net(2)
     vol, _ = phantom(shape=(3, 48, 56), lesion=(1, 24, 28))
-    cfg = InferenceConfig(levels=[0, 60], window=32, stride=16)
+    cfg = raw_config(levels=[0, 60], window=32, stride=16)
     a = anomaly_map_slices(net, torch.from_numpy(vol).unsqueeze(1), cfg)
     assert a.shape == (3, 1, 48, 56)
     np.testing.assert_allclose(a[:, 0].numpy(), predict_volume(net, vol, None, cfg), atol=1e-6)
@@ -249,13 +255,13 @@ def test_anomaly_map_slices_matches_volume_path():
 def test_bad_window_settings_raise():
     with pytest.raises(ConfigError, match="stride"):
         predict_volume(SmoothingNet(), np.ones((1, 8, 8), np.float32), None,
-                       InferenceConfig(window=32, stride=64))
+                       raw_config(window=32, stride=64))
 
 
 def test_bf16_autocast_keeps_the_map_close():
     net = tiny_net(3)
     vol, _ = phantom(shape=(2, 48, 48), lesion=(1, 24, 24))
-    cfg = InferenceConfig(levels=[0, 60], window=32, stride=16, precision="fp32")
+    cfg = raw_config(levels=[0, 60], window=32, stride=16, precision="fp32")
     ref = predict_volume(net, vol, None, cfg)
     bf = predict_volume(net, vol, None, dataclasses.replace(cfg, precision="bf16"))
     assert bf.dtype == np.float32
@@ -287,7 +293,7 @@ def _detector(**kw):
     from disyre.inference import Detector
 
     cfg = RunConfig()
-    cfg.inference = InferenceConfig(window=32, stride=16, **kw)
+    cfg.inference = raw_config(window=32, stride=16, **kw)
     return Detector(SmoothingNet(), cfg, device="cpu")
 
 

@@ -185,9 +185,10 @@ class _Mapper:
     """Computes a method's map for a cache entry (cropped grid)."""
 
     def __init__(self, name: str, *, run_dir: Path | None = None, reference: Any = None,
-                 device: str = "auto", seed: int = 0) -> None:
+                 device: str = "auto", seed: int = 0, median_filter: int = 0) -> None:
         self.name = name
         self.reference = reference
+        self.median_filter = median_filter  # the reference's post-processing (a run: its own)
         self.detector = None
         if run_dir is not None:
             from disyre.inference import Detector
@@ -204,10 +205,13 @@ class _Mapper:
         image = np.array(entry.image(), dtype=np.float32)  # writable copy of the memmap
         mask = np.array(entry.mask(), dtype=bool)
         if self.detector is None:
+            from disyre.inference.windows import median_filter_map
+
             amap = self.reference.predict(_full(entry, image), _full(entry, mask) > 0)
             if progress:
                 progress(1)
-            return np.asarray(amap[entry.slices], np.float32) * mask
+            return median_filter_map(np.asarray(amap[entry.slices], np.float32) * mask, mask,
+                                     self.median_filter)
         return self.detector.map_preprocessed(image, mask, progress)
 
 
@@ -286,7 +290,8 @@ def _evaluate(mapper: _Mapper, val: list, lesioned: list, healthy_test: list, *,
                              else None,
                              n_boot=n_boot, seed=seed,
                              source=f"{len(val)} healthy validation scans",
-                             post_processing={"median_filter": 0 if mapper.detector is None
+                             post_processing={"median_filter": mapper.median_filter
+                                              if mapper.detector is None
                                               else mapper.detector.cfg.inference.median_filter})
         extra: dict[str, Any] = {}
         if res.thresholds is not None:
@@ -416,8 +421,11 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
 
             ref = fit_reference(_full(e, np.asarray(e.image())) for e in train_e)
             ref.save(mdir / "reference.npz")
-            mapper = _Mapper(name, reference=ref)
-            run_cfg: dict[str, Any] = {"method": "reference", "n_train": len(train_e)}
+            # the learned methods' post-processing, so that every map is filtered alike
+            mapper = _Mapper(name, reference=ref, median_filter=base.inference.median_filter)
+            run_cfg: dict[str, Any] = {"method": "reference", "n_train": len(train_e),
+                                       "inference": {"median_filter":
+                                                     base.inference.median_filter}}
         else:
             from disyre.training import train
 

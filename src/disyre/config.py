@@ -262,7 +262,10 @@ class InferenceConfig:
             foreground weighting's windows).
         batch_size: Network inputs per pass (window x level pairs for the v2 ensemble).
         foreground_weighting: Multiply each window's map by its foreground fraction.
-        median_filter: Size of a 3D median filter applied to the map (0 = off).
+        median_filter: Size in voxels of a 3D median filter applied to the brain's map
+            (0 = off). Default 3: it raised pixel AP on both demo contrasts beyond the paired
+            bootstrap interval and cut false-positive blobs about tenfold
+            (docs/detection.md, "Median filter").
         precision: ``auto`` | ``fp32`` | ``bf16``.
         compile: ``torch.compile`` the network (compiles at the first pass).
         channels_last: Allow the channels-last layout where it helps (CUDA; the CPU
@@ -277,7 +280,7 @@ class InferenceConfig:
     stride: int = 32
     batch_size: int = 32
     foreground_weighting: bool = True
-    median_filter: int = 0
+    median_filter: int = 3
     precision: Precision = "auto"
     device: str = "auto"
     compile: bool = False

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import sys
@@ -24,6 +25,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 class OutputExistsError(FileExistsError):
@@ -192,3 +195,22 @@ def provenance() -> dict[str, Any]:
         except ImportError:
             out[mod] = None
     return out
+
+
+def json_safe(o: Any) -> Any:
+    """``o`` with string keys, lists for tuples, Python numbers for numpy ones and ``None`` for
+    NaN / Inf: what ``json.dumps(..., allow_nan=False)`` accepts.
+
+    Example:
+        >>> json_safe({1: (0.5, float("nan"))})
+        {'1': [0.5, None]}
+    """
+    if isinstance(o, dict):
+        return {str(k): json_safe(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [json_safe(v) for v in o]
+    if isinstance(o, np.generic):
+        o = o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o

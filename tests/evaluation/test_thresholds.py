@@ -121,7 +121,7 @@ def test_binding_round_trip_and_old_files(tmp_path) -> None:
     p = T.save_thresholds(tmp_path / "thresholds.json", th)
     d = json.loads(p.read_text())
     assert d["inference"] == {"method": "ensemble", "levels": [0, 25, 50, 75], "window": 0,
-                              "stride": 32, "foreground_weighting": True, "median_filter": 0}
+                              "stride": 32, "foreground_weighting": True, "median_filter": 3}
     assert len(d["checkpoint"]["weights_sha256"]) == 64
     back = T.load_thresholds(p)
     assert back.inference == d["inference"] and back.checkpoint == d["checkpoint"]
@@ -139,8 +139,8 @@ def test_binding_refuses_other_settings_or_weights_naming_both() -> None:
     with pytest.raises(IT.ThresholdMismatchError,
                        match=r"levels=\[0, 50\].*levels=\[0\].*--allow-threshold-mismatch"):
         IT.check_binding(th, _fake_detector(levels=[0]), source="t.json")
-    with pytest.raises(IT.ThresholdMismatchError, match=r"median_filter=0.*median_filter=3"):
-        IT.check_binding(th, _fake_detector(levels=[0, 50], median_filter=3))
+    with pytest.raises(IT.ThresholdMismatchError, match=r"median_filter=3.*median_filter=0"):
+        IT.check_binding(th, _fake_detector(levels=[0, 50], median_filter=0))
     # batch size and precision change a map by rounding at most: not bound
     assert IT.check_binding(th, _fake_detector(levels=[0, 50], batch_size=4,
                                                precision="bf16")) == []

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +36,7 @@ from disyre.evaluation.thresholds import (
     fpr_key,
     summarize_counts,
 )
+from disyre.io_utils import json_safe
 
 VIEWER_MAX_SCANS = 100  # report.html embeds at most this many scans (about 0.5 MB each)
 ORACLE_NOTE = ("best_dice_oracle: the threshold is chosen on the test labels (an upper bound, "
@@ -164,19 +164,7 @@ class EvaluationResult:
             "settings": self.settings,
             "curves": self.curves(),
         }
-        return _clean(d)
-
-
-def _clean(o: Any) -> Any:
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_clean(v) for v in o]
-    if isinstance(o, np.generic):
-        o = o.item()
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    return o
+        return json_safe(d)
 
 
 def as_case(obj: Any) -> Case:

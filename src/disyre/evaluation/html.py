@@ -230,18 +230,6 @@ def _json_script(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
 
 
-def _clean(o: Any) -> Any:
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_clean(v) for v in o]
-    if isinstance(o, np.generic):
-        o = o.item()
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    return o
-
-
 def render_page(data: Mapping[str, Any], volumes: Sequence[Mapping[str, ViewerVolume | None]],
                 body_html: str = "", title: str = "disyre report") -> str:
     """The page: ``data`` (methods, cases) as JSON, each case's volumes as base64 blocks.
@@ -273,7 +261,9 @@ def render_page(data: Mapping[str, Any], volumes: Sequence[Mapping[str, ViewerVo
             if k in c["volume"]["maps"]:
                 c["volume"]["maps"][k]["block"] = f"v{i}-map{j}"
                 blocks.append(_block(f"v{i}-map{j}", v.map))
-    payload = _clean({**data, "cases": cases})
+    from disyre.io_utils import json_safe
+
+    payload = json_safe({**data, "cases": cases})
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',

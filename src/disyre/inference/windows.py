@@ -349,13 +349,28 @@ def predict_volume(
     amap, rest = predict_slices(model, image_dhw, mask_dhw, cfg, corruption, generator, device,
                                 channels_last, progress)
     if cfg.median_filter > 0:
-        from scipy.ndimage import median_filter
-
         cpu = torch.device("cpu")
         fg = (_tensor(image_dhw, torch.float32, cpu) != 0 if mask_dhw is None
               else _tensor(mask_dhw, torch.bool, cpu)).numpy()
-        amap = np.where(fg, median_filter(amap, size=cfg.median_filter), 0).astype(np.float32)
+        amap = median_filter_map(amap, fg, cfg.median_filter)
     return (amap, rest) if return_restored else amap
+
+
+def median_filter_map(amap: np.ndarray, brain: np.ndarray, size: int) -> np.ndarray:
+    """A map after the 3D median filter of ``inference.median_filter``: each voxel takes the
+    median of its ``size``-voxel cube (``scipy.ndimage.median_filter``, edges reflected),
+    then everything outside ``brain`` is set to 0 again. ``size`` 0 or 1 returns the map.
+
+    Example:
+        >>> m = np.zeros((5, 5, 5), np.float32); m[2, 2, 2] = 1  # one isolated voxel
+        >>> float(median_filter_map(m, m >= 0, 3).max())
+        0.0
+    """
+    if size <= 1:
+        return np.asarray(amap, np.float32)
+    from scipy.ndimage import median_filter
+
+    return np.where(brain, median_filter(amap, size=size), 0).astype(np.float32)
 
 
 def anomaly_map_slices(
