@@ -6,10 +6,14 @@ Methods:
   anomaly generator;
 - ``gaussian``: the same network trained on Gaussian noise (the DDPM-style foil);
 - ``fpi``, ``bias``: the ablations (texture only, intensity bias only);
+- ``dae``: the denoising autoencoder with coarse noise (Kascenas et al. 2022): the same
+  network trained to remove coarse Gaussian noise, restoring the scan once at detection
+  (docs/methods.md);
 - ``reference``: non-learned, voxel-wise deviation from the healthy training population.
 
 Every learned method gets the same :class:`~disyre.config.RunConfig` apart from
-``corruption.name`` (same network, steps, batch, seed). Thresholds are calibrated on the
+``corruption.name`` (same network, steps, batch, seed) and what its detection needs
+(:func:`method_config`). Thresholds are calibrated on the
 healthy validation scans (split ``val``) of the cache; the test split holds lesioned scans
 (evaluated) and, optionally, healthy scans (their false-positive rate at the calibrated
 thresholds is reported). An optional ``transfer`` split holds healthy scans unlike the
@@ -51,10 +55,26 @@ from disyre.io_utils import atomic_write_json, prepare_output_dir, provenance
 
 log = logging.getLogger(__name__)
 
-LEARNED = ("dag", "gaussian", "fpi", "bias")
+LEARNED = ("dag", "gaussian", "fpi", "bias", "dae")
 METHODS = (*LEARNED, "reference")
 ALIASES = {"disyre": "dag"}
 MARKER = "benchmark.json"
+
+
+def method_config(base: RunConfig, name: str) -> RunConfig:
+    """The run config of learned method ``name`` from the shared ``base``: its corruption,
+    and for ``dae`` one restoration of the scan itself (``inference.levels=[0]``, ensemble).
+
+    Example:
+        >>> method_config(RunConfig(), "dae").inference.levels
+        [0]
+    """
+    rc = copy.deepcopy(base)
+    rc.corruption.name = name  # type: ignore[assignment]
+    if name == "dae":
+        rc.inference.method = "ensemble"
+        rc.inference.levels = [0]
+    return rc
 
 
 def normalise_methods(methods: Sequence[str] | str) -> list[str]:
@@ -400,8 +420,7 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
     for name in names:
         if name == "reference":
             continue
-        rc = copy.deepcopy(base)
-        rc.corruption.name = name
+        rc = method_config(base, name)
         wants = name in ("dag", "bias") and rc.corruption.codebook is None
         cb = prepare_run(rc, train_vols, source=src, train_masks=train_masks,
                          codebook=codebook, fit=wants)
@@ -429,8 +448,7 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
         else:
             from disyre.training import train
 
-            rc = copy.deepcopy(base)
-            rc.corruption.name = name
+            rc = method_config(base, name)
             train(rc, train_vols, [e.image() for e in val_e], mdir / "run",
                   overwrite=overwrite, codebook=codebooks[name], progress=progress,
                   data_info=cache.describe(train_split),

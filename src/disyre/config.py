@@ -37,9 +37,12 @@ Scaling = Literal["whole_volume", "brain"]
 SCALINGS: tuple[str, ...] = typing.get_args(Scaling)
 NanPolicy = Literal["zero", "error"]
 NAN_POLICIES: tuple[str, ...] = typing.get_args(NanPolicy)
-Variant = Literal["dag", "fpi", "bias", "gaussian"]
+Variant = Literal["dag", "fpi", "bias", "gaussian", "dae"]
 #: the corruption variants :func:`disyre.corruption.factory.make_corruption` knows
 VARIANTS: tuple[str, ...] = typing.get_args(Variant)
+#: variants that noise the whole patch (no anomaly window); ``dae`` is the denoising
+#: autoencoder baseline: one restoration of the scan itself at detection (levels ``[0]``)
+NOISE_VARIANTS: tuple[str, ...] = ("gaussian", "dae")
 ShapeRecipe = Literal["authors", "legacy"]
 #: anomaly shape recipes (:mod:`disyre.corruption.shapes`)
 SHAPE_RECIPES: tuple[str, ...] = typing.get_args(ShapeRecipe)
@@ -114,7 +117,8 @@ class CorruptionConfig:
     """Synthetic corruption used in training (and, for ``gaussian``, at inference).
 
     Attributes:
-        name: ``dag`` (default), ``fpi``, ``bias`` or ``gaussian``.
+        name: ``dag`` (default), ``fpi``, ``bias``, ``gaussian`` or ``dae`` (the denoising
+            autoencoder baseline: coarse noise, docs/methods.md).
         window: Side of the square anomaly window in pixels.
         augment: Apply the pre-corruption augmentation of clean patches.
         codebook: Intensity codebook for the bias anomaly; ``None`` = fit to the training
@@ -346,8 +350,13 @@ class RunConfig:
         for k in ("n_volumes", "n_slices", "patch_size"):
             need(getattr(sa, k) >= 1, f"sampler.{k}", ">= 1", getattr(sa, k))
         need(c.name in VARIANTS, "corruption.name", _choice(VARIANTS), c.name)
-        need(c.window >= MIN_CORRUPTION_WINDOW or c.name == "gaussian", "corruption.window",
-             f">= {MIN_CORRUPTION_WINDOW}", c.window)
+        need(c.window >= MIN_CORRUPTION_WINDOW or c.name in NOISE_VARIANTS,
+             "corruption.window", f">= {MIN_CORRUPTION_WINDOW}", c.window)
+        need(c.name != "dae" or (self.inference.method == "ensemble"
+                                 and list(self.inference.levels) == [0]),
+             "inference", "method=ensemble and levels=[0] for corruption.name=dae (the "
+             "autoencoder restores the scan itself once)",
+             f"method={self.inference.method}, levels={self.inference.levels}")
         need(c.shapes in SHAPE_RECIPES, "corruption.shapes", _choice(SHAPE_RECIPES), c.shapes)
         need(c.bias_selection in BIAS_SELECTIONS, "corruption.bias_selection",
              _choice(BIAS_SELECTIONS), c.bias_selection)

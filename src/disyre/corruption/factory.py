@@ -1,5 +1,5 @@
 """Build a corruption from its config: :func:`make_corruption` (``dag``, ``fpi``, ``bias``,
-``gaussian``).
+``gaussian``, ``dae``).
 
 Example:
     >>> from disyre.config import CorruptionConfig
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from disyre.config import VARIANTS, CorruptionConfig
 from disyre.corruption.base import Corruption
+from disyre.corruption.coarse_noise import CoarseNoise
 from disyre.corruption.dag import SyntheticAnomaly
 from disyre.corruption.gaussian import GaussianNoise
 
@@ -41,6 +42,8 @@ def make_corruption(cfg: CorruptionConfig, codebook: Sequence[float] | None = No
         raise ValueError(f"unknown corruption {cfg.name!r}; choose from {list(VARIANTS)}")
     if cfg.name == "gaussian":
         return GaussianNoise()
+    if cfg.name == "dae":
+        return CoarseNoise()
     cb = codebook if codebook is not None else cfg.codebook
     return SyntheticAnomaly(cfg.name, window=cfg.window, codebook=cb, bank_size=bank_size,
                             shapes=cfg.shapes, bias_selection=cfg.bias_selection)
