@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from disyre.config import AUGMENT_RECIPES
+from disyre.corruption.base import check_patches
 from disyre.corruption.shapes import gaussian_blur, rand, randn
 
 
@@ -129,8 +130,7 @@ def augment_pair(x: torch.Tensor, brain: torch.Tensor | None, generator: torch.G
         ``(patches, brain)``: the augmented patches (0 outside the brain) and the transformed
         boolean brain mask.
     """
-    if x.ndim != 4 or x.shape[1] != 1:
-        raise ValueError(f"expected patches of shape (B, 1, H, W), got {tuple(x.shape)}")
+    check_patches(x)
     if brain is not None and brain.shape != x.shape:
         raise ValueError(f"brain mask of shape {tuple(brain.shape)} for patches of shape "
                          f"{tuple(x.shape)}")

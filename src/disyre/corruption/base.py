@@ -25,6 +25,12 @@ import torch
 from disyre.config import VARIANTS  # noqa: F401 (re-exported: the variants of make_corruption)
 
 
+def check_patches(x: torch.Tensor) -> None:
+    """Refuse anything but a batch of single-channel patches ``(B, 1, H, W)``."""
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"expected patches of shape (B, 1, H, W), got {tuple(x.shape)}")
+
+
 @dataclass
 class CorruptionResult:
     """One corrupted batch.

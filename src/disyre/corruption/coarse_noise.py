@@ -33,7 +33,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from disyre.corruption.base import CorruptionResult
+from disyre.corruption.base import CorruptionResult, check_patches
 from disyre.corruption.shapes import rand, randn
 
 #: standard deviation of the coarse noise (Kascenas et al. 2022)
@@ -104,8 +104,7 @@ class CoarseNoise:
             The :class:`CorruptionResult` (``mask``: the foreground, ``level`` and
             ``severity`` 0: the network is not conditioned on a strength).
         """
-        if x.ndim != 4 or x.shape[1] != 1:
-            raise ValueError(f"expected patches of shape (B, 1, H, W), got {tuple(x.shape)}")
+        check_patches(x)
         scale = 1.0 if alpha is None else torch.as_tensor(alpha, dtype=torch.float32,
                                                            device=x.device).reshape(-1, 1, 1, 1)
         fg = (x > 0).to(x.dtype)

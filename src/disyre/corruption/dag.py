@@ -38,7 +38,7 @@ import torch
 
 from disyre.config import BIAS_SELECTIONS, MIN_CORRUPTION_WINDOW, SHAPE_RECIPES
 from disyre.corruption import schedule
-from disyre.corruption.base import CorruptionResult
+from disyre.corruption.base import CorruptionResult, check_patches
 from disyre.corruption.bias import AUTHORS_CODEBOOK, apply_bias, bias_field
 from disyre.corruption.shapes import (
     extract_windows,
@@ -147,8 +147,7 @@ class SyntheticAnomaly:
             (its window), ``family`` (index into the recipe's shape families) and
             ``edge_sigma``.
         """
-        if x.ndim != 4 or x.shape[1] != 1:
-            raise ValueError(f"expected patches of shape (B, 1, H, W), got {tuple(x.shape)}")
+        check_patches(x)
         dev, S, B = x.device, self.window, x.shape[0]
         if brain is None:
             brain = x > 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from disyre.corruption import schedule
-from disyre.corruption.base import CorruptionResult
+from disyre.corruption.base import CorruptionResult, check_patches
 from disyre.corruption.shapes import rand, randn
 
 
@@ -53,8 +53,7 @@ class GaussianNoise:
         Returns:
             The :class:`CorruptionResult` (``mask`` all ones, ``severity`` the table's value).
         """
-        if x.ndim != 4 or x.shape[1] != 1:
-            raise ValueError(f"expected patches of shape (B, 1, H, W), got {tuple(x.shape)}")
+        check_patches(x)
         b = x.shape[0]
         if alpha is None:
             u = rand((b,), generator, x.device)

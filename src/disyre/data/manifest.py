@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from disyre.data.nifti import NIFTI_SUFFIXES, InputError, is_nifti_file
+from disyre.data.nifti import NIFTI_SUFFIXES, InputError, is_nifti_file, nifti_stem
 from disyre.io_utils import atomic_write_text
 
 __all__ = [
@@ -103,13 +103,6 @@ class ManifestRow:
         self.lesion_mask = Path(self.lesion_mask) if self.lesion_mask else None
         self.brain_mask = Path(self.brain_mask) if self.brain_mask else None
         self.t1 = Path(self.t1) if self.t1 else None
-
-
-def _strip_nifti(name: str) -> str:
-    for suf in (".nii.gz", ".nii"):
-        if name.lower().endswith(suf):
-            return name[: -len(suf)]
-    return name
 
 
 def resolve_entry(value: str, manifest: str | Path) -> tuple[Path, bool]:
@@ -372,12 +365,12 @@ def from_folder(root: str | Path, pattern: str = "*.nii.gz", split: str = "train
     """
     root = _check_root(root)
     files = sorted(p for p in root.glob(pattern) if _nifti(p))
-    stems = [_strip_nifti(p.name) for p in files]
+    stems = [nifti_stem(p.name) for p in files]
     dup = {s for s in stems if stems.count(s) > 1}
     rows = []
     for p, s in zip(files, stems, strict=True):
         if s in dup:
-            s = _strip_nifti(str(p.relative_to(root))).replace("/", "_").replace("\\", "_")
+            s = nifti_stem(str(p.relative_to(root))).replace("/", "_").replace("\\", "_")
         rows.append(ManifestRow(s, p, split=split, contrast=contrast))
     return _finish(rows, root, f"NIfTI files matching {pattern!r}", val_fraction, seed)
 
@@ -430,7 +423,7 @@ def from_atlas(root: str | Path, contrast: str = "t1", split: str = "test",
     for p in sorted(root.rglob("sub-*_T1w.nii*")):
         if not _nifti(p) or p.parent.name != "anat":
             continue
-        stem = _strip_nifti(p.name)[: -len("_T1w")]
+        stem = nifti_stem(p.name)[: -len("_T1w")]
         m = _ENTITY.match(stem)
         subject = "_".join(x for x in m.groups() if x) if m else stem
         mask = _find(p.parent, f"{stem}_label-L_desc-T1lesion_mask")
@@ -451,10 +444,10 @@ def from_camcan(root: str | Path, contrast: str = "t1", split: str = "train",
         if not _nifti(p):
             continue
         m = _ENTITY.match(p.name)
-        subject = m.group(1) if m else _strip_nifti(p.name)
+        subject = m.group(1) if m else nifti_stem(p.name)
         t1 = None
         if suffix != "T1w":
-            t1 = _find(p.parent, _strip_nifti(p.name)[: -len(suffix)] + "T1w")
+            t1 = _find(p.parent, nifti_stem(p.name)[: -len(suffix)] + "T1w")
         rows.append(ManifestRow(subject, p, split=split, contrast=contrast.lower(), t1=t1))
     return _finish(rows, root, f"CamCAN scans sub-*/anat/sub-*_{suffix}.nii.gz",
                    val_fraction, seed)

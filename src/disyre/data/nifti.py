@@ -145,17 +145,38 @@ def is_nifti_file(path: Path) -> bool:
     return path.is_file()
 
 
-def _check_path(path: str | Path) -> Path:
+def nifti_stem(name: str) -> str:
+    """A file name without ``.nii``/``.nii.gz`` (the default subject and output name).
+
+    Example:
+        >>> nifti_stem("sub-01_T2w.nii.gz"), nifti_stem("scan.NII")
+        ('sub-01_T2w', 'scan')
+    """
+    low = name.lower()
+    for suf in (".nii.gz", ".nii"):
+        if low.endswith(suf):
+            return name[: -len(suf)]
+    return name
+
+
+def check_nifti_path(path: str | Path, *, folder_ok: bool = False) -> Path:
+    """``path`` if it is a readable NIfTI file name (or, with ``folder_ok``, a folder).
+
+    Raises:
+        InputError: A broken symbolic link (naming its target), nothing at ``path``, a
+            folder where a file is wanted, or a file without a ``.nii``/``.nii.gz`` name.
+    """
     path = Path(path)
     if path.is_symlink() and not path.exists():
         raise InputError(f"{path}: broken symbolic link (its target {os.readlink(path)} does "
                          "not exist)")
     if not path.exists():
-        raise InputError(f"{path}: file not found")
+        raise InputError(f"{path}: {'input' if folder_ok else 'file'} not found")
+    if path.is_dir() and folder_ok:
+        return path
     if not path.is_file():
         raise InputError(f"{path}: not a file")
-    name = path.name.lower()
-    if not name.endswith(NIFTI_SUFFIXES):
+    if not path.name.lower().endswith(NIFTI_SUFFIXES):
         raise InputError(f"{path}: not a NIfTI file (expected a .nii or .nii.gz name)")
     return path
 
@@ -184,7 +205,7 @@ def _load_gz(path: Path) -> nib.Nifti1Image:
 
 def _read(path: str | Path) -> tuple[nib.Nifti1Image, np.ndarray, Path]:
     """Open a NIfTI file and read its voxels as float32, shape-checked to 3D."""
-    path = _check_path(path)
+    path = check_nifti_path(path)
     if path.name.lower().endswith(".gz"):
         img = _load_gz(path)
     else:

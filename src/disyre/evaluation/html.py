@@ -369,15 +369,6 @@ def write_comparison_html(out_dir: str | Path, results: Mapping[str, Any], compa
     return path
 
 
-def find_thresholds_file(checkpoint: str | Path) -> Path | None:
-    """The checkpoint's ``thresholds.json`` (in its run folder, where ``disyre evaluate
-    --save-thresholds`` writes it and the only place ``disyre detect`` looks), or ``None``."""
-    from disyre.inference.thresholds import thresholds_path
-
-    path = thresholds_path(checkpoint)
-    return path if path.is_file() else None
-
-
 def write_detect_report(out_dir: str | Path, scans: Sequence[str | Path], *,
                         checkpoint: str | Path | None = None,
                         thresholds_file: str | Path | None = None,
@@ -387,7 +378,7 @@ def write_detect_report(out_dir: str | Path, scans: Sequence[str | Path], *,
 
     Each scan's map is ``out_dir/<scan file name>`` (pixel mode); scans without one are left
     out and named on the page. The threshold slider starts at the 1 % threshold of
-    ``thresholds_file`` (default: the one next to ``checkpoint``), else at half the largest
+    ``thresholds_file`` (default: the one in ``checkpoint``'s run folder), else at half the largest
     map value.
 
     Args:
@@ -411,9 +402,13 @@ def write_detect_report(out_dir: str | Path, scans: Sequence[str | Path], *,
     from disyre.io_utils import atomic_path
 
     out = Path(out_dir)
+    from disyre.inference.thresholds import thresholds_path
+
+    # the file named, else the checkpoint's run folder: the one place detect looks
     th_path = Path(thresholds_file) if thresholds_file else (
-        find_thresholds_file(checkpoint) if checkpoint is not None else None)
-    fpr = {} if th_path is None else load_thresholds(th_path).fpr
+        thresholds_path(checkpoint) if checkpoint is not None else None)
+    found = th_path is not None and (thresholds_file is not None or th_path.is_file())
+    fpr = load_thresholds(th_path).fpr if found else {}  # a file named must exist
     cases, vols, missing = [], [], []
     for s in map(Path, scans):
         mpath = out / s.name

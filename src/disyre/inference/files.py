@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from disyre.data.nifti import NIFTI_SUFFIXES, InputError
+from disyre.data.nifti import NIFTI_SUFFIXES, InputError, check_nifti_path, nifti_stem
 from disyre.inference.thresholds import ThresholdChoice, check_binding, resolve_threshold
 from disyre.io_utils import OutputExistsError, atomic_path, ensure_writable_dir
 
@@ -50,14 +50,6 @@ Predict = Callable[..., Any]
 
 class OutputWriteError(OSError):
     """An output could not be written (full disk, permissions): the message names the file."""
-
-
-def _stem(name: str) -> str:
-    low = name.lower()
-    for end in (".nii.gz", ".nii"):
-        if low.endswith(end):
-            return name[: -len(end)]
-    return name
 
 
 @dataclass
@@ -81,15 +73,8 @@ def list_inputs(path: str | Path) -> InputListing:
     Raises:
         InputError: Nothing at ``path``, a file that is not NIfTI, or a folder without one.
     """
-    path = Path(path)
-    if path.is_symlink() and not path.exists():
-        raise InputError(f"{path}: broken symbolic link (its target {os.readlink(path)} does "
-                         "not exist)")
-    if not path.exists():
-        raise InputError(f"{path}: input not found")
+    path = check_nifti_path(path, folder_ok=True)
     if path.is_file():
-        if not path.name.lower().endswith(NIFTI_SUFFIXES):
-            raise InputError(f"{path}: not a NIfTI file (expected .nii or .nii.gz)")
         return InputListing([path])
     entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
     broken = [p for p in entries if p.is_symlink() and not p.exists()]
@@ -130,7 +115,7 @@ def output_paths(scan: Path, output_dir: Path, *, mode: str = "pixel",
                  save_restored: bool = False, mask: bool = False,
                  png: bool = False) -> dict[str, Path]:
     """The outputs of ``scan``: ``{"map", "score", "restored", "mask", "png"}`` as asked."""
-    stem = _stem(scan.name)
+    stem = nifti_stem(scan.name)
     o: dict[str, Path] = {}
     if mode in ("pixel", "both"):
         o["map"] = output_dir / scan.name

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from disyre.data.manifest import ManifestRow
-from disyre.data.nifti import NIFTI_SUFFIXES, InputError, is_nifti_file
+from disyre.data.nifti import NIFTI_SUFFIXES, InputError, is_nifti_file, nifti_stem
 from disyre.preprocessing.recipe import RECIPE_FILE, PreprocessConfig, write_recipe
 
 __all__ = ["Job", "Summary", "jobs_from_input", "jobs_from_rows", "preprocess_many",
@@ -95,7 +95,6 @@ def jobs_from_input(path: str | Path, contrast: str = "t1", t1: str | Path | Non
         InputError: Nothing to process, or ``t1`` with several scans.
     """
     from disyre.data.manifest import read_manifest
-    from disyre.preprocessing.pipeline import stem
 
     path = Path(path)
     if not path.exists():
@@ -117,7 +116,7 @@ def jobs_from_input(path: str | Path, contrast: str = "t1", t1: str | Path | Non
         if t1 is not None and len(files) > 1:
             raise InputError(f"{path}: --t1 applies to a single scan, the folder holds "
                              f"{len(files)}; use a manifest with a 't1' column")
-    return [Job(stem(f.name), f, t1=Path(t1) if t1 else None, contrast=contrast, split=split)
+    return [Job(nifti_stem(f.name), f, t1=Path(t1) if t1 else None, contrast=contrast, split=split)
             for f in files]
 
 

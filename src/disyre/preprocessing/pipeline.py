@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from disyre.data.nifti import Scan, load_mask, load_scan, to_canonical, to_native
+from disyre.data.nifti import Scan, load_mask, load_scan, nifti_stem, to_canonical, to_native
 from disyre.preprocessing import steps
 from disyre.preprocessing.recipe import PreprocessConfig, PreprocessError
 from disyre.preprocessing.template import MAX_BRAIN_ML, Template
@@ -80,15 +80,6 @@ class Preprocessed:
         return self.scan.affine
 
 
-def stem(name: str) -> str:
-    """A file name without ``.nii``/``.nii.gz`` (the default subject name)."""
-    low = name.lower()
-    for suf in (".nii.gz", ".nii"):
-        if low.endswith(suf):
-            return name[: -len(suf)]
-    return name
-
-
 def _raw(path: str | Path) -> tuple[Scan, np.ndarray]:
     """The scan (validated by the data layer: 3D, readable, finite) and its native array."""
     scan = load_scan(path, nan_policy="zero")
@@ -132,7 +123,7 @@ def preprocess_scan(image: str | Path, cfg: PreprocessConfig,
     workdir = Path(workdir)
     scan, arr = _raw(image)
     name = str(scan.path)
-    subject = subject or stem(scan.path.name)
+    subject = subject or nifti_stem(scan.path.name)
     secs: dict[str, float] = {}
     msgs: list[str] = []
 
