@@ -9,6 +9,10 @@ Methods:
 - ``dae``: the denoising autoencoder with coarse noise (Kascenas et al. 2022): the same
   network trained to remove coarse Gaussian noise, restoring the scan once at detection
   (docs/methods.md);
+- ``anoddpm``: AnoDDPM (Wyatt et al. 2022): the same network trained to predict simplex
+  noise on a 1000-step DDPM schedule; detection noises the scan part-way and walks back;
+- ``pddpm``: the patched DDPM (Behrendt et al. 2023): the same network trained to restore
+  one noised box of each patch; detection noises each box in turn and stitches;
 - ``reference``: non-learned, voxel-wise deviation from the healthy training population.
 
 Every learned method gets the same :class:`~disyre.config.RunConfig` apart from
@@ -41,6 +45,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -55,25 +60,28 @@ from disyre.io_utils import atomic_write_json, prepare_output_dir, provenance
 
 log = logging.getLogger(__name__)
 
-LEARNED = ("dag", "gaussian", "fpi", "bias", "dae")
+LEARNED = ("dag", "gaussian", "fpi", "bias", "dae", "anoddpm", "pddpm")
 METHODS = (*LEARNED, "reference")
 ALIASES = {"disyre": "dag"}
 MARKER = "benchmark.json"
 
 
 def method_config(base: RunConfig, name: str) -> RunConfig:
-    """The run config of learned method ``name`` from the shared ``base``: its corruption,
-    and for ``dae`` one restoration of the scan itself (``inference.levels=[0]``, ensemble).
+    """The run config of learned method ``name`` from the shared ``base``: its corruption
+    and the inference recipe it needs (:func:`disyre.config.inference_recipe`: for ``dae``
+    one restoration of the scan itself, for ``anoddpm`` the walk, for ``pddpm`` the patched
+    restoration).
 
     Example:
         >>> method_config(RunConfig(), "dae").inference.levels
         [0]
     """
+    from disyre.config import inference_recipe
+
     rc = copy.deepcopy(base)
     rc.corruption.name = name  # type: ignore[assignment]
-    if name == "dae":
-        rc.inference.method = "ensemble"
-        rc.inference.levels = [0]
+    for k, v in inference_recipe(name, dataclasses.asdict(rc.inference)).items():
+        setattr(rc.inference, k, v)
     return rc
 
 

@@ -1,6 +1,7 @@
 """Synthetic corruption of clean patches: schedule, shapes, texture, intensity bias, DAG.
 
-Public entry points: :func:`make_corruption` (``dag``, ``fpi``, ``bias``, ``gaussian``),
+Public entry points: :func:`make_corruption` (``dag``, ``fpi``, ``bias``, ``gaussian`` and the
+baselines ``dae``, ``anoddpm``, ``pddpm``),
 :func:`augment` / :func:`augment_pair` (pre-corruption augmentation, with the brain mask),
 :func:`fit_codebook` (intensity codebook of the bias anomaly), and the level table in
 :mod:`disyre.corruption.schedule`.

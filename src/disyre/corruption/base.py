@@ -44,6 +44,8 @@ class CorruptionResult:
         level: (B,) int64 level, ``schedule.level_of(severity)``.
         params: The random draws behind the batch (e.g. ``a_tex``, ``a_bias``, ``top``,
             ``left``), for inspection and tests.
+        target: What the network learns to output when it is not ``clean``: the noise, for
+            the noise-predicting ``anoddpm``; ``None`` = ``clean``.
     """
 
     corrupted: torch.Tensor
@@ -52,6 +54,7 @@ class CorruptionResult:
     severity: torch.Tensor
     level: torch.Tensor
     params: dict[str, Any] = field(default_factory=dict)
+    target: torch.Tensor | None = None
 
 
 @runtime_checkable

@@ -1,5 +1,5 @@
 """Build a corruption from its config: :func:`make_corruption` (``dag``, ``fpi``, ``bias``,
-``gaussian``, ``dae``).
+``gaussian``, ``dae``, ``anoddpm``, ``pddpm``).
 
 Example:
     >>> from disyre.config import CorruptionConfig
@@ -15,6 +15,7 @@ from disyre.config import VARIANTS, CorruptionConfig
 from disyre.corruption.base import Corruption
 from disyre.corruption.coarse_noise import CoarseNoise
 from disyre.corruption.dag import SyntheticAnomaly
+from disyre.corruption.diffusion import PatchedDiffusion, SimplexDiffusion
 from disyre.corruption.gaussian import GaussianNoise
 
 __all__ = ["make_corruption"]
@@ -44,6 +45,10 @@ def make_corruption(cfg: CorruptionConfig, codebook: Sequence[float] | None = No
         return GaussianNoise()
     if cfg.name == "dae":
         return CoarseNoise()
+    if cfg.name == "anoddpm":
+        return SimplexDiffusion()
+    if cfg.name == "pddpm":
+        return PatchedDiffusion(box=cfg.window)
     cb = codebook if codebook is not None else cfg.codebook
     return SyntheticAnomaly(cfg.name, window=cfg.window, codebook=cb, bank_size=bank_size,
                             shapes=cfg.shapes, bias_selection=cfg.bias_selection)

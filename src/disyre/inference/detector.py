@@ -233,8 +233,8 @@ class Detector:
                          ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Map of an already preprocessed, cropped axial-first volume (see :func:`predict_volume`).
 
-        Noising corruptions (the Gaussian baseline) draw from a generator seeded with
-        ``self.seed``, so the same volume always gets the same map.
+        Noising corruptions (the Gaussian and diffusion baselines) draw from a generator
+        seeded with ``self.seed``, so the same volume always gets the same map.
         """
         if self.inference.compile and not getattr(self.model, "compiled", False):
             from disyre.model import compile_network
@@ -297,8 +297,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "auto"
 
 def _inference_corruption(cfg: RunConfig) -> InferenceInput | None:
     """The corruption whose ``inference_input`` feeds the network; ``None`` = the image itself."""
-    if cfg.corruption.name != "gaussian":
-        return None  # synthetic anomalies: the network sees the image as it is
+    if cfg.corruption.name not in ("gaussian", "anoddpm", "pddpm"):
+        return None  # synthetic anomalies, dae: the network sees the image as it is
     from disyre.corruption import make_corruption  # type: ignore[attr-defined]
 
     return make_corruption(cfg.corruption)

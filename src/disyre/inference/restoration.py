@@ -1,5 +1,6 @@
 """Restoration of a batch of images: the v2 ensembled single-step score and v1 multi-step
-restoration (docs/method.md#inference).
+restoration (docs/method.md#inference), and the diffusion baselines' walk and patched
+restorations (docs/methods.md).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from disyre.config import ConfigError, InferenceConfig
+from disyre.config import METHODS, ConfigError, InferenceConfig
+from disyre.corruption.diffusion import PatchedDiffusion, SimplexDiffusion, from_signed
 from disyre.corruption.schedule import multistep_levels, severity_of
 from disyre.runtime import autocast
 
@@ -151,6 +153,118 @@ def restore_multistep(
     return (amap / len(levels)).clamp(0, 1), x0
 
 
+def walk_steps(start: int, steps: int) -> list[int]:
+    """Diffusion steps of a walk of ``steps`` network passes from step ``start`` down to 0,
+    evenly strided (``steps = start + 1``: every step, the full walk).
+
+    Example:
+        >>> walk_steps(249, 250)[:3], walk_steps(249, 5)
+        ([249, 248, 247], [249, 187, 124, 62, 0])
+    """
+    if not 1 <= steps <= start + 1:
+        raise ConfigError(f"inference.steps must lie in [1, {start + 1}] for a walk from "
+                          f"step {start}, got {steps}")
+    if steps == 1:
+        return [start]
+    return sorted({round(v) for v in torch.linspace(start, 0, steps).tolist()}, reverse=True)
+
+
+def restore_walk(
+    model: nn.Module,
+    x: torch.Tensor,
+    start: int,
+    steps: int,
+    corruption: SimplexDiffusion,
+    generator: torch.Generator | None,
+    precision: str = "fp32",
+    channels_last: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """AnoDDPM's partial diffusion: noise the scan to step ``start`` in one shot, walk back.
+
+    Each of the :func:`walk_steps` predicts the noise, derives the clean image from it
+    (clipped to [-1, 1]) and takes the ancestral step to the next step walked
+    (:meth:`~disyre.corruption.diffusion.SimplexDiffusion.step`, fresh simplex noise); the
+    last step lands on the clean image. The map is ``|x - restored|`` (the publication's
+    squared error ranks the voxels the same).
+
+    Args:
+        model: Noise-predicting network ``forward(x_t, t)``.
+        x: Images ``(B, 1, H, W)`` in [0, 1].
+        start: The step the scan is noised to (249: lambda = 250).
+        steps: Network passes (``start + 1``: the full walk).
+        corruption: The ``anoddpm`` forward process.
+        generator: Randomness of the noise (required).
+        precision: Autocast precision of the forward passes.
+        channels_last: Feed the network channels-last tensors.
+
+    Returns:
+        ``(anomaly_map, restored)``, both ``(B, 1, H, W)`` float32 in [0, 1].
+    """
+    if generator is None:
+        raise ValueError("the walk needs a generator for its noise")
+    ts = walk_steps(start, steps)
+    b = x.shape[0]
+    xt = corruption.inference_input(x, ts[0], generator)
+    for i, t in enumerate(ts):
+        lt = torch.full((b,), t, dtype=torch.long, device=x.device)
+        eps = _forward(model, xt, lt, precision, channels_last)
+        x0 = corruption.x0_from_eps(xt, t, eps)
+        xt = corruption.step(x0, xt, t, ts[i + 1] if i + 1 < len(ts) else -1, generator)
+    restored = from_signed(xt).clamp(0, 1)
+    return (x - restored).abs(), restored
+
+
+def restore_patched(
+    model: nn.Module,
+    x: torch.Tensor,
+    levels: Sequence[int],
+    corruption: PatchedDiffusion,
+    generator: torch.Generator | None,
+    precision: str = "fp32",
+    channels_last: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The patched DDPM's restoration: each box of the grid noised in turn, stitched.
+
+    For each step ``t`` of ``levels`` one simplex noise image is drawn per image; for each box
+    of :meth:`~disyre.corruption.diffusion.PatchedDiffusion.boxes` the box alone is noised to
+    ``t`` (the rest of the image clean), the network predicts the clean image in one pass,
+    and the box's region of that prediction goes into the restoration (no overlap). Boxes
+    without any foreground in the batch are not run (their restoration is the image). With
+    several steps the restorations are averaged. The map is ``|x - restored|``.
+
+    Args:
+        model: Network ``forward(x, t)`` predicting the clean image.
+        x: Images ``(B, 1, H, W)`` in [0, 1].
+        levels: Diffusion steps (``[499]``: t_test = 500).
+        corruption: The ``pddpm`` forward process.
+        generator: Randomness of the noise (required).
+        precision: Autocast precision of the forward passes.
+        channels_last: Feed the network channels-last tensors.
+
+    Returns:
+        ``(anomaly_map, restored)``, both ``(B, 1, H, W)`` float32 in [0, 1].
+    """
+    if generator is None:
+        raise ValueError("the patched restoration needs a generator for its noise")
+    b, _, h, w = x.shape
+    k = corruption.box
+    recs = []
+    for t in levels:
+        eps = corruption.noise(x, generator)
+        rec = x.clone()
+        lt = torch.full((b,), int(t), dtype=torch.long, device=x.device)
+        for y0, x0 in corruption.boxes(h, w):
+            if not (x[..., y0:y0 + k, x0:x0 + k] > 0).any():
+                continue
+            corner = torch.tensor([[y0, x0]], device=x.device).expand(b, 2)
+            inp, _ = corruption.noise_box(x, int(t), eps, corner)
+            pred = _forward(model, inp, lt, precision, channels_last).clamp(0, 1)
+            rec[..., y0:y0 + k, x0:x0 + k] = pred[..., y0:y0 + k, x0:x0 + k]
+        recs.append(rec)
+    restored = torch.stack(recs).mean(0)
+    return (x - restored).abs(), restored
+
+
 def restore(
     model: nn.Module,
     x: torch.Tensor,
@@ -159,13 +273,15 @@ def restore(
     generator: torch.Generator | None = None,
     channels_last: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Restore a batch with the method of ``cfg`` (``ensemble`` = v2, ``multistep`` = v1).
+    """Restore a batch with the method of ``cfg`` (``ensemble`` = v2, ``multistep`` = v1,
+    ``walk`` = AnoDDPM, ``patched`` = the patched DDPM).
 
     Args:
         model: Network with ``forward(x, level)``.
         x: Images ``(B, 1, H, W)`` in [0, 1].
         cfg: ``method``, ``levels``, ``steps`` and ``precision`` are read.
-        corruption: Gives the network input at a level; ``None`` = identity.
+        corruption: Gives the network input at a level; ``None`` = identity (the diffusion
+            baselines' own forward process for ``walk`` and ``patched``).
         generator: Randomness for noising corruptions.
         channels_last: Feed the network channels-last tensors.
 
@@ -178,6 +294,16 @@ def restore(
     if cfg.method == "multistep":
         return restore_multistep(model, x, cfg.steps, corruption, generator, cfg.precision,
                                  channels_last)
-    raise ConfigError(f"inference.method must be 'ensemble' or 'multistep', got {cfg.method!r}")
+    if cfg.method == "walk":
+        if not isinstance(corruption, SimplexDiffusion):
+            raise ConfigError("inference.method=walk needs the anoddpm corruption")
+        return restore_walk(model, x, cfg.levels[0], cfg.steps, corruption, generator,
+                            cfg.precision, channels_last)
+    if cfg.method == "patched":
+        if not isinstance(corruption, PatchedDiffusion):
+            raise ConfigError("inference.method=patched needs the pddpm corruption")
+        return restore_patched(model, x, cfg.levels, corruption, generator, cfg.precision,
+                               channels_last)
+    raise ConfigError(f"inference.method must be one of {list(METHODS)}, got {cfg.method!r}")
 
 

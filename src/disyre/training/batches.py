@@ -103,16 +103,23 @@ class Batch:
 
     Attributes:
         corrupted: Network input ``(B, 1, P, P)``.
-        clean: Target ``(B, 1, P, P)``.
+        clean: Clean patches ``(B, 1, P, P)``.
         level: Corruption levels ``(B,)`` int64.
+        noise: The noise, where the network learns to predict it (``anoddpm``); else ``None``.
     """
 
     corrupted: torch.Tensor
     clean: torch.Tensor
     level: torch.Tensor
+    noise: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.clean.shape[0])
+
+    @property
+    def target(self) -> torch.Tensor:
+        """What the network learns to output: the noise where set, else the clean patch."""
+        return self.clean if self.noise is None else self.noise
 
 
 def training_corruption(cfg: RunConfig, codebook: Sequence[float] | None = None) -> Any:
@@ -198,7 +205,7 @@ class BatchSource:
             x, aug_brain = augment_pair(x, brain, g, recipe=self.augment_recipe)
             brain = aug_brain if brain is not None else None
         r = self.corruption(x, g) if brain is None else self.corruption(x, g, brain=brain)
-        return Batch(r.corrupted, r.clean, r.level.to(self.device).long())
+        return Batch(r.corrupted, r.clean, r.level.to(self.device).long(), r.target)
 
     def shard(self, seed: int, step: int, index: int, stream: int = TRAIN_STREAM) -> Batch:
         """Shard ``index`` of step ``step`` of the run with seed ``seed``."""
@@ -212,5 +219,7 @@ class BatchSource:
         parts = [self.shard(seed, step, i, stream) for i in shards]
         if len(parts) == 1:
             return parts[0]
+        noise = [p.noise for p in parts]
         return Batch(torch.cat([p.corrupted for p in parts]), torch.cat([p.clean for p in parts]),
-                     torch.cat([p.level for p in parts]))
+                     torch.cat([p.level for p in parts]),
+                     None if noise[0] is None else torch.cat(noise))  # type: ignore[arg-type]

@@ -214,7 +214,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
         with record_function("batch"):
             b = micro_batches(i) if callable(micro_batches) else micro_batches[i]
             x = _to_input(b.corrupted.to(device, non_blocking=True), channels_last)
-            y = b.clean.to(device, non_blocking=True)
+            y = b.target.to(device, non_blocking=True)
             lvl = b.level.to(device, non_blocking=True)
         t1 = tick()
         last = i == n_micro - 1
@@ -264,8 +264,8 @@ def evaluate(model: nn.Module, batches: Sequence[Batch], device: torch.device,
         x = _to_input(b.corrupted.to(device), channels_last)
         with autocast(device, precision):
             pred = model(x, b.level.to(device))
-        tot += float(torch.nn.functional.mse_loss(pred.float(), b.clean.to(device).float(),
-                                                  reduction="sum")) / b.clean[0].numel()
+        tot += float(torch.nn.functional.mse_loss(pred.float(), b.target.to(device).float(),
+                                                  reduction="sum")) / b.target[0].numel()
         n += len(b)
     model.train(was_training)
     return tot / max(n, 1)
