@@ -76,7 +76,8 @@ class RestorationNet(nn.Module):
 
         Args:
             x: Corrupted images ``(B, 1, H, W)`` (or ``(B, 1, D, H, W)`` in 3D), in [0, 1].
-            level: Corruption levels ``(B,)`` (int64, in ``[0, 99]``, growing with severity).
+            level: Corruption levels ``(B,)`` (int64, in ``[0, 99]``, growing with severity;
+                diffusion steps in ``[0, 999]`` for the diffusion baselines).
 
         Returns:
             The predicted clean images ``x0_hat``, same shape as ``x``.

@@ -21,8 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="build a demo cohort, train DISYRE and baselines, detect, evaluate, report",
         description="Generate healthy and lesioned subjects from the MNI152 anatomy bundled "
-        "with nilearn, train DISYRE (small) and the Gaussian baseline with the same budget, "
-        "compare them with the non-learned reference, and write the reports into -o/--output.",
+        "with nilearn, train DISYRE (small), the denoising autoencoder and the patched DDPM with "
+        "the same budget, compare them with the non-learned reference, and write the reports "
+        "into -o/--output.",
     )
     add_output_argument(p, "demo folder", deprecated=("--out",))
     p.add_argument("--quick", action="store_true",
@@ -34,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--contrast", choices=["t2", "t1"], default="t2", help="cohort contrast")
     p.add_argument("--preset", default=None, help="network preset (default small; quick: tiny)")
     p.add_argument("--methods", default=None,
-                   help="comma-separated methods (default dag,gaussian,reference)")
+                   help="comma-separated methods (default dag,dae,pddpm,reference)")
     p.add_argument("--window", type=int, default=None,
                    help="inference window in pixels (0 = whole slices, the default; 64 = the "
                    "authors' sliding windows at the demo's 2 mm)")

@@ -48,7 +48,9 @@ def results_block(demo: dict[str, Any], img_rel: str) -> str:
     ]
     names = {"dag": "DISYRE v2 (DAG)", "gaussian": "Gaussian-noise baseline",
              "reference": "non-learned reference", "fpi": "FPI ablation",
-             "bias": "bias ablation", "dae": "denoising autoencoder (coarse noise)"}
+             "bias": "bias ablation", "dae": "denoising autoencoder (coarse noise)",
+             "anoddpm": "AnoDDPM (simplex DDPM, strided walk)",
+             "pddpm": "patched DDPM (simplex)"}
     for r in demo["summary"]:
         tm = t.get(r["method"], {})
         ci = r.get("pixel_ap_ci")

@@ -2,7 +2,8 @@
 
 Steps: build the cohort (:mod:`disyre.demo.cohort`, reused when it exists with the same
 parameters) -> manifest -> preprocessing cache -> benchmark (:mod:`disyre.benchmark`: DISYRE
-``small`` vs the Gaussian-noise baseline at the same budget vs the non-learned reference)
+``small`` vs the denoising autoencoder and the patched DDPM at the same budget vs the
+non-learned reference)
 -> one report per method and a comparison table + figures.
 
 Sizing (a 2-core CPU, under 15 minutes in total, training the largest part; 24 training,
@@ -68,7 +69,7 @@ class DemoSettings:
         n_train=24, n_val=8, n_test_healthy=5, n_test_lesion=21, n_transfer=5))
     preset: str = "small"
     steps: int = 1300
-    methods: list[str] = field(default_factory=lambda: ["dag", "gaussian", "reference"])
+    methods: list[str] = field(default_factory=lambda: ["dag", "dae", "pddpm", "reference"])
     patch: int = 64
     stride: int = 32
     window: int | None = 0

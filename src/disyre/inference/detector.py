@@ -105,7 +105,8 @@ class Detector:
             ``intensity_quantiles``, ``spacing``); see :func:`sanity_warnings`.
         channels_last: Feed the network channels-last tensors (default:
             :func:`disyre.model.use_channels_last` in ``inference`` mode).
-        seed: Seed of the generator for noising corruptions (the Gaussian baseline).
+        seed: Seed of the generator for noising corruptions (the Gaussian and diffusion
+            baselines).
 
     Example:
         >>> # det = Detector.from_checkpoint("runs/t2", device="auto", levels=[0, 25, 50, 75])
