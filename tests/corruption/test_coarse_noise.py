@@ -9,7 +9,7 @@ import torch
 from disyre.config import ConfigError, InferenceConfig, RunConfig
 from disyre.corruption.coarse_noise import CELL, STD, CoarseNoise, coarse_noise
 from tests.helpers import synthetic_cohort, tiny_config
-from tests.helpers.cohort import plant_lesion
+from tests.helpers.cohort import planted_lesion_aps
 
 
 def _interp_var_factor(cell: int) -> float:
@@ -100,18 +100,7 @@ def test_dae_learns_to_remove_its_noise(dae_run, tiny_cohort) -> None:
 
 
 def test_dae_finds_a_planted_lesion_better_than_chance(dae_run) -> None:
-    from sklearn.metrics import average_precision_score
-
-    from disyre.inference import Detector
-
-    det = Detector.from_checkpoint(dae_run, device="cpu")
-    aps, prev = [], []
-    for seed, vol in enumerate(synthetic_cohort(3, seed=9)):
-        lesioned, les = plant_lesion(vol, seed=seed, r=5.0)
-        amap = det.map_preprocessed(lesioned, lesioned > 0)
-        brain = lesioned > 0
-        aps.append(average_precision_score(les[brain], amap[brain]))
-        prev.append(les[brain].mean())
+    aps, prev = planted_lesion_aps(dae_run)
     assert np.mean(aps) > 5 * np.mean(prev), (aps, prev)
 
 

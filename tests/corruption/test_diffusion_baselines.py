@@ -23,7 +23,7 @@ from disyre.corruption.diffusion import (
 from disyre.corruption.simplex import FEATURE, OCTAVES, PERSISTENCE, simplex_octaves
 from disyre.inference.restoration import restore_patched, restore_walk, walk_steps
 from tests.helpers import synthetic_cohort, tiny_config
-from tests.helpers.cohort import plant_lesion
+from tests.helpers.cohort import planted_lesion_aps
 
 
 def _corr(n: np.ndarray, lag: int) -> float:
@@ -288,18 +288,7 @@ def test_pddpm_learns_to_restore_its_box(pddpm_run, tiny_cohort) -> None:
 
 @pytest.mark.parametrize("run", ["anoddpm_run", "pddpm_run"])
 def test_diffusion_baselines_find_a_planted_lesion_better_than_chance(run, request) -> None:
-    from sklearn.metrics import average_precision_score
-
-    from disyre.inference import Detector
-
-    det = Detector.from_checkpoint(request.getfixturevalue(run), device="cpu")
-    aps, prev = [], []
-    for seed, vol in enumerate(synthetic_cohort(3, seed=9)):
-        lesioned, les = plant_lesion(vol, seed=seed, r=5.0)
-        amap = det.map_preprocessed(lesioned, lesioned > 0)
-        brain = lesioned > 0
-        aps.append(average_precision_score(les[brain], amap[brain]))
-        prev.append(les[brain].mean())
+    aps, prev = planted_lesion_aps(request.getfixturevalue(run))
     assert np.mean(aps) > 4 * np.mean(prev), (aps, prev)
 
 
