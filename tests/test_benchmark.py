@@ -130,3 +130,46 @@ def test_evaluate_run_reevaluates_a_trained_run_with_other_inference_settings(co
     r = paired_bootstrap_ap(plain.volume_pos_hist, plain.volume_neg_hist,
                             filt.volume_pos_hist, filt.volume_neg_hist, n_boot=20)
     assert r["diff_low"] <= r["diff"] <= r["diff_high"]
+
+
+def test_evaluate_run_reevaluates_the_reference_as_the_benchmark_did(cohort_cache):
+    from disyre.benchmark import evaluate_run
+
+    root, _, cache = cohort_cache
+    res = run_benchmark(["reference"], cache, root / "b5", n_boot=10, progress=False)
+    ref = root / "b5" / "reference" / "reference.npz"
+    again, extra = evaluate_run(ref, cache, inference={"median_filter": 3}, n_boot=10,
+                                progress=False)
+    m = res.metrics["reference"]
+    assert again.pixel.ap == pytest.approx(m["pixel"]["ap"], abs=1e-12)
+    assert extra["healthy_transfer"]["0.01"]["fpr"] == m["healthy_transfer"]["0.01"]["fpr"]
+    plain, _ = evaluate_run(ref, cache, inference={"median_filter": 0}, n_boot=10,
+                            progress=False)
+    assert plain.pixel.ap != again.pixel.ap  # the setting reached the reference's maps
+
+
+def test_larger_test_set_extends_the_cohort_and_evaluates_the_benchmark(cohort_cache):
+    from benchmarks.experiments.larger_test_set import larger_cohort, measure, table
+
+    root, _, cache = cohort_cache
+    run_benchmark(["reference"], cache, root / "b6", n_boot=10, progress=False)
+    out = root / "t3"
+    result = measure(root / "b6", root / "cohort", out, 3, n_boot=10)
+    (row,) = result["rows"]
+    assert row["method"] == "reference" and row["n_lesioned"] == 3
+    assert row["n_scans"] == 1 + 1 + 1 + 3  # val, healthy test, older healthy, lesioned
+    assert 0 < row["ap"] <= 1 and "| reference | " in table(result)
+    meta = json.loads((out / "cohort" / "cohort.json").read_text())
+    assert [r["lesion_kind"] for r in meta["rows"] if r["lesion_kind"]] == [
+        "tumour", "stroke", "tumour"]
+    with pytest.raises(SystemExit, match="already has 2"):
+        larger_cohort(root / "cohort", root / "t1", 1)
+    # an original subject that the larger cohort does not reproduce is named
+    import nibabel as nib
+    import numpy as np
+
+    img = out / "cohort" / "images" / "demo-000.nii.gz"
+    nii = nib.load(img)
+    nib.save(nib.Nifti1Image(np.asarray(nii.dataobj) + 1, nii.affine), img)
+    with pytest.raises(SystemExit, match="demo-000.nii.gz: differs from"):
+        larger_cohort(root / "cohort", out / "cohort", 3)

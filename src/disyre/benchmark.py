@@ -343,12 +343,14 @@ def evaluate_run(run_dir: str | Path, cache: Any, *,
                  test_split: str = "test", transfer_split: str | None = "transfer",
                  device: str = "auto", n_boot: int = 1000, seed: int = 0,
                  progress: bool = True) -> tuple[Any, dict[str, Any]]:
-    """Evaluate a trained run on a cache as :func:`run_benchmark` evaluates its methods.
+    """Evaluate a trained run (or the reference) on a cache as :func:`run_benchmark` does.
 
     Re-evaluates one method of a benchmark (``<bench>/dag/run``) with other inference
-    settings, e.g. ``inference={"median_filter": 3}``, on exactly the scans, thresholds fit and
-    intervals of the benchmark: thresholds on the ``val_split`` healthy scans, lesioned and
-    healthy ``test_split`` scans, the ``transfer_split`` healthy scans.
+    settings, e.g. ``inference={"median_filter": 3}``, or on another cache (a larger test
+    split), with the benchmark's scans, thresholds fit and intervals: thresholds on the
+    ``val_split`` healthy scans, lesioned and healthy ``test_split`` scans, the
+    ``transfer_split`` healthy scans. ``run_dir`` may also be the non-learned reference's
+    ``<bench>/reference/reference.npz`` (its only setting: ``inference["median_filter"]``).
 
     Returns:
         ``(EvaluationResult, extras)`` as the benchmark's report gets them.
@@ -360,11 +362,18 @@ def evaluate_run(run_dir: str | Path, cache: Any, *,
     from disyre.inference.detector import with_inference_overrides
 
     _train, val_e, lesioned, healthy_test = _split_entries(cache, val_split, test_split, None)
-    mapper = _Mapper("run", run_dir=Path(run_dir), device=device, seed=seed)
-    assert mapper.detector is not None
-    mapper.detector.cfg = with_inference_overrides(mapper.detector.cfg, inference or {})
+    run_dir = Path(run_dir)
+    if run_dir.suffix == ".npz":
+        from disyre.evaluation.baselines import ReferenceModel
+
+        mapper = _Mapper("reference", reference=ReferenceModel.load(run_dir),
+                         median_filter=int((inference or {}).get("median_filter", 0)))
+    else:
+        mapper = _Mapper("run", run_dir=run_dir, device=device, seed=seed)
+        assert mapper.detector is not None
+        mapper.detector.cfg = with_inference_overrides(mapper.detector.cfg, inference or {})
     return _evaluate(mapper, val_e, lesioned, healthy_test, n_boot=n_boot, seed=seed,
-                     progress=progress, label=Path(run_dir).parent.name or "run",
+                     progress=progress, label=run_dir.parent.name or "run",
                      transfer=_transfer_entries(cache, transfer_split))
 
 

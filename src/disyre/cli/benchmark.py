@@ -32,10 +32,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "benchmark",
         help="train/run several methods with the same budget and compare them",
-        description="Train each learned method (dag = DISYRE, gaussian, fpi, bias) with the same "
-        "config and budget, fit the non-learned reference, detect on the test split, evaluate "
-        "with thresholds calibrated on healthy validation scans, and write one report per "
-        "method plus a comparison table and figures.",
+        description="Train each learned method (dag = DISYRE; its ablations gaussian, fpi, "
+        "bias; the baselines dae, anoddpm, pddpm) with the same config and budget, fit the "
+        "non-learned reference, detect on the test split, evaluate with thresholds "
+        "calibrated on healthy validation scans, and write one report per method plus a "
+        "comparison table and figures.",
     )
     p.add_argument("--manifest", type=Path, required=True, help="manifest CSV (train/val/test)")
     add_output_argument(p, "benchmark folder")
