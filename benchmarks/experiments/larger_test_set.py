@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from .median_filter import num, pct, summary_row
+
 log = logging.getLogger("larger_test_set")
 
 
@@ -80,20 +82,6 @@ def larger_cohort(cohort: Path, out: Path, lesioned: int, *, progress: bool = Fa
     return big
 
 
-def _row(name: str, res: Any, extra: dict[str, Any], seconds: float, n_scans: int
-         ) -> dict[str, Any]:
-    at = res.lesion_wise.get("at", {}).get("0.01", {})
-    return {"method": name, "ap": res.pixel.ap, "ap_ci": list(res.ci.get("ap", ())),
-            "best_dice_oracle": res.pixel.best_dice,
-            "dice_1pct": res.calibrated.get(0.01, {}).get("dice"),
-            "lesion_recall_1pct": at.get("recall"), "lesion_recall_1pct_ci": at.get("recall_ci"),
-            "fp_blobs_per_healthy_scan_1pct": at.get("fp_per_healthy_scan"),
-            "heldout_fpr_1pct": res.healthy_heldout.get(0.01, {}).get("fpr"),
-            "transfer_fpr_1pct": extra.get("healthy_transfer", {}).get("0.01", {}).get("fpr"),
-            "n_lesioned": sum(c.n_lesion > 0 for c in res.cases), "n_scans": n_scans,
-            "seconds": round(seconds, 1)}
-
-
 def measure(bench: Path, cohort: Path, out: Path, lesioned: int, *,
             methods: list[str] | None = None, median_filter: int | None = None,
             n_boot: int = 1000, seed: int = 0, device: str = "auto", progress: bool = False
@@ -133,7 +121,7 @@ def measure(bench: Path, cohort: Path, out: Path, lesioned: int, *,
         res, extra = evaluate_run(target, cache, inference=inference, n_boot=n_boot,
                                   seed=seed, device=device, progress=progress)
         secs = time.perf_counter() - t0
-        rows.append(_row(name, res, extra, secs, n_scans))
+        rows.append({"method": name, **summary_row(res, extra, secs), "n_scans": n_scans})
         log.info("%s: AP %.4f (%.0f s)", name, res.pixel.ap, secs)
     return {"bench": str(bench), "cohort": str(big.root), "contrast": big.spec.contrast,
             "steps": b["steps"], "n_boot": n_boot, "rows": rows,
@@ -143,13 +131,6 @@ def measure(bench: Path, cohort: Path, out: Path, lesioned: int, *,
 
 def table(result: dict[str, Any]) -> str:
     """The rows as a Markdown table."""
-
-    def pct(v: Any) -> str:
-        return "-" if v is None else f"{100 * v:.2f} %"
-
-    def num(v: Any, fmt: str = ".3f") -> str:
-        return "-" if v is None else format(v, fmt)
-
     first = result["rows"][0]
     lines = [f"{result['bench']} ({result['contrast']}, {result['steps']} steps) on "
              f"{result['cohort']}: {first['n_lesioned']} lesioned test scans, "

@@ -29,6 +29,29 @@ from typing import Any
 log = logging.getLogger("median_filter")
 
 
+def summary_row(res: Any, extra: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The table's figures of one :func:`disyre.benchmark.evaluate_run` result (1 % rows)."""
+    at = res.lesion_wise.get("at", {}).get("0.01", {})
+    return {"ap": res.pixel.ap, "ap_ci": list(res.ci.get("ap", ())),
+            "best_dice_oracle": res.pixel.best_dice,
+            "dice_1pct": res.calibrated.get(0.01, {}).get("dice"),
+            "lesion_recall_1pct": at.get("recall"), "lesion_recall_1pct_ci": at.get("recall_ci"),
+            "fp_blobs_per_healthy_scan_1pct": at.get("fp_per_healthy_scan"),
+            "heldout_fpr_1pct": res.healthy_heldout.get(0.01, {}).get("fpr"),
+            "transfer_fpr_1pct": extra.get("healthy_transfer", {}).get("0.01", {}).get("fpr"),
+            "n_lesioned": sum(c.n_lesion > 0 for c in res.cases), "seconds": round(seconds, 1)}
+
+
+def pct(v: Any) -> str:
+    """A rate as a percentage, ``-`` when missing."""
+    return "-" if v is None else f"{100 * v:.2f} %"
+
+
+def num(v: Any, fmt: str = ".3f") -> str:
+    """A number, ``-`` when missing."""
+    return "-" if v is None else format(v, fmt)
+
+
 def measure(demo: Path, sizes: list[int], *, n_boot: int = 1000, seed: int = 0,
             device: str = "auto", progress: bool = False) -> dict[str, Any]:
     """Evaluate the demo's DISYRE run once per median-filter size; returns the table's rows.
@@ -49,16 +72,7 @@ def measure(demo: Path, sizes: list[int], *, n_boot: int = 1000, seed: int = 0,
         res, extra = evaluate_run(run, cache, inference={"median_filter": k}, n_boot=n_boot,
                                   seed=seed, device=device, progress=progress)
         secs = time.perf_counter() - t0
-        at = res.lesion_wise.get("at", {}).get("0.01", {})
-        rows[k] = {
-            "median_filter": k, "ap": res.pixel.ap, "ap_ci": list(res.ci.get("ap", ())),
-            "best_dice_oracle": res.pixel.best_dice,
-            "dice_1pct": res.calibrated.get(0.01, {}).get("dice"),
-            "lesion_recall_1pct": at.get("recall"), "lesion_recall_1pct_ci": at.get("recall_ci"),
-            "fp_blobs_per_healthy_scan_1pct": at.get("fp_per_healthy_scan"),
-            "heldout_fpr_1pct": res.healthy_heldout.get(0.01, {}).get("fpr"),
-            "transfer_fpr_1pct": extra.get("healthy_transfer", {}).get("0.01", {}).get("fpr"),
-            "n_lesioned": sum(c.n_lesion > 0 for c in res.cases), "seconds": round(secs, 1)}
+        rows[k] = {"median_filter": k, **summary_row(res, extra, secs)}
         hists[k] = (res.volume_pos_hist, res.volume_neg_hist)
         log.info("median_filter=%d: AP %.4f (%.0f s)", k, res.pixel.ap, secs)
     base = sizes[0]
@@ -72,13 +86,6 @@ def measure(demo: Path, sizes: list[int], *, n_boot: int = 1000, seed: int = 0,
 
 def table(result: dict[str, Any]) -> str:
     """The rows as a Markdown table."""
-
-    def pct(v: Any) -> str:
-        return "-" if v is None else f"{100 * v:.2f} %"
-
-    def num(v: Any) -> str:
-        return "-" if v is None else f"{v:.3f}"
-
     lines = [f"{result['demo']} ({result['contrast']}), {result['rows'][0]['n_lesioned']} "
              f"lesioned test scans, {result['n_boot']} resamples", "",
              "| median filter | pixel AP [95 % CI] | AP minus no filter [paired 95 % CI] | "
