@@ -117,6 +117,8 @@ class BenchmarkResult:
         reports: Method -> path of its ``report.md``.
         comparison: Path of ``comparison.md``.
         timings: Method -> ``{"train_s", "detect_s"}``.
+        training: How the learned methods were trained
+            (:class:`disyre.runtime.TrainJobsDecision` as a dict).
     """
 
     out_dir: Path
@@ -124,6 +126,7 @@ class BenchmarkResult:
     reports: dict[str, Path]
     comparison: Path
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
 
     def rows(self) -> list[dict[str, Any]]:
         """Headline numbers per method (pixel AP, oracle Dice, Dice and held-out FPR at 1 %,
@@ -383,7 +386,8 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
                   transfer_split: str | None = "transfer", device: str = "auto",
                   n_boot: int = 1000, overwrite: bool = False,
                   progress: bool = True, title: str = "Benchmark",
-                  source: str | Path | None = None) -> BenchmarkResult:
+                  source: str | Path | None = None,
+                  train_jobs: int | None = None) -> BenchmarkResult:
     """Train, detect and evaluate several methods the same way; write reports + a comparison.
 
     Args:
@@ -405,6 +409,10 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
         source: What the cache was made from (e.g. the manifest), named in errors (default
             the cache folder).
         title: Heading of the comparison.
+        train_jobs: Learned methods trained at once (``None``: decided from the device and
+            the cores, :func:`disyre.runtime.decide_train_jobs`; side by side on a
+            multi-core CPU). The choice is logged and recorded in ``benchmark.json`` and
+            ``comparison.md``.
 
     Returns:
         A :class:`BenchmarkResult`.
@@ -449,6 +457,24 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
     evaluated: dict[str, Any] = {}  # method -> EvaluationResult (comparison.html)
     reports: dict[str, Path] = {}
     timings: dict[str, dict[str, float]] = {}
+    from disyre.runtime import decide_train_jobs
+    from disyre.training.parallel import TrainJob, train_many
+
+    learned = [n for n in names if n != "reference"]
+    jobs_plan = decide_train_jobs(len(learned), device, train_jobs)
+    if learned:
+        log.info("training %s: %s", ", ".join(learned), jobs_plan.reason)
+    trained_s: dict[str, float] = {}
+    if jobs_plan.workers > 1:
+        # the learned methods side by side first; each is then evaluated in turn
+        done = train_many([
+            TrainJob(method_config(base, n), train_vols, [e.image() for e in val_e],
+                     out / n / "run", codebook=codebooks[n], overwrite=overwrite,
+                     data_info=cache.describe(train_split), train_masks=train_masks,
+                     val_masks=[e.mask() for e in val_e]) for n in learned],
+            workers=jobs_plan.workers, threads_each=jobs_plan.threads_each,
+            progress=progress)
+        trained_s = {n: d.wall_s for n, d in zip(learned, done, strict=True)}
     for name in names:
         t0 = time.perf_counter()
         mdir = out / name
@@ -466,10 +492,11 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
             from disyre.training import train
 
             rc = method_config(base, name)
-            train(rc, train_vols, [e.image() for e in val_e], mdir / "run",
-                  overwrite=overwrite, codebook=codebooks[name], progress=progress,
-                  data_info=cache.describe(train_split),
-                  train_masks=train_masks, val_masks=[e.mask() for e in val_e])
+            if name not in trained_s:
+                train(rc, train_vols, [e.image() for e in val_e], mdir / "run",
+                      overwrite=overwrite, codebook=codebooks[name], progress=progress,
+                      data_info=cache.describe(train_split),
+                      train_masks=train_masks, val_masks=[e.mask() for e in val_e])
             mapper = _Mapper(name, run_dir=mdir / "run", device=device, seed=seed)
             run_cfg = {"method": name, "run": rc.to_dict()}
         t1 = time.perf_counter()
@@ -490,19 +517,29 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
             save_thresholds(mdir / "report" / "thresholds.json", res.thresholds)
         metrics[name] = {**res.to_dict(), **extra}
         evaluated[name] = res
-        timings[name] = {"train_s": round(t1 - t0, 2), "detect_s": round(t2 - t1, 2)}
+        train_s = trained_s.get(name, t1 - t0)
+        timings[name] = {"train_s": round(train_s, 2), "detect_s": round(t2 - t1, 2)}
         log.info("%s: pixel AP %.4f (train %.0f s, detect+evaluate %.0f s)", name,
-                 res.pixel.ap, t1 - t0, t2 - t1)
-    comparison = write_comparison(out / "comparison", metrics, title=title, overwrite=overwrite)
+                 res.pixel.ap, train_s, t2 - t1)
+    notes = []
+    if len(learned) > 1:
+        notes.append(f"*Training: {', '.join(learned)} "
+                     + ("side by side" if jobs_plan.workers > 1 else "one after the other")
+                     + f" ({jobs_plan.reason}); train seconds are each method's own wall "
+                     "time.*")
+    comparison = write_comparison(out / "comparison", metrics, title=title, overwrite=overwrite,
+                                  notes=notes)
     write_comparison_html(comparison.parent, evaluated, comparison.read_text(), title=title)
     result = BenchmarkResult(out_dir=out, metrics=metrics, reports=reports,
-                             comparison=comparison, timings=timings)
+                             comparison=comparison, timings=timings,
+                             training=jobs_plan.to_dict())
     atomic_write_json(out / MARKER, {
         "methods": names, "steps": base.train.steps, "seed": seed, "device": device,
         "splits": {"train": len(train_e), "val": len(val_e), "test_lesion": len(lesioned),
                    "test_healthy": len(healthy_test),
                    **({"test_transfer": len(transfer_e)} if transfer_e else {})},
-        "run": base.to_dict(), "timings": timings, "summary": result.rows(),
+        "run": base.to_dict(), "timings": timings, "training": jobs_plan.to_dict(),
+        "summary": result.rows(),
         "reports": {k: str(v.relative_to(out)) for k, v in reports.items()},
         "comparison": str(comparison.relative_to(out)), "provenance": provenance()})
     return result

@@ -367,3 +367,59 @@ def retain_freed_memory() -> str:
     log.info("malloc keeps freed memory for reuse (mmap off, trim off); "
              "%s=0 switches this off", MALLOC_ENV)
     return "retained (glibc mallopt)"
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; else ``os.cpu_count()``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class TrainJobsDecision:
+    """How many trainings run at once and with how many threads each, and why."""
+
+    workers: int
+    threads_each: int | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (for run folders and reports)."""
+        return asdict(self)
+
+
+def decide_train_jobs(n_jobs: int, device: str | torch.device = "auto",
+                      requested: int | None = None) -> TrainJobsDecision:
+    """How to run ``n_jobs`` independent trainings on ``device``.
+
+    ``requested`` (>= 1) is followed as given. Otherwise (auto): on a CPU with at least two
+    cores, the trainings run side by side, up to one per core, the cores shared evenly
+    (measured faster than one after the other with every core each: docs/demo.md, "Training
+    side by side"); on a GPU or a one-core CPU one after the other.
+
+    Example:
+        >>> decide_train_jobs(1, "cpu").workers
+        1
+        >>> decide_train_jobs(3, "cpu", requested=1).reason
+        'requested: one after the other'
+    """
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"train jobs must be >= 1, got {requested}")
+        w = min(requested, max(n_jobs, 1))
+        if w == 1:
+            return TrainJobsDecision(1, None, "requested: one after the other")
+        return TrainJobsDecision(w, max(1, usable_cores() // w), f"requested: {w} at once")
+    dev = resolve_device(device)
+    if n_jobs < 2:
+        return TrainJobsDecision(1, None, "one training")
+    if dev.type != "cpu":
+        return TrainJobsDecision(1, None, f"{dev.type}: one after the other")
+    cores = usable_cores()
+    if cores < 2:
+        return TrainJobsDecision(1, None, "one CPU core: one after the other")
+    w = min(n_jobs, cores)
+    return TrainJobsDecision(w, cores // w, f"{cores}-core CPU: {w} side by side, "
+                             f"{cores // w} thread(s) each")

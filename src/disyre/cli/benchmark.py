@@ -22,6 +22,7 @@ from disyre.cli.options import (
     add_output_argument,
     add_overrides_argument,
     add_progress_argument,
+    add_train_jobs_argument,
 )
 
 
@@ -51,6 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of training and evaluation")
     add_bootstrap_argument(p)
     add_device_argument(p)
+    add_train_jobs_argument(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing benchmark")
     add_progress_argument(p)
     p.set_defaults(func=run)
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     res = run_benchmark(methods, cache, args.output, cfg=cfg, steps=args.steps, seed=args.seed,
                         device=args.device, n_boot=args.bootstrap, overwrite=args.overwrite,
                         progress=not args.no_progress, title=f"Benchmark on {args.manifest}",
-                        source=args.manifest)
+                        source=args.manifest, train_jobs=args.train_jobs)
     print(res.table())
     print(f"comparison: {res.comparison}")
     return 0

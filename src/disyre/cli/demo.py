@@ -12,7 +12,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from disyre.cli.options import add_device_argument, add_output_argument, add_progress_argument
+from disyre.cli.options import (
+    add_device_argument,
+    add_output_argument,
+    add_progress_argument,
+    add_train_jobs_argument,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -21,9 +26,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="build a demo cohort, train DISYRE and baselines, detect, evaluate, report",
         description="Generate healthy and lesioned subjects from the MNI152 anatomy bundled "
-        "with nilearn, train DISYRE (small), the denoising autoencoder and the patched DDPM with "
-        "the same budget, compare them with the non-learned reference, and write the reports "
-        "into -o/--output.",
+        "with nilearn, train DISYRE (small) and the denoising autoencoder with the same budget "
+        "(side by side on a multi-core CPU), compare them with the non-learned reference, and "
+        "write the reports into -o/--output. The full comparison: --methods "
+        "dag,dae,anoddpm,pddpm,reference.",
     )
     add_output_argument(p, "demo folder", deprecated=("--out",))
     p.add_argument("--quick", action="store_true",
@@ -35,7 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--contrast", choices=["t2", "t1"], default="t2", help="cohort contrast")
     p.add_argument("--preset", default=None, help="network preset (default small; quick: tiny)")
     p.add_argument("--methods", default=None,
-                   help="comma-separated methods (default dag,dae,pddpm,reference)")
+                   help="comma-separated methods (default dag,dae,reference; the full "
+                   "comparison: dag,dae,anoddpm,pddpm,reference)")
     p.add_argument("--window", type=int, default=None,
                    help="inference window in pixels (0 = whole slices, the default; 64 = the "
                    "authors' sliding windows at the demo's 2 mm)")
@@ -43,6 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cohort-dir", type=Path, default=None,
                    help="cohort folder to build or reuse (default OUTPUT/cohort)")
     add_device_argument(p)
+    add_train_jobs_argument(p)
     p.add_argument("--overwrite", action="store_true",
                    help="replace a previous demo run in -o/--output (the cohort is reused)")
     add_progress_argument(p)
@@ -81,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         s.preset = args.preset
     if args.methods:
         s.methods = normalise_methods(args.methods)
+    s.train_jobs = args.train_jobs
     res = run_demo(args.output, s, cohort_dir=args.cohort_dir, overwrite=args.overwrite,
                    progress=not args.no_progress)
     print(res.table)

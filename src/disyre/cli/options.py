@@ -112,3 +112,22 @@ def add_threshold_mismatch_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-threshold-mismatch", action="store_true",
                    help="apply thresholds fitted on maps made with other inference settings or "
                    "another checkpoint (a warning instead of an error)")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a one-line error otherwise)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def add_train_jobs_argument(p: argparse.ArgumentParser) -> None:
+    """``--train-jobs N`` (``args.train_jobs``): learned methods trained at once."""
+    p.add_argument("--train-jobs", type=positive_int, default=None,
+                   help="learned methods trained at once (default: decided from the device: "
+                   "side by side on a multi-core CPU, cores shared evenly; 1 = one after the "
+                   "other with every core)")

@@ -63,13 +63,15 @@ class DemoSettings:
         n_boot: Bootstrap resamples for the confidence intervals.
         device: ``auto`` | ``cpu`` | ``cuda``.
         seed: Seed of training and evaluation.
+        train_jobs: Learned methods trained at once (``None``: decided from the device,
+            :func:`disyre.runtime.decide_train_jobs`).
     """
 
     cohort: CohortSpec = field(default_factory=lambda: CohortSpec(
         n_train=24, n_val=8, n_test_healthy=5, n_test_lesion=21, n_transfer=5))
     preset: str = "small"
     steps: int = 1300
-    methods: list[str] = field(default_factory=lambda: ["dag", "dae", "pddpm", "reference"])
+    methods: list[str] = field(default_factory=lambda: ["dag", "dae", "reference"])
     patch: int = 64
     stride: int = 32
     window: int | None = 0
@@ -79,6 +81,7 @@ class DemoSettings:
     n_boot: int = 200
     device: str = "auto"
     seed: int = 0
+    train_jobs: int | None = None
 
     @classmethod
     def quick(cls, **kw: Any) -> DemoSettings:
@@ -168,7 +171,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *,
     cache = prepare_cache(rows, out / "cache", cfg.intensity, progress=progress)
     bench = run_benchmark(s.methods, cache, out / "benchmark", cfg=cfg, steps=s.steps,
                           seed=s.seed, device=s.device, n_boot=s.n_boot, overwrite=overwrite,
-                          progress=progress,
+                          progress=progress, train_jobs=s.train_jobs,
                           title=f"disyre demo ({s.cohort.contrast.upper()}-like cohort, "
                                 f"{s.steps} steps)")
     table = bench.table()
@@ -178,6 +181,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *,
                                                          bench.reports.items()},
         "html": {"comparison": str(bench.comparison.with_suffix(".html")),
                  **{k: str(v.with_suffix(".html")) for k, v in bench.reports.items()}},
-        "summary": bench.rows(), "timings": bench.timings, "provenance": provenance()})
+        "summary": bench.rows(), "timings": bench.timings, "training": bench.training,
+        "provenance": provenance()})
     return DemoResult(out_dir=out, comparison=bench.comparison, reports=bench.reports,
                       table=table, rows=bench.rows(), cohort_reused=cohort.reused)

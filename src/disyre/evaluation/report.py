@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -481,7 +481,8 @@ def _row(name: str, m: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def write_comparison(out_dir: str | Path, results: Mapping[str, Mapping[str, Any]], *,
-                     title: str = "Comparison of methods", overwrite: bool = False) -> Path:
+                     title: str = "Comparison of methods", overwrite: bool = False,
+                     notes: Sequence[str] = ()) -> Path:
     """Compare methods: ``comparison.md``, ``comparison.csv`` and two figures.
 
     Args:
@@ -490,6 +491,7 @@ def write_comparison(out_dir: str | Path, results: Mapping[str, Mapping[str, Any
             or the file read back).
         title: Heading.
         overwrite: Replace an existing comparison.
+        notes: Lines written under the table (e.g. how the methods were trained).
 
     Returns:
         Path of ``comparison.md``.
@@ -562,6 +564,7 @@ def write_comparison(out_dir: str | Path, results: Mapping[str, Mapping[str, Any
               "recall and FP blobs: BraTS 2023 lesion-wise matching (see each method's report); "
               "scan AUROC: lesioned against healthy test scans. Every method's map of one case "
               "side by side: [comparison.html](comparison.html).*", "",
+              *notes, *([""] if notes else []),
               "![metrics](figures/comparison_bars.png) ![PR curves](figures/comparison_pr.png)",
               ""]
     path = out / "comparison.md"
