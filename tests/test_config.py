@@ -1,5 +1,6 @@
 import pytest
 
+import disyre.methods  # noqa: F401 (the registry: the method-specific rules)
 from disyre.config import ConfigError, ModelConfig, RunConfig, apply_overrides
 from disyre.corruption.schedule import (
     ENSEMBLE_LEVELS_4,
