@@ -1,5 +1,6 @@
 import pytest
 
+import disyre.methods  # noqa: F401 (the registry: the method-specific rules)
 from disyre.config import ConfigError, ModelConfig, RunConfig, apply_overrides
 from disyre.corruption.schedule import (
     ENSEMBLE_LEVELS_4,
@@ -112,7 +113,7 @@ def test_validate_names_every_bad_field_at_once():
 
 
 def test_the_window_config_accepts_is_what_the_corruption_accepts():
-    from disyre.corruption import make_corruption
+    from disyre.methods import make_corruption
 
     for w in (3, 4):
         cfg = RunConfig()
@@ -135,19 +136,16 @@ def test_option_lists_live_in_config():
     import typing
 
     from disyre import config, runtime
-    from disyre.config import CorruptionConfig, IntensityConfig, TrainConfig
+    from disyre.config import IntensityConfig, TrainConfig
 
-    augment, base, bias, shapes, intensity = (importlib.import_module(f"disyre.{m}") for m in (
-        "corruption.augment", "corruption.base", "corruption.bias", "corruption.shapes",
-        "data.intensity"))
+    augment, bias, shapes, intensity = (importlib.import_module(f"disyre.{m}") for m in (
+        "corruption.augment", "corruption.bias", "corruption.shapes", "data.intensity"))
 
-    assert base.VARIANTS is config.VARIANTS and runtime.PRECISIONS is config.PRECISIONS
+    assert runtime.PRECISIONS is config.PRECISIONS
     assert augment.AUGMENT_RECIPES is config.AUGMENT_RECIPES
     assert shapes.SHAPE_RECIPES is config.SHAPE_RECIPES
     assert bias.BIAS_SELECTIONS is config.BIAS_SELECTIONS
     assert intensity.SCALINGS is config.SCALINGS
-    hints = typing.get_type_hints(CorruptionConfig)
-    assert typing.get_args(hints["name"]) == config.VARIANTS
     assert typing.get_args(typing.get_type_hints(IntensityConfig)["scaling"]) == config.SCALINGS
     assert typing.get_args(typing.get_type_hints(TrainConfig)["precision"]) == config.PRECISIONS
 

@@ -132,8 +132,9 @@ def backward_imports(graph: dict[str, set[str]], order: dict[str, int]) -> list[
 def test_the_stage_order_is_in_the_doc_and_covers_every_module():
     order = stage_order()
     assert order["config.py"] == order["io_utils.py"] == order["runtime.py"] == 0
-    ranks = [order[k] for k in ("data/", "corruption/", "model.py", "training/", "inference/",
-                                "preprocessing/", "evaluation/", "benchmark.py", "cli/")]
+    ranks = [order[k] for k in ("data/", "corruption/", "methods/", "model.py", "training/",
+                                "inference/", "preprocessing/", "evaluation/", "benchmark.py",
+                                "cli/")]
     assert ranks == sorted(ranks) and len(set(ranks)) == len(ranks)
     for m in all_modules():
         rank_of(m, order)  # raises for a module the doc does not place

@@ -18,10 +18,9 @@ from disyre.inference import (
     count_work,
     predict_volume,
     restore,
-    restore_ensemble,
-    restore_multistep,
     window_starts,
 )
+from disyre.methods.dag import restore_ensemble, restore_multistep
 from disyre.model import build_model
 from tests.helpers import phantom, reinit_tiny_net, write_nifti
 

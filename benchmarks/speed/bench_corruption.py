@@ -26,7 +26,8 @@ import torch
 
 from benchmarks.speed.machine import time_it
 from disyre.config import CorruptionConfig
-from disyre.corruption import VARIANTS, augment, make_corruption
+from disyre.corruption import augment
+from disyre.methods import make_corruption, method_names
 from disyre.runtime import make_generator
 
 
@@ -87,7 +88,7 @@ def bench_device(dev: torch.device, batch: int, size: int, repeats: int) -> dict
     x = synthetic_batch(batch, size, dev)
     g = make_generator(0, dev)
     stages: dict[str, Callable[[], object]] = {}
-    for name in VARIANTS:
+    for name in method_names():
         corr = make_corruption(CorruptionConfig(name=name))
         stages[name] = lambda corr=corr: corr(x, g)
     stages["augment"] = lambda: augment(x, g)

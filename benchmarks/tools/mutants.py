@@ -55,7 +55,7 @@ class Mutant:
 MUTANTS = [
     Mutant(
         "a", "ensemble: x.repeat -> x.repeat_interleave",
-        "src/disyre/inference/restoration.py",
+        "src/disyre/methods/dag.py",
         "xs = x.repeat(n, 1, 1, 1)", "xs = x.repeat_interleave(n, 0)",
         ["tests/test_inference.py"]),
     Mutant(
@@ -69,7 +69,7 @@ MUTANTS = [
          "test_whole_slice_mode_close_to_windows_for_a_convolutional_model"]),
     Mutant(
         "c", "v1 update: (xt - x0) -> (x0 - xt)",
-        "src/disyre/inference/restoration.py",
+        "src/disyre/methods/dag.py",
         "xt = (x0 + (a_prev / a_t) * (xt - x0)).clamp(0, 1)",
         "xt = (x0 + (a_prev / a_t) * (x0 - xt)).clamp(0, 1)",
         ["tests/test_inference.py"]),

@@ -15,9 +15,10 @@ Methods:
   one noised box of each patch; detection noises each box in turn and stitches;
 - ``reference``: non-learned, voxel-wise deviation from the healthy training population.
 
-Every learned method gets the same :class:`~disyre.config.RunConfig` apart from
-``corruption.name`` (same network, steps, batch, seed) and what its detection needs
-(:func:`method_config`). Thresholds are calibrated on the
+The learned methods are those of the registry (:mod:`disyre.methods`). Every learned method
+gets the same :class:`~disyre.config.RunConfig` apart from ``corruption.name`` (same network,
+steps, batch, seed) and what its detection needs (:meth:`disyre.methods.Method.run_config`).
+Thresholds are calibrated on the
 healthy validation scans (split ``val``) of the cache; the test split holds lesioned scans
 (evaluated) and, optionally, healthy scans (their false-positive rate at the calibrated
 thresholds is reported). An optional ``transfer`` split holds healthy scans unlike the
@@ -45,7 +46,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -57,32 +57,24 @@ import numpy as np
 
 from disyre.config import ConfigError, RunConfig
 from disyre.io_utils import atomic_write_json, prepare_output_dir, provenance
+from disyre.methods import get_method, method_names
 
 log = logging.getLogger(__name__)
 
-LEARNED = ("dag", "gaussian", "fpi", "bias", "dae", "anoddpm", "pddpm")
-METHODS = (*LEARNED, "reference")
+#: the non-learned method besides the registry's learned ones
+REFERENCE = "reference"
 ALIASES = {"disyre": "dag"}
 MARKER = "benchmark.json"
 
 
-def method_config(base: RunConfig, name: str) -> RunConfig:
-    """The run config of learned method ``name`` from the shared ``base``: its corruption
-    and the inference recipe it needs (:func:`disyre.config.inference_recipe`: for ``dae``
-    one restoration of the scan itself, for ``anoddpm`` the walk, for ``pddpm`` the patched
-    restoration).
+def benchmark_methods() -> tuple[str, ...]:
+    """Every method a benchmark can run: the registered learned methods and ``reference``.
 
     Example:
-        >>> method_config(RunConfig(), "dae").inference.levels
-        [0]
+        >>> benchmark_methods()[0], benchmark_methods()[-1]
+        ('dag', 'reference')
     """
-    from disyre.config import inference_recipe
-
-    rc = copy.deepcopy(base)
-    rc.corruption.name = name  # type: ignore[assignment]
-    for k, v in inference_recipe(name, dataclasses.asdict(rc.inference)).items():
-        setattr(rc.inference, k, v)
-    return rc
+    return (*method_names(), REFERENCE)
 
 
 def normalise_methods(methods: Sequence[str] | str) -> list[str]:
@@ -96,8 +88,8 @@ def normalise_methods(methods: Sequence[str] | str) -> list[str]:
     out: list[str] = []
     for m in methods:
         m = ALIASES.get(m.strip().lower(), m.strip().lower())
-        if m not in METHODS:
-            raise ConfigError(f"unknown method {m!r}; choose from {list(METHODS)} "
+        if m not in benchmark_methods():
+            raise ConfigError(f"unknown method {m!r}; choose from {list(benchmark_methods())} "
                               f"(or {list(ALIASES)})")
         if m in out:
             raise ConfigError(f"method {m!r} listed twice")
@@ -391,7 +383,8 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
     """Train, detect and evaluate several methods the same way; write reports + a comparison.
 
     Args:
-        methods: Subset of :data:`METHODS` (``"dag,gaussian,reference"`` or a list).
+        methods: Subset of :func:`benchmark_methods` (``"dag,gaussian,reference"`` or a
+            list).
         cache: A :class:`~disyre.data.cache.VolumeCache` holding the train/val/test splits.
         out_dir: Benchmark folder (refused if it holds a benchmark, unless ``overwrite``).
         cfg: Base run config shared by the learned methods (default: ``RunConfig()``).
@@ -445,8 +438,8 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
     for name in names:
         if name == "reference":
             continue
-        rc = method_config(base, name)
-        wants = name in ("dag", "bias") and rc.corruption.codebook is None
+        rc = get_method(name).run_config(base)
+        wants = get_method(name).codebook and rc.corruption.codebook is None
         cb = prepare_run(rc, train_vols, source=src, train_masks=train_masks,
                          codebook=codebook, fit=wants)
         if wants:
@@ -468,7 +461,7 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
     if jobs_plan.workers > 1:
         # the learned methods side by side first; each is then evaluated in turn
         done = train_many([
-            TrainJob(method_config(base, n), train_vols, [e.image() for e in val_e],
+            TrainJob(get_method(n).run_config(base), train_vols, [e.image() for e in val_e],
                      out / n / "run", codebook=codebooks[n], overwrite=overwrite,
                      data_info=cache.describe(train_split), train_masks=train_masks,
                      val_masks=[e.mask() for e in val_e]) for n in learned],
@@ -491,7 +484,7 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
         else:
             from disyre.training import train
 
-            rc = method_config(base, name)
+            rc = get_method(name).run_config(base)
             if name not in trained_s:
                 train(rc, train_vols, [e.image() for e in val_e], mdir / "run",
                       overwrite=overwrite, codebook=codebooks[name], progress=progress,

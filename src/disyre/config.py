@@ -14,14 +14,13 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import yaml
 
@@ -38,16 +37,6 @@ Scaling = Literal["whole_volume", "brain"]
 SCALINGS: tuple[str, ...] = typing.get_args(Scaling)
 NanPolicy = Literal["zero", "error"]
 NAN_POLICIES: tuple[str, ...] = typing.get_args(NanPolicy)
-Variant = Literal["dag", "fpi", "bias", "gaussian", "dae", "anoddpm", "pddpm"]
-#: the corruption variants :func:`disyre.corruption.factory.make_corruption` knows
-VARIANTS: tuple[str, ...] = typing.get_args(Variant)
-#: variants that noise the patch (no anomaly window); ``dae``, ``anoddpm`` and ``pddpm`` are
-#: the field's baselines (docs/methods.md)
-NOISE_VARIANTS: tuple[str, ...] = ("gaussian", "dae", "anoddpm", "pddpm")
-#: the diffusion baselines: their levels are diffusion steps in [0, DIFFUSION_STEPS - 1]
-DIFFUSION_VARIANTS: tuple[str, ...] = ("anoddpm", "pddpm")
-#: steps of the diffusion baselines' schedule (:mod:`disyre.corruption.diffusion`)
-DIFFUSION_STEPS: int = 1000
 ShapeRecipe = Literal["authors", "legacy"]
 #: anomaly shape recipes (:mod:`disyre.corruption.shapes`)
 SHAPE_RECIPES: tuple[str, ...] = typing.get_args(ShapeRecipe)
@@ -60,25 +49,33 @@ AUGMENT_RECIPES: tuple[str, ...] = typing.get_args(AugmentRecipeName)
 Precision = Literal["auto", "fp32", "bf16"]
 #: autocast precisions of training and inference (``auto``: bf16 where the hardware has it)
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
-Method = Literal["ensemble", "multistep", "walk", "patched"]
-#: restoration methods of inference (``walk``: AnoDDPM's; ``patched``: the patched DDPM's)
-METHODS: tuple[str, ...] = typing.get_args(Method)
-#: the inference recipe each baseline needs (``disyre train --set corruption.name=...``
-#: applies it; explicit ``inference.*`` overrides still win): the autoencoder restores the
-#: scan itself once; AnoDDPM noises it to step 249 (lambda = 250) and walks back in 25
-#: strided steps (``inference.steps=250`` is the full walk); the patched DDPM noises each box
-#: to step 499 (t_test = 500) and predicts it in one step
-BASELINE_INFERENCE: dict[str, dict[str, Any]] = {
-    "dae": {"method": "ensemble", "levels": [0]},
-    "anoddpm": {"method": "walk", "levels": [249], "steps": 25},
-    "pddpm": {"method": "patched", "levels": [499]},
-}
-#: which corruption each baseline restoration method belongs to
-METHOD_VARIANT: dict[str, str] = {"walk": "anoddpm", "patched": "pddpm"}
 #: device kinds a config may name (``cuda:N`` is also accepted)
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 #: smallest anomaly window of the synthetic anomalies (:mod:`disyre.corruption.dag`)
 MIN_CORRUPTION_WINDOW: int = 4
+
+
+class MethodCatalog(Protocol):
+    """What the configs need from the method registry (:mod:`disyre.methods`), which sits
+    downstream of this module and installs itself here on import (:func:`install_methods`)."""
+
+    def problems(self, cfg: RunConfig) -> list[str]:
+        """The method-specific problems of ``cfg`` (unknown method, its own rules)."""
+        ...
+
+    def inference_recipe(self, name: str, current: dict[str, Any]) -> dict[str, Any]:
+        """The ``inference`` fields that switching to method ``name`` sets."""
+        ...
+
+
+_methods: MethodCatalog | None = None
+
+
+def install_methods(catalog: MethodCatalog) -> None:
+    """Make :meth:`RunConfig.validate` and :func:`apply_overrides` use ``catalog``'s
+    method rules (called by :mod:`disyre.methods` on import)."""
+    global _methods
+    _methods = catalog
 
 
 def valid_device(device: str) -> bool:
@@ -134,9 +131,9 @@ class CorruptionConfig:
     """Synthetic corruption used in training (and, for ``gaussian``, at inference).
 
     Attributes:
-        name: ``dag`` (default), ``fpi``, ``bias``, ``gaussian``, or a baseline of
-            docs/methods.md: ``dae`` (denoising autoencoder, coarse noise), ``anoddpm``
-            (simplex-noise DDPM), ``pddpm`` (patched DDPM).
+        name: The method (:mod:`disyre.methods`): ``dag`` (default), ``fpi``, ``bias``,
+            ``gaussian``, or a baseline of docs/methods.md: ``dae`` (denoising autoencoder,
+            coarse noise), ``anoddpm`` (simplex-noise DDPM), ``pddpm`` (patched DDPM).
         window: Side of the square anomaly window in pixels (for ``pddpm``: the noised box).
         augment: Apply the pre-corruption augmentation of clean patches.
         codebook: Intensity codebook for the bias anomaly; ``None`` = fit to the training
@@ -149,7 +146,7 @@ class CorruptionConfig:
         augment_recipe: Pre-corruption augmentation: ``authors`` or ``legacy``.
     """
 
-    name: Variant = "dag"
+    name: str = "dag"
     window: int = 64
     augment: bool = True
     codebook: list[float] | None = None
@@ -273,8 +270,9 @@ class InferenceConfig:
     """Restoration at test time (docs/method.md#inference).
 
     Attributes:
-        method: ``ensemble`` (v2 single-step, default) or ``multistep`` (v1); the
-            baselines' ``walk`` (``anoddpm``) and ``patched`` (``pddpm``).
+        method: The restoration procedure (registered by :mod:`disyre.methods`):
+            ``ensemble`` (v2 single-step, default) or ``multistep`` (v1); the baselines'
+            ``walk`` (``anoddpm``) and ``patched`` (``pddpm``).
         levels: Corruption levels for the ensemble (our convention: level grows with
             severity); the default is the authors' 5-level set. For the diffusion
             baselines, diffusion steps in [0, 999]: the step ``walk`` noises to, the steps
@@ -299,7 +297,7 @@ class InferenceConfig:
             default layout everywhere.
     """
 
-    method: Method = "ensemble"
+    method: str = "ensemble"
     levels: list[int] = field(default_factory=lambda: [0, 20, 40, 60, 80])
     steps: int = 5
     window: int = 0
@@ -339,6 +337,11 @@ class RunConfig:
     def validate(self) -> None:
         """Check every value at once, so that a bad setting fails at load, not hours later.
 
+        The generic rules live here; the method's own (is ``corruption.name`` a registered
+        method, its levels, restorations and settings) come from the method registry that
+        :mod:`disyre.methods` installs on import (:func:`install_methods`): code that builds
+        a config for use imports :mod:`disyre.methods` first.
+
         Raises:
             ConfigError: One line naming every invalid ``section.key`` and why.
 
@@ -371,24 +374,6 @@ class RunConfig:
              i.nan_policy)
         for k in ("n_volumes", "n_slices", "patch_size"):
             need(getattr(sa, k) >= 1, f"sampler.{k}", ">= 1", getattr(sa, k))
-        need(c.name in VARIANTS, "corruption.name", _choice(VARIANTS), c.name)
-        need(c.window >= MIN_CORRUPTION_WINDOW or c.name in NOISE_VARIANTS,
-             "corruption.window", f">= {MIN_CORRUPTION_WINDOW}", c.window)
-        need(c.name != "pddpm" or 1 <= c.window <= sa.patch_size, "corruption.window",
-             f"in [1, sampler.patch_size={sa.patch_size}] for pddpm (the noised box)",
-             c.window)
-        need(c.name != "dae" or (self.inference.method == "ensemble"
-                                 and list(self.inference.levels) == [0]),
-             "inference", "method=ensemble and levels=[0] for corruption.name=dae (the "
-             "autoencoder restores the scan itself once)",
-             f"method={self.inference.method}, levels={self.inference.levels}")
-        owner = METHOD_VARIANT.get(self.inference.method)
-        need(owner is None or owner == c.name, "inference.method",
-             f"{self.inference.method} only with corruption.name={owner}",
-             f"corruption.name={c.name}")
-        for v, meth in (("anoddpm", "walk"), ("pddpm", "patched")):
-            need(c.name != v or self.inference.method == meth, "inference.method",
-                 f"{meth} for corruption.name={v}", self.inference.method)
         need(c.shapes in SHAPE_RECIPES, "corruption.shapes", _choice(SHAPE_RECIPES), c.shapes)
         need(c.bias_selection in BIAS_SELECTIONS, "corruption.bias_selection",
              _choice(BIAS_SELECTIONS), c.bias_selection)
@@ -428,18 +413,6 @@ class RunConfig:
         need(t.val_batches >= 0, "train.val_batches", ">= 0", t.val_batches)
         need(t.num_threads is None or t.num_threads >= 1, "train.num_threads", "null or >= 1",
              t.num_threads)
-        need(f.method in METHODS, "inference.method", _choice(METHODS), f.method)
-        top = DIFFUSION_STEPS - 1 if c.name in DIFFUSION_VARIANTS else 99
-        need(len(f.levels) > 0 and all(0 <= k <= top for k in f.levels), "inference.levels",
-             f"levels in [0, {top}]", f.levels)
-        if f.method == "walk":
-            need(len(f.levels) == 1, "inference.levels",
-                 "one level for method=walk (the step the scan is noised to)", f.levels)
-            start = f.levels[0] if f.levels else 0
-            need(1 <= f.steps <= start + 1, "inference.steps",
-                 f"in [1, {start + 1}] (network passes of the walk from step {start})", f.steps)
-        else:
-            need(1 <= f.steps <= 100, "inference.steps", "in [1, 100]", f.steps)
         need(f.window >= 0, "inference.window", ">= 0 (0 = whole slices)", f.window)
         need(f.window == 0 or 1 <= f.stride <= f.window, "inference.stride",
              f"in [1, inference.window={f.window}]", f.stride)
@@ -449,6 +422,8 @@ class RunConfig:
              f.precision)
         need(isinstance(f.device, str) and valid_device(f.device), "inference.device",
              _choice(DEVICES) + " or cuda:N", f.device)
+        if _methods is not None:
+            bad += _methods.problems(self)
         if bad:
             raise ConfigError("invalid config: " + "; ".join(bad))
 
@@ -594,34 +569,15 @@ def _coerce(v: Any, tp: Any, name: str) -> Any:
     return v
 
 
-def inference_recipe(variant: str, current: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The ``inference`` fields that corruption ``variant`` needs.
-
-    A baseline's recipe (:data:`BASELINE_INFERENCE`); for the other variants the defaults'
-    ``method``, ``levels`` and ``steps`` where ``current`` holds a baseline's method, or
-    nothing.
-
-    Example:
-        >>> inference_recipe("anoddpm")["method"], inference_recipe("dag")
-        ('walk', {})
-    """
-    if variant in BASELINE_INFERENCE:
-        return copy.deepcopy(BASELINE_INFERENCE[variant])
-    if current is not None and current.get("method") in METHOD_VARIANT:
-        default = InferenceConfig()
-        return {"method": default.method, "levels": list(default.levels),
-                "steps": default.steps}
-    return {}
-
-
 def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
     """Return a copy of ``cfg`` with ``section.key=value`` overrides applied.
 
     Values are parsed as YAML scalars/lists (``train.steps=200``,
     ``inference.levels=[0,25,50,75]``). Setting ``model.preset`` resets the architecture
     fields to that preset before other ``model.*`` overrides apply; setting
-    ``corruption.name`` applies :func:`inference_recipe` before other ``inference.*``
-    overrides apply.
+    ``corruption.name`` applies that method's inference recipe
+    (:meth:`disyre.methods.Method.inference_recipe`, through the installed registry) before
+    other ``inference.*`` overrides apply.
     """
     d = cfg.to_dict()
     items = []
@@ -655,8 +611,8 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
     items.sort(key=lambda it: 0 if it[0] in (["model", "preset"], ["corruption", "name"])
                else 1)
     for (sec, k), val in items:
-        if sec == "corruption" and k == "name" and isinstance(val, str):
-            d["inference"].update(inference_recipe(val, d["inference"]))
+        if sec == "corruption" and k == "name" and isinstance(val, str) and _methods:
+            d["inference"].update(_methods.inference_recipe(val, d["inference"]))
         if sec == "model" and k == "preset":
             if val not in PRESETS and val != "custom":
                 raise ConfigError(f"unknown model preset {val!r}; choose from {sorted(PRESETS)}")

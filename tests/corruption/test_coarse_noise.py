@@ -55,14 +55,14 @@ def test_corruption_noises_the_foreground_only_and_restores_the_scan_itself() ->
 
 
 def test_config_requires_one_unnoised_restoration_for_dae() -> None:
-    from disyre.benchmark import method_config
+    from disyre.methods import get_method
 
     cfg = RunConfig()
     cfg.corruption.name = "dae"
     with pytest.raises(ConfigError, match=r"inference must be method=ensemble and "
                        r"levels=\[0\] for corruption.name=dae"):
         cfg.validate()
-    rc = method_config(RunConfig(), "dae")
+    rc = get_method("dae").run_config(RunConfig())
     rc.validate()
     assert rc.corruption.name == "dae" and rc.inference.levels == [0]
     assert RunConfig().inference.levels != [0]  # the base is left as it was

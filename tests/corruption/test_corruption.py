@@ -16,7 +16,6 @@ from disyre.corruption import (
     augment,
     augment_pair,
     fit_codebook,
-    make_corruption,
     schedule,
 )
 from disyre.corruption.bias import AUTHORS_CODEBOOK, bias_field, quantise
@@ -24,6 +23,7 @@ from disyre.corruption.dag import SyntheticAnomaly
 from disyre.corruption.gaussian import GaussianNoise
 from disyre.corruption.shapes import gaussian_blur, random_shapes, sample_centres
 from disyre.corruption.texture import PatchBank, donor_index
+from disyre.methods import make_corruption
 
 SYNTHETIC = ("dag", "fpi", "bias")
 
@@ -316,7 +316,7 @@ def test_synthetic_inference_input_is_identity_and_protocol() -> None:
     stateless = make_corruption(CorruptionConfig(name="fpi"), bank_size=0)
     a, b = stateless(x, gen(3)), stateless(x, gen(3))
     assert torch.equal(a.corrupted, b.corrupted)  # no state carried between calls
-    with pytest.raises(ValueError, match="unknown corruption"):
+    with pytest.raises(ValueError, match="unknown method 'noise'; choose from dag, "):
         make_corruption(CorruptionConfig(name="noise"))
 
 

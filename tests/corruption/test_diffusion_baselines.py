@@ -21,7 +21,9 @@ from disyre.corruption.diffusion import (
     to_signed,
 )
 from disyre.corruption.simplex import FEATURE, OCTAVES, PERSISTENCE, simplex_octaves
-from disyre.inference.restoration import restore_patched, restore_walk, walk_steps
+from disyre.methods import get_method
+from disyre.methods.anoddpm import restore_walk, walk_steps
+from disyre.methods.pddpm import restore_patched
 from tests.helpers import synthetic_cohort, tiny_config
 from tests.helpers.cohort import planted_lesion_aps
 
@@ -188,8 +190,6 @@ def test_patched_restoration_stitches_each_box_from_its_own_pass() -> None:
 
 
 def test_setting_a_baseline_applies_its_inference_recipe() -> None:
-    from disyre.benchmark import method_config
-
     cfg = apply_overrides(RunConfig(), ["corruption.name=anoddpm"])
     cfg.validate()
     assert (cfg.inference.method, cfg.inference.levels, cfg.inference.steps) == ("walk", [249],
@@ -199,7 +199,7 @@ def test_setting_a_baseline_applies_its_inference_recipe() -> None:
     back = apply_overrides(cfg, ["corruption.name=dag"])
     back.validate()
     assert back.inference.method == "ensemble" and back.inference.levels == [0, 20, 40, 60, 80]
-    p = method_config(RunConfig(), "pddpm")
+    p = get_method("pddpm").run_config(RunConfig())
     p.validate()
     assert (p.inference.method, p.inference.levels) == ("patched", [499])
     bad = RunConfig()

@@ -230,7 +230,7 @@ def test_gamma_draws_half_below_and_half_above_one_on_the_patch_range() -> None:
 
 def test_v1_walk_starts_at_the_most_severe_v2_level() -> None:
     from disyre.corruption.schedule import multistep_levels, severity_of
-    from disyre.inference.restoration import restore_multistep
+    from disyre.methods.dag import restore_multistep
 
     assert multistep_levels(5) == [80, 60, 40, 20, 0]
     assert float(severity_of(80)) == pytest.approx(0.82, abs=0.01)

@@ -28,7 +28,7 @@ from disyre.cli.options import (
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``disyre benchmark``."""
-    from disyre.benchmark import METHODS
+    from disyre.benchmark import benchmark_methods
 
     p = subparsers.add_parser(
         "benchmark",
@@ -42,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", type=Path, required=True, help="manifest CSV (train/val/test)")
     add_output_argument(p, "benchmark folder")
     p.add_argument("--methods", default="dag,gaussian,reference",
-                   help=f"comma-separated subset of {','.join(METHODS)} (disyre = dag)")
+                   help=f"comma-separated subset of {','.join(benchmark_methods())} (disyre = dag)")
     p.add_argument("--config", type=Path, default=None, help="base run config (YAML/JSON)")
     add_overrides_argument(p, "model.preset=small train.lr=2e-4")
     p.add_argument("--steps", type=int, default=None, help="training steps of every method")

@@ -62,6 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``disyre prepare``; returns the exit status."""
+    import disyre.methods  # noqa: F401 (the registry: validation knows every method)
     from disyre.cli import CLIError
     from disyre.config import RunConfig, apply_overrides
     from disyre.data.cache import prepare_cache

@@ -49,6 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def build_config(args: argparse.Namespace):  # noqa: ANN201 - RunConfig
     """The run config of the command line: file, then flags, then ``--set`` overrides."""
+    import disyre.methods  # noqa: F401 (the registry: validation knows every method)
     from disyre.config import RunConfig, apply_overrides
 
     cfg = RunConfig.load(args.config) if args.config else RunConfig()

@@ -7,8 +7,8 @@ mask, the severity of each sample and its level (``schedule.level_of``).
 Example:
     >>> import torch
     >>> from disyre.config import CorruptionConfig
-    >>> from disyre.corruption import make_corruption
-    >>> corr = make_corruption(CorruptionConfig(name="fpi"))
+    >>> from disyre.corruption.dag import SyntheticAnomaly
+    >>> corr = SyntheticAnomaly("fpi")
     >>> x = torch.zeros(2, 1, 64, 64); x[:, :, 8:56, 8:56] = 0.5
     >>> res = corr(x, torch.Generator().manual_seed(0))
     >>> tuple(res.corrupted.shape), res.level.dtype
@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
-
-from disyre.config import VARIANTS  # noqa: F401 (re-exported: the variants of make_corruption)
 
 
 def check_patches(x: torch.Tensor) -> None:

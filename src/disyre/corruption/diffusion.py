@@ -10,12 +10,12 @@ condition the network on the diffusion step ``t`` in ``[0, T - 1]`` (the ``level
   0.02), ``t ~ U{0, ..., 799}`` in training, ``x_t = sqrt(abar_t) x + sqrt(1 - abar_t) eps``
   over the whole patch; the network predicts the noise ``eps`` (``target``). At test time
   the scan is noised to one step and walked back
-  (:func:`disyre.inference.restoration.restore_walk`).
+  (:func:`disyre.methods.anoddpm.restore_walk`).
 - :class:`PatchedDiffusion` (``pddpm``, Behrendt et al. 2023): cosine schedule,
   ``t ~ U{0, ..., 999}``; only one box of the :data:`BOX`-pixel grid is noised, the rest of
   the patch stays clean as context; the network predicts the clean patch. At test time each
   box in turn is noised and predicted in one step, and the boxes are stitched
-  (:func:`disyre.inference.restoration.restore_patched`).
+  (:func:`disyre.methods.pddpm.restore_patched`).
 
 docs/methods.md lists their published recipes and every difference.
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from disyre.io_utils import atomic_write_text
+from disyre.methods import get_method, method_names
 
 START, END = "<!-- DEMO-RESULTS -->", "<!-- /DEMO-RESULTS -->"
 
@@ -46,11 +47,8 @@ def results_block(demo: dict[str, Any], img_rel: str) -> str:
         "FPR @ 1 % | slice AUROC | train s | detect+eval s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    names = {"dag": "DISYRE v2 (DAG)", "gaussian": "Gaussian-noise baseline",
-             "reference": "non-learned reference", "fpi": "FPI ablation",
-             "bias": "bias ablation", "dae": "denoising autoencoder (coarse noise)",
-             "anoddpm": "AnoDDPM (simplex DDPM, strided walk)",
-             "pddpm": "patched DDPM (simplex)"}
+    names = {n: get_method(n).title for n in method_names()}
+    names["reference"] = "non-learned reference"
     for r in demo["summary"]:
         tm = t.get(r["method"], {})
         ci = r.get("pixel_ap_ci")

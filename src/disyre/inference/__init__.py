@@ -3,10 +3,12 @@
 Three layers, from the maths to the user:
 
 1. **Restoration of a batch of images** ``(B, 1, H, W)`` (docs/method.md#inference):
-   :func:`restore_ensemble` (v2, the default: the residuals ``|x - P(x, k)|`` averaged over
-   fixed levels ``k``, all levels of a batch going through the network as *one* batch) and
-   :func:`restore_multistep` (v1: cold-diffusion restoration from the most severe level down).
-   :func:`restore` picks one from an :class:`~disyre.config.InferenceConfig`.
+   :func:`restore` runs the procedure that ``inference.method`` names, registered by its
+   method (:mod:`disyre.methods`): DISYRE's ``ensemble`` (v2, the default: the residuals
+   ``|x - P(x, k)|`` averaged over fixed levels ``k``, all levels of a batch going through
+   the network as *one* batch) and ``multistep`` (v1: cold-diffusion restoration from the
+   most severe level down), both in :mod:`disyre.methods.dag`; the baselines' ``walk`` and
+   ``patched``.
 2. **Whole slices and volumes**: :func:`predict_volume` runs every axial slice that holds
    brain through overlapping windows (``window`` x ``window``, ``stride``) blended with MONAI's
    Gaussian importance map (sigma = 0.125 x window), multiplies each window's map by its
@@ -56,8 +58,7 @@ _EXPORTS: dict[str, str] = {
     "DetectionResult": "result",
     **dict.fromkeys(("SCORE_VOLUME_MM3", "VOLUME_SCORE", "top_volume_mean", "volume_score"),
                     "scoring"),
-    **dict.fromkeys(("InferenceInput", "restore", "restore_ensemble", "restore_multistep"),
-                    "restoration"),
+    **dict.fromkeys(("InferenceInput", "restore"), "restoration"),
     **dict.fromkeys(("DetectSummary", "OutputWriteError", "detect_files"), "files"),
     **dict.fromkeys(("ThresholdError", "ThresholdMismatchError", "Thresholds", "bind_thresholds",
                      "check_binding", "load_thresholds", "save_thresholds", "thresholds_path"),

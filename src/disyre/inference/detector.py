@@ -298,11 +298,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "auto"
 
 def _inference_corruption(cfg: RunConfig) -> InferenceInput | None:
     """The corruption whose ``inference_input`` feeds the network; ``None`` = the image itself."""
-    if cfg.corruption.name not in ("gaussian", "anoddpm", "pddpm"):
-        return None  # synthetic anomalies, dae: the network sees the image as it is
-    from disyre.corruption import make_corruption  # type: ignore[attr-defined]
+    from disyre.methods import get_method
 
-    return make_corruption(cfg.corruption)
+    method = get_method(cfg.corruption.name)
+    if not method.inference_input:
+        return None  # synthetic anomalies, dae: the network sees the image as it is
+    return method.make_corruption(cfg.corruption)
 
 
 def save_overlay_png(result: DetectionResult, path: str | Path, threshold: float | None = None,

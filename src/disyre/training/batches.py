@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from disyre.config import ConfigError, RunConfig, SamplerConfig
-from disyre.corruption import augment_pair, make_corruption
+from disyre.corruption import augment_pair
+from disyre.methods import get_method
 from disyre.runtime import make_generator
 
 #: stream ids mixed into shard seeds so that training and validation never share draws
@@ -105,7 +106,8 @@ class Batch:
         corrupted: Network input ``(B, 1, P, P)``.
         clean: Clean patches ``(B, 1, P, P)``.
         level: Corruption levels ``(B,)`` int64.
-        noise: The noise, where the network learns to predict it (``anoddpm``); else ``None``.
+        noise: The noise, where the method's network learns to predict it
+            (``Method.target == "noise"``: ``anoddpm``); else ``None``.
     """
 
     corrupted: torch.Tensor
@@ -122,9 +124,15 @@ class Batch:
         return self.clean if self.noise is None else self.noise
 
 
+#: the losses the training loop implements: (``Method.loss``, ``Method.loss_region``)
+TRAINING_LOSSES: tuple[tuple[str, str], ...] = (("mse", "patch"),)
+
+
 def training_corruption(cfg: RunConfig, codebook: Sequence[float] | None = None) -> Any:
-    """The corruption of ``cfg.corruption`` in its stateless form (no foreign-patch bank)."""
-    return make_corruption(cfg.corruption, codebook, bank_size=0)
+    """The corruption of the method ``cfg.corruption.name`` in its stateless form (no
+    foreign-patch bank)."""
+    return get_method(cfg.corruption.name).make_corruption(cfg.corruption, codebook,
+                                                           bank_size=0)
 
 
 SamplerFactory = Callable[[Sequence[np.ndarray], SamplerConfig, int], Any]
@@ -142,8 +150,8 @@ class BatchSource:
             ``numpy.random.Generator`` in ``.rng``; default
             :class:`disyre.data.sampler.PatchSampler`. With ``masks`` it is called with
             ``masks=`` too and must offer ``.sample_pair()``.
-        corruption: ``(x, generator) -> CorruptionResult``; default
-            ``disyre.corruption.make_corruption(cfg.corruption, codebook)``. With ``masks``
+        corruption: ``(x, generator) -> CorruptionResult``; default the method's
+            (:func:`training_corruption`). With ``masks``
             it is called with ``brain=`` too.
         masks: Brain masks of ``volumes`` (e.g. the cache's): the sampler, the augmentation
             and the corruption then take the brain from them instead of from ``x > 0``.
@@ -157,6 +165,11 @@ class BatchSource:
                  masks: Sequence[np.ndarray] | None = None) -> None:
         if len(volumes) == 0:
             raise ConfigError("no volumes to draw training patches from")
+        method = get_method(cfg.corruption.name)
+        if (method.loss, method.loss_region) not in TRAINING_LOSSES:
+            raise ConfigError(f"method {method.name}: training has no {method.loss} loss over "
+                              f"the {method.loss_region}")
+        self.target = method.target
         self.volumes = list(volumes)
         self.masks = None if masks is None else list(masks)
         self.device = torch.device(device)
@@ -178,7 +191,7 @@ class BatchSource:
         if not hasattr(self.sampler, "rng"):
             raise TypeError("the patch sampler must keep its numpy Generator in .rng")
         self.corruption = corruption
-        self.augment = cfg.corruption.augment
+        self.augment = method.augments(cfg.corruption)
         self.augment_recipe = cfg.corruption.augment_recipe
 
     def sample_shard(self, seed: int) -> torch.Tensor:
@@ -205,7 +218,13 @@ class BatchSource:
             x, aug_brain = augment_pair(x, brain, g, recipe=self.augment_recipe)
             brain = aug_brain if brain is not None else None
         r = self.corruption(x, g) if brain is None else self.corruption(x, g, brain=brain)
-        return Batch(r.corrupted, r.clean, r.level.to(self.device).long(), r.target)
+        noise = None
+        if self.target == "noise":
+            if r.target is None:
+                raise ValueError("a noise-predicting method needs a corruption that returns "
+                                 "its noise (CorruptionResult.target)")
+            noise = r.target
+        return Batch(r.corrupted, r.clean, r.level.to(self.device).long(), noise)
 
     def shard(self, seed: int, step: int, index: int, stream: int = TRAIN_STREAM) -> Batch:
         """Shard ``index`` of step ``step`` of the run with seed ``seed``."""

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from disyre.config import NOISE_VARIANTS, ConfigError, RunConfig
+from disyre.config import ConfigError, RunConfig
+from disyre.methods import get_method
 
 #: patches may be at most this many times the largest cropped slice side (the rest is padding)
 MAX_PATCH_OVER_SLICE = 2.0
@@ -54,7 +55,7 @@ def check_volumes(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
     if P % step:
         raise ConfigError(f"sampler.patch_size={P} must be a multiple of {step} for model "
                           f"preset {cfg.model.preset!r}")
-    if cfg.corruption.name not in NOISE_VARIANTS and cfg.corruption.window > P:
+    if get_method(cfg.corruption.name).anomaly_window and cfg.corruption.window > P:
         raise ConfigError(f"corruption.window={cfg.corruption.window} is larger than "
                           f"sampler.patch_size={P}")
 
