@@ -167,17 +167,17 @@ def check_output(scan: Path, tgt: dict[str, Path]) -> str | None:
         return f"input unreadable ({e})"
     for key, p in tgt.items():
         try:
-            if key in ("map", "restored", "mask") or key.startswith("mask:"):
+            if p.name.endswith(".json"):
+                import json
+
+                json.loads(p.read_text(encoding="utf-8"))
+            elif key in ("map", "restored", "mask") or key.startswith("mask:"):
                 img = nib.load(str(p))
                 if img.shape[:3] != shape:
                     return f"{p}: shape {img.shape[:3]} is not the scan's {shape}"
                 data = np.asarray(img.dataobj)
                 if not key.startswith("mask") and not np.isfinite(data).all():
                     return f"{p}: holds NaN or Inf"
-            elif p.name.endswith(".json"):
-                import json
-
-                json.loads(p.read_text(encoding="utf-8"))
             elif key == "score":
                 v = float(p.read_text())
                 if not 0 <= v <= 1:
