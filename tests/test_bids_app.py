@@ -165,3 +165,60 @@ def test_bids_app_one_line_errors(ds, tiny_run, tmp_path, capsys, caplog):
     assert _bids(ds, tmp_path / "o3", "participant", "--checkpoint", run) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "dataset_description.json is missing" in err
+
+
+def _doc_workflow():
+    """The commands of docs/bids.md's "Workflow" block, as argument lists."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "bids.md").read_text()
+    section = text.split("## Workflow", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [shlex.split(line)[1:] for line in block.replace("\\\n", " ").splitlines()
+            if line.startswith("disyre ")]
+
+
+#: sizes the test adds to the documented commands (a tiny network, two training steps)
+DOC_EXTRAS = {
+    "prepare": ["--no-progress"],
+    "train": ["--preset", "tiny", "--steps", "2", "--no-progress", "--set",
+              "sampler.patch_size=32", "--set", "sampler.n_slices=2", "--set",
+              "corruption.window=16"],
+    "evaluate": ["--bootstrap", "0"],
+    "bids": ["--no-progress"],
+}
+
+
+def test_docs_workflow_runs_as_written(tmp_path, monkeypatch, capsys):
+    commands = _doc_workflow()
+    assert [c[0] for c in commands] == ["prepare", "train", "evaluate", "bids", "bids"]
+    write_bids_dataset(tmp_path / "ds")
+    monkeypatch.chdir(tmp_path)
+    for argv in commands:
+        assert main([*argv, *DOC_EXTRAS[argv[0]]]) == 0, argv
+    out = capsys.readouterr().out
+    # prepare: controls train/val, patients test with their lesion masks
+    from disyre.data.manifest import read_manifest
+
+    rows = read_manifest("prep/ds/manifest.csv")
+    assert sorted(r.split for r in rows) == ["test"] * 3 + ["train"] * 2 + ["val"]
+    assert all((r.lesion_mask is not None) == (r.split == "test") for r in rows)
+    # evaluate saved thresholds bound to the run; bids made masks with them
+    th = json.loads((tmp_path / "runs" / "t2" / "thresholds.json").read_text())
+    deriv = tmp_path / "ds" / "derivatives" / "disyre"
+    assert "disyre bids: 3 of 3 scan(s) written" in out
+    assert f"disyre bids: 3 of {len(T2W)} scan(s) written to ds/derivatives/disyre, 3 already " \
+           "done" in out
+    maps = sorted(p.relative_to(deriv).as_posix() for p in deriv.rglob("*_probseg.nii.gz"))
+    assert maps == sorted(r.replace("_T2w.nii.gz", "_space-T2w_label-anomaly_probseg.nii.gz")
+                          for r in T2W)
+    assert len(list(deriv.rglob("*_mask.nii.gz"))) == len(T2W) * len(th["fpr"])
+    assert len(list(deriv.rglob("*_desc-restored_T2w.nii.gz"))) == 3  # 02's only
+    assert derivative_problems(deriv) == []
+    # the derivatives inside the dataset are not read as scans of it
+    assert len(read_manifest("prep/ds/manifest.csv")) == len(T2W)
+    from disyre.data.manifest import from_bids
+
+    assert len(from_bids("ds", "T2w")) == len(T2W)
