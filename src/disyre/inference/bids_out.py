@@ -58,12 +58,13 @@ from disyre.inference.thresholds import (
 )
 from disyre.io_utils import OutputExistsError, atomic_write_json, ensure_writable_dir, json_safe
 
-__all__ = ["BIDS_VERSION", "GENERATOR", "fpr_desc", "derivative_paths", "dataset_description",
-           "bids_app"]
+__all__ = ["BIDS_VERSION", "GENERATOR", "bids_version", "fpr_desc", "derivative_paths",
+           "dataset_description", "bids_app"]
 
 log = logging.getLogger(__name__)
 
-#: The BIDS version the derivatives follow (that of bidsschematools' schema).
+#: The BIDS version written when the schema does not give one (it gives the version of the
+#: rules the names follow: :func:`bids_version`).
 BIDS_VERSION = "1.10.0"
 #: ``GeneratedBy[0].Name``.
 GENERATOR = "disyre"
@@ -72,6 +73,16 @@ CODE_URL = "https://github.com/disyre/disyre"
 LABEL = "anomaly"
 #: The name of the source dataset in ``DatasetLinks`` (``bids:raw:sub-01/...`` in Sources).
 RAW = "raw"
+
+
+def bids_version() -> str:
+    """The BIDS version of bidsschematools' schema (whose rules the names follow)."""
+    from disyre.data.bids import _schema
+
+    try:
+        return str(_schema().bids_version)
+    except Exception:  # pragma: no cover - the schema ships with bidsschematools
+        return BIDS_VERSION
 
 
 def fpr_desc(rate: float) -> str:
@@ -136,7 +147,7 @@ def dataset_description(bids_dir: str | Path, output_dir: str | Path,
         src["Version"] = raw.get("DatasetVersion") or raw.get("Version")
     return {
         "Name": f"disyre anomaly maps of {raw.get('Name') or bids_dir.name}",
-        "BIDSVersion": BIDS_VERSION,
+        "BIDSVersion": bids_version(),
         "DatasetType": "derivative",
         "GeneratedBy": [{"Name": GENERATOR, "Version": __version__, "CodeURL": CODE_URL,
                          "Description": command}],
