@@ -113,3 +113,16 @@ def test_derivative_problems_check_the_description(tmp_path):
     problems = derivative_problems(d)
     assert len(problems) == 2 and "not 'derivative'" in problems[0]
     assert "GeneratedBy" in problems[1]
+
+
+def test_prepare_bids_flags_are_checked(ds, tmp_path, capsys):
+    base = ["prepare", "--root", str(ds), "-o", str(tmp_path / "p"), "--no-cache"]
+    for argv, words in (
+            (["--layout", "camcan", "--suffix", "T2w"], "--suffix applies to --layout bids"),
+            (["--layout", "bids"], "--layout bids needs --suffix"),
+            (["--layout", "bids", "--suffix", "T2w", "--healthy", "group=control", "--split",
+              "test"], "--healthy sets the splits")):
+        assert main([*base, *argv]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err, err
+    assert not (tmp_path / "p").exists()
