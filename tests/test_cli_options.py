@@ -18,7 +18,11 @@ REQUIRED = {
     "train": ["--cache", "c"], "detect": ["-i", "s", "--checkpoint", "r"],
     "evaluate": ["--manifest", "m.csv", "--maps", "maps"],
     "benchmark": ["--manifest", "m.csv"], "demo": [],
+    "bids": ["ds", "x", "participant", "--checkpoint", "r"],
 }
+#: commands that follow the BIDS-Apps calling convention: ``BIDS_DIR OUTPUT_DIR LEVEL``
+#: (the output folder is positional, no -o)
+BIDS_APPS = ("bids",)
 
 
 def _help(cmd: str, capsys: pytest.CaptureFixture[str]) -> str:
@@ -31,6 +35,9 @@ def _help(cmd: str, capsys: pytest.CaptureFixture[str]) -> str:
 @pytest.mark.parametrize("cmd", COMMANDS)
 def test_help_shows_one_output_spelling(cmd, capsys):
     text = _help(cmd, capsys)
+    if cmd in BIDS_APPS:
+        assert "bids_dir output_dir {participant}" in text and "--output" not in text
+        return
     assert "-o OUTPUT, --output OUTPUT" in text
     assert "--out " not in text and "--out\n" not in text and "-o/--out " not in text
     if cmd in PROGRESS:
@@ -41,6 +48,9 @@ def test_help_shows_one_output_spelling(cmd, capsys):
 
 @pytest.mark.parametrize("cmd", COMMANDS)
 def test_output_parses_everywhere(cmd):
+    if cmd in BIDS_APPS:
+        assert build_parser().parse_args([cmd, *REQUIRED[cmd]]).output_dir == Path("x")
+        return
     args = build_parser().parse_args([cmd, *REQUIRED[cmd], "-o", "x"])
     assert args.output == Path("x")
 

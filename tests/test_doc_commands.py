@@ -41,9 +41,9 @@ def doc_commands() -> list[tuple[str, str]]:
                     continue
                 ends = [i for i, t in enumerate(tokens)
                         if t in ("disyre", "disyre)") or t.endswith("/disyre")]
-                if ends:
+                if ends:  # the first: an output folder may end in /disyre (derivatives/disyre)
                     out.append((f"{doc.relative_to(ROOT)}:{first + k}",
-                                shlex.join(tokens[ends[-1] + 1:])))
+                                shlex.join(tokens[ends[0] + 1:])))
     return out
 
 

@@ -14,8 +14,8 @@ import sys
 from disyre.cli.options import add_overrides_argument  # noqa: F401 - re-exported
 
 #: sub-command modules, in the order ``disyre --help`` lists them
-COMMANDS = ("preprocess", "prepare", "corruptions", "train", "detect", "evaluate", "benchmark",
-            "demo")
+COMMANDS = ("preprocess", "prepare", "corruptions", "train", "detect", "bids", "evaluate",
+            "benchmark", "demo")
 
 
 class CLIError(Exception):
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``disyre`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command, for provenance
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s: %(message)s",

@@ -5,6 +5,7 @@ Examples::
     disyre prepare --layout camcan --root /data/camcan --contrast t2 --val-fraction 0.1 -o prep/cc
     disyre prepare --layout brats --root /data/BraTS2021 --contrast t2 -o prep/brats_t2
     disyre prepare --layout folder --root scans/ --glob "*.nii.gz" -o prep/mine
+    disyre prepare --layout bids --root ds/ --suffix T2w --healthy group=control -o prep/ds
     disyre prepare --manifest prep/mine/manifest.csv          # (re)build only the cache
     disyre prepare --layout camcan --root /data/camcan --contrast t2 --preprocess -o prep/cc
 """
@@ -29,13 +30,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Find the scans of a dataset layout, write OUTPUT/manifest.csv, and normalise "
         "every scan into OUTPUT/cache/ (reused when inputs are unchanged).",
     )
-    p.add_argument("--layout", choices=["folder", "brats", "atlas", "camcan", "ixi"],
-                   help="how the dataset is stored under --root")
+    p.add_argument("--layout", choices=["folder", "bids", "brats", "atlas", "camcan", "ixi"],
+                   help="how the dataset is stored under --root (bids: docs/bids.md)")
     p.add_argument("--root", type=Path, help="dataset folder")
     p.add_argument("--glob", default=None,
                    help="file pattern for --layout folder (default '*.nii.gz'; '**/' recurses)")
     p.add_argument("--contrast", default=None,
                    help="contrast to take: t1, t2 (brats: also t1ce, flair; ixi: also pd)")
+    bids = p.add_argument_group("--layout bids")
+    bids.add_argument("--suffix", default=None,
+                      help="BIDS suffix of the scans: T1w, T2w, FLAIR, ... (required)")
+    bids.add_argument("--participant-label", nargs="+", default=None, metavar="LABEL",
+                      help="only these subjects (01 or sub-01)")
+    bids.add_argument("--session-label", nargs="+", default=None, metavar="LABEL",
+                      help="only these sessions (1 or ses-1)")
+    bids.add_argument("--healthy", default=None, metavar="COLUMN=VALUE[,VALUE]",
+                      help="participants.tsv column marking healthy subjects, e.g. "
+                      "group=control: their scans go to split train, the others to test")
     p.add_argument("--split", default=None,
                    help="split of every row (default: test for brats/atlas, train otherwise)")
     p.add_argument("--val-fraction", type=float, default=None,
@@ -92,6 +103,17 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError("give the output folder with -o/--output")
         if args.glob and args.layout != "folder":
             raise CLIError("--glob applies to --layout folder only")
+        bids_flags = [f for f, v in (("--suffix", args.suffix),
+                                     ("--participant-label", args.participant_label),
+                                     ("--session-label", args.session_label),
+                                     ("--healthy", args.healthy)) if v]
+        if bids_flags and args.layout != "bids":
+            raise CLIError(f"{bids_flags[0]} applies to --layout bids only")
+        if args.layout == "bids" and not args.suffix:
+            raise CLIError("--layout bids needs --suffix (T1w, T2w, FLAIR, ...)")
+        if args.layout == "bids" and args.healthy and args.split:
+            raise CLIError("--healthy sets the splits (train for healthy subjects, test for "
+                           "the others): leave out --split")
         out = args.output
         manifest = out / "manifest.csv"
         if manifest.exists() and not args.overwrite:
@@ -100,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
                                  "seed": args.seed, "contrast": args.contrast}
         if args.layout == "folder":
             kw["pattern"] = args.glob
+        if args.layout == "bids":
+            kw.update(suffix=args.suffix, healthy=args.healthy,
+                      participant_label=args.participant_label,
+                      session_label=args.session_label)
         rows = build_manifest(args.layout, args.root, **kw)
         if args.preprocess:
             rows = _preprocess(rows, out, args)

@@ -19,6 +19,9 @@ Builders write manifests from the layouts users have on disk:
 - :func:`from_folder`: any folder and glob pattern (one scan per file);
 - :func:`from_brats`: BraTS 2020/2021, ``<case>/<case>_t1.nii.gz`` (``_t1ce``, ``_t2``,
   ``_flair``) with ``<case>/<case>_seg.nii.gz``;
+- :func:`from_bids`: any BIDS dataset, ``sub-*/[ses-*/]anat/*_<suffix>.nii.gz`` with lesion
+  and brain masks beside the scans or in ``derivatives/`` and ``participants.tsv`` marking
+  healthy subjects (:mod:`disyre.data.bids` reads it);
 - :func:`from_atlas`: ATLAS v2.0 (BIDS), ``[site/]sub-*/ses-*/anat/*_T1w.nii.gz`` with
   ``*_label-L_desc-T1lesion_mask.nii.gz``;
 - :func:`from_camcan`: CamCAN (BIDS), ``sub-CC*/anat/sub-CC*_T1w.nii.gz`` / ``_T2w``;
@@ -57,6 +60,7 @@ __all__ = [
     "assign_splits",
     "from_folder",
     "from_brats",
+    "from_bids",
     "from_atlas",
     "from_camcan",
     "from_ixi",
@@ -409,48 +413,113 @@ def from_brats(root: str | Path, contrast: str = "t2", split: str = "test",
     return _finish(rows, root, f"BraTS cases <case>/<case>_{contrast}.nii.gz", val_fraction, seed)
 
 
-_ENTITY = re.compile(r"(sub-[A-Za-z0-9]+)(?:_(ses-[A-Za-z0-9]+))?")
+def from_bids(root: str | Path, suffix: str = "T1w", contrast: str | None = None,
+              split: str = "train", healthy: str | None = None,
+              participant_label: Sequence[str] | None = None,
+              session_label: Sequence[str] | None = None,
+              val_fraction: float | None = None, seed: int = 0, *,
+              lesion: Sequence[dict[str, str]] = ({"label": "lesion"},),
+              brain: Sequence[dict[str, str]] = ({"label": "brain"}, {"desc": "brain"}),
+              require_description: bool = True, check_names: bool = True,
+              any_depth: bool = False, what: str | None = None) -> list[ManifestRow]:
+    """A BIDS dataset: one row per ``sub-*/[ses-*/]anat/*_<suffix>.nii[.gz]`` scan
+    (:func:`disyre.data.bids.find_scans`).
+
+    The subject id keeps the scan's ``sub``, ``ses``, ``acq``, ``rec`` and ``run`` entities
+    (``sub-01_ses-2_acq-fast``). The lesion mask is the scan's ``*_label-lesion_mask``
+    (``lesion``), the brain mask its ``*_label-brain_mask`` or ``*_desc-brain_mask``
+    (``brain``), found beside the scan or in ``derivatives/<pipeline>/``
+    (:func:`disyre.data.bids.find_mask`); ``t1`` is the ``_T1w`` scan of the same entities
+    for another suffix.
+
+    Args:
+        suffix: The BIDS suffix of the scans (``T1w``, ``T2w``, ``FLAIR``, ...).
+        contrast: The manifest's contrast (default from the suffix: ``T2w`` -> ``t2``).
+        split: Split of every row, or of the rows not marked healthy by ``healthy``.
+        healthy: ``"column=value[,value]"`` of ``participants.tsv`` marking healthy subjects:
+            their scans get split ``train``, the others ``test``.
+        participant_label: Keep these subjects only (``01`` or ``sub-01``).
+        session_label: Keep these sessions only.
+        val_fraction: Move this fraction of the ``train`` rows (with ``healthy``; else of
+            all rows) to ``val``.
+        lesion: Entities that make a mask a lesion mask (any of them).
+        brain: Entities that make a mask a brain mask.
+        require_description: A missing ``dataset_description.json`` is an error.
+        check_names: Warn about and skip files whose names break BIDS; warn about empty
+            ``anat`` folders.
+        any_depth: ``sub-*`` folders at any depth (not only at the root).
+        what: What the error says was not found.
+
+    Raises:
+        InputError: Not a BIDS dataset, no scan, a bad ``healthy`` rule (one line each).
+    """
+    from disyre.data import bids
+
+    root = _check_root(root)
+    listing = bids.find_scans(root, suffix, participant_labels=participant_label,
+                              session_labels=session_label,
+                              require_description=require_description,
+                              check_names=check_names, any_depth=any_depth)
+    contrast = (contrast or bids.CONTRASTS.get(suffix, suffix.lower())).lower()
+    well: set[str] | None = None
+    if healthy:
+        people = bids.read_participants(root)
+        well = bids.healthy_rule(healthy, people, root / "participants.tsv")
+        unknown = sorted({s.name.entities["sub"] for s in listing.scans} - set(people))
+        if unknown:
+            log.warning("%s: participant(s) %s not listed; not marked healthy",
+                        root / "participants.tsv", ", ".join(f"sub-{u}" for u in unknown))
+    rows = []
+    for s in listing.scans:
+        t1 = None
+        if suffix != "T1w":
+            t1 = _find(s.path.parent, nifti_stem(s.name.with_(suffix="T1w").filename))
+        row_split = split
+        if well is not None:
+            row_split = "train" if s.name.entities["sub"] in well else "test"
+        rows.append(ManifestRow(s.id, s.path, lesion_mask=bids.find_mask(s, root, lesion),
+                                brain_mask=bids.find_mask(s, root, brain), split=row_split,
+                                contrast=contrast, t1=t1))
+    ids = [r.subject for r in rows]
+    for r, s in zip(rows, listing.scans, strict=True):
+        if ids.count(r.subject) > 1:  # told apart by another entity (ce-, echo-, part-)
+            r.subject = bids.scan_id(s.name, tuple(s.name.entities))
+    if not rows:
+        raise InputError(f"{root}: no "
+                         + (what or f"BIDS scans sub-*/[ses-*/]anat/*_{suffix}.nii.gz"))
+    rows.sort(key=lambda r: r.subject)
+    if val_fraction:
+        rows = assign_splits(rows, val_fraction, seed,
+                             from_split="train" if healthy else split)
+    validate_rows(rows, root, check_files=False)
+    return rows
 
 
 def from_atlas(root: str | Path, contrast: str = "t1", split: str = "test",
                val_fraction: float | None = None, seed: int = 0) -> list[ManifestRow]:
     """ATLAS v2.0 (BIDS): ``[site/]sub-*/ses-*/anat/*_T1w.nii.gz`` and the lesion mask
-    ``*_label-L_desc-T1lesion_mask.nii.gz`` next to it (subject id ``sub-X_ses-Y``)."""
-    root = _check_root(root)
+    ``*_label-L_desc-T1lesion_mask.nii.gz`` next to it (subject id ``sub-X_ses-Y``):
+    :func:`from_bids` with ATLAS's lesion label and its site folders."""
     if contrast.lower() != "t1":
         raise ValueError(f"ATLAS v2.0 holds T1-weighted scans only, got contrast {contrast!r}")
-    rows = []
-    for p in sorted(root.rglob("sub-*_T1w.nii*")):
-        if not _nifti(p) or p.parent.name != "anat":
-            continue
-        stem = nifti_stem(p.name)[: -len("_T1w")]
-        m = _ENTITY.match(stem)
-        subject = "_".join(x for x in m.groups() if x) if m else stem
-        mask = _find(p.parent, f"{stem}_label-L_desc-T1lesion_mask")
-        rows.append(ManifestRow(subject, p, lesion_mask=mask, split=split, contrast="t1"))
-    return _finish(rows, root, "ATLAS scans sub-*/ses-*/anat/*_T1w.nii.gz", val_fraction, seed)
+    return from_bids(root, "T1w", "t1", split=split, val_fraction=val_fraction, seed=seed,
+                     lesion=({"label": "L", "desc": "T1lesion"},), brain=(),
+                     require_description=False, check_names=False, any_depth=True,
+                     what="ATLAS scans sub-*/ses-*/anat/*_T1w.nii.gz")
 
 
 def from_camcan(root: str | Path, contrast: str = "t1", split: str = "train",
                 val_fraction: float | None = None, seed: int = 0) -> list[ManifestRow]:
     """CamCAN (BIDS): ``sub-CC*/anat/sub-CC*_T1w.nii.gz`` (``_T2w`` for ``contrast="t2"``),
-    at any depth under ``root``; a T2 row's ``t1`` is the ``_T1w`` scan beside it, if any."""
-    root = _check_root(root)
+    at any depth under ``root``; a T2 row's ``t1`` is the ``_T1w`` scan beside it, if any:
+    :func:`from_bids` without the dataset checks (CamCAN's release folders)."""
     suffix = {"t1": "T1w", "t2": "T2w"}.get(contrast.lower())
     if suffix is None:
         raise ValueError(f"CamCAN contrast must be t1 or t2, got {contrast!r}")
-    rows = []
-    for p in sorted(root.rglob(f"sub-*_{suffix}.nii*")):
-        if not _nifti(p):
-            continue
-        m = _ENTITY.match(p.name)
-        subject = m.group(1) if m else nifti_stem(p.name)
-        t1 = None
-        if suffix != "T1w":
-            t1 = _find(p.parent, nifti_stem(p.name)[: -len(suffix)] + "T1w")
-        rows.append(ManifestRow(subject, p, split=split, contrast=contrast.lower(), t1=t1))
-    return _finish(rows, root, f"CamCAN scans sub-*/anat/sub-*_{suffix}.nii.gz",
-                   val_fraction, seed)
+    return from_bids(root, suffix, contrast.lower(), split=split, val_fraction=val_fraction,
+                     seed=seed, lesion=(), brain=(), require_description=False,
+                     check_names=False, any_depth=True,
+                     what=f"CamCAN scans sub-*/anat/sub-*_{suffix}.nii.gz")
 
 
 def from_ixi(root: str | Path, contrast: str = "t1", split: str = "train",
@@ -481,6 +550,7 @@ def from_ixi(root: str | Path, contrast: str = "t1", split: str = "train",
 LAYOUTS: dict[str, Callable[..., list[ManifestRow]]] = {
     "folder": from_folder,
     "brats": from_brats,
+    "bids": from_bids,
     "atlas": from_atlas,
     "camcan": from_camcan,
     "ixi": from_ixi,

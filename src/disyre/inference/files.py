@@ -150,9 +150,10 @@ def _check_targets(targets: dict[Path, dict[str, Path]], inputs: list[Path]) -> 
 def check_output(scan: Path, tgt: dict[str, Path]) -> str | None:
     """Why the outputs ``tgt`` of ``scan`` are not all there and whole, or ``None``.
 
-    NIfTI outputs must have the scan's shape and their data must read whole (a file cut
-    short reads its header but not its data), the score must be a number in [0, 1], the
-    PNG must decode.
+    NIfTI outputs (keys ``map``, ``restored``, ``mask`` and ``mask:...``) must have the scan's
+    shape and their data must read whole (a file cut short reads its header but not its
+    data), the score must be a number in [0, 1], the PNG must decode, a ``.json`` file must
+    parse.
     """
     import nibabel as nib
     import numpy as np
@@ -166,12 +167,16 @@ def check_output(scan: Path, tgt: dict[str, Path]) -> str | None:
         return f"input unreadable ({e})"
     for key, p in tgt.items():
         try:
-            if key in ("map", "restored", "mask"):
+            if p.name.endswith(".json"):
+                import json
+
+                json.loads(p.read_text(encoding="utf-8"))
+            elif key in ("map", "restored", "mask") or key.startswith("mask:"):
                 img = nib.load(str(p))
                 if img.shape[:3] != shape:
                     return f"{p}: shape {img.shape[:3]} is not the scan's {shape}"
                 data = np.asarray(img.dataobj)
-                if key != "mask" and not np.isfinite(data).all():
+                if not key.startswith("mask") and not np.isfinite(data).all():
                     return f"{p}: holds NaN or Inf"
             elif key == "score":
                 v = float(p.read_text())
@@ -243,6 +248,7 @@ class DetectSummary:
         warnings: Warnings about the inputs and the thresholds.
         scores: Volume score of each scan written.
         threshold: The mask threshold and its source, if any.
+        command: The command named in :meth:`report`.
     """
 
     output_dir: Path
@@ -257,6 +263,7 @@ class DetectSummary:
     warnings: list[str] = field(default_factory=list)
     scores: dict[Path, float] = field(default_factory=dict)
     threshold: ThresholdChoice | None = None
+    command: str = "disyre detect"
 
     @property
     def assigned(self) -> list[Path]:
@@ -272,7 +279,7 @@ class DetectSummary:
     def report(self) -> str:
         """The summary ``disyre detect`` prints."""
         i, n = self.shard
-        lines = [f"disyre detect: {len(self.written)} of {len(self.assigned)} scan(s) written "
+        lines = [f"{self.command}: {len(self.written)} of {len(self.assigned)} scan(s) written "
                  f"to {self.output_dir}"
                  + (f", {len(self.skipped)} already done" if self.skipped else "")
                  + (f", {len(self.redone)} redone (damaged or partial outputs)"
@@ -356,10 +363,6 @@ def detect_files(inputs: str | Path, output_dir: str | Path,
             fitted on other maps.
         ValueError: Contradictory arguments.
     """
-    from tqdm import tqdm
-
-    from disyre.inference.detector import DetectionError
-
     inputs, out = Path(inputs), Path(output_dir)
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: choose from {', '.join(MODES)}")
@@ -389,30 +392,8 @@ def detect_files(inputs: str | Path, output_dir: str | Path,
     _check_targets(all_targets, scans + ([Path(mask)] if mask is not None else []))
     summary = DetectSummary(out, scans, (rank, world), others=listing.others,
                             broken_links=listing.broken_links)
-    mine = summary.assigned
-    targets = {s: all_targets[s] for s in mine}
-    todo = mine
-    if continue_:
-        todo = []
-        for s in mine:
-            why = check_output(s, targets[s])
-            if why is None:
-                summary.skipped.append(s)
-                continue
-            todo.append(s)
-            if any(p.exists() for p in targets[s].values()):
-                summary.redone.append((s, why))
-                log.warning("--continue: %s: %s; computing it again", s.name, why)
-        if summary.skipped:
-            log.info("--continue: %d of %d scan(s) already done (outputs read back whole), "
-                     "skipped", len(summary.skipped), len(mine))
-    else:
-        taken = [p for t in targets.values() for p in t.values() if p.exists()]
-        if taken and not overwrite:
-            raise OutputExistsError(
-                f"{out}: already holds outputs ({taken[0].name}"
-                + (f" and {len(taken) - 1} more" if len(taken) > 1 else "")
-                + "); pass --overwrite to replace them or --continue to skip finished scans")
+    targets = {s: all_targets[s] for s in summary.assigned}
+    todo = pending_scans(summary, targets, overwrite=overwrite, continue_=continue_)
     choice = resolve_threshold(threshold, thresholds_file=thresholds_file,
                                checkpoint=checkpoint)
     summary.threshold = choice
@@ -425,18 +406,88 @@ def detect_files(inputs: str | Path, output_dir: str | Path,
                                  allow_mismatch=allow_threshold_mismatch):
             summary.warnings.append(msg)
             log.warning("%s", msg)
-    inf = det.inference
-    log.info("detect: %d scan(s)%s, %s, levels %s, window %s, device %s, precision %s (%s)",
-             len(todo), f" (shard {rank}/{world} of {len(scans)})" if world > 1 else "",
-             "v2 ensemble" if inf.method == "ensemble" else f"v1 multistep ({inf.steps} steps)",
-             inf.levels if inf.method == "ensemble" else "-", inf.window or "whole slice",
-             det.device, det.precision.precision, det.precision.reason)
+    log.info("detect: %d scan(s)%s, %s", len(todo),
+             f" (shard {rank}/{world} of {len(scans)})" if world > 1 else "",
+             describe_detector(det))
     if predict is None:
         def predict(d: Any, scan: Path, **kw: Any) -> Any:
             return d.predict(scan, mask=mask, **kw)
 
     value = choice.value if choice is not None else None
-    n_mine = len(mine)
+
+    def write(res: Any, scan: Path) -> list[Path]:
+        _write_outputs(res, targets[scan], value, overwrite=overwrite or continue_)
+        return list(targets[scan].values())
+
+    map_scans(summary, todo, det, predict, write, progress=progress)
+    return summary
+
+
+def describe_detector(det: Any) -> str:
+    """The inference settings of ``det`` in one line (method, levels, window, device,
+    precision), as ``disyre detect`` logs them."""
+    inf = det.inference
+    return ("{}, levels {}, window {}, device {}, precision {} ({})".format(
+        "v2 ensemble" if inf.method == "ensemble" else f"v1 multistep ({inf.steps} steps)",
+        inf.levels if inf.method == "ensemble" else "-", inf.window or "whole slice",
+        det.device, det.precision.precision, det.precision.reason))
+
+
+def pending_scans(summary: DetectSummary, targets: dict[Path, dict[str, Path]], *,
+                  overwrite: bool = False, continue_: bool = False,
+                  check: Callable[[Path, dict[str, Path]], str | None] = check_output
+                  ) -> list[Path]:
+    """The scans of ``targets`` (scan -> its outputs) still to map, in order.
+
+    With ``continue_``, a scan whose outputs all exist and read back whole (``check``) is
+    skipped (``summary.skipped``), one with some outputs but not all whole is redone
+    (``summary.redone``, with a warning). Otherwise an existing output is refused unless
+    ``overwrite``.
+
+    Raises:
+        OutputExistsError: Outputs exist, without ``overwrite`` or ``continue_``.
+    """
+    mine = list(targets)
+    if not continue_:
+        taken = [p for t in targets.values() for p in t.values() if p.exists()]
+        if taken and not overwrite:
+            raise OutputExistsError(
+                f"{summary.output_dir}: already holds outputs ({taken[0].name}"
+                + (f" and {len(taken) - 1} more" if len(taken) > 1 else "")
+                + "); pass --overwrite to replace them or --continue to skip finished scans")
+        return mine
+    todo = []
+    for s in mine:
+        why = check(s, targets[s])
+        if why is None:
+            summary.skipped.append(s)
+            continue
+        todo.append(s)
+        if any(p.exists() for p in targets[s].values()):
+            summary.redone.append((s, why))
+            log.warning("--continue: %s: %s; computing it again", s.name, why)
+    if summary.skipped:
+        log.info("--continue: %d of %d scan(s) already done (outputs read back whole), "
+                 "skipped", len(summary.skipped), len(mine))
+    return todo
+
+
+def map_scans(summary: DetectSummary, todo: list[Path], det: Any, predict: Predict,
+              write: Callable[[Any, Path], list[Path]], *, progress: bool = True) -> None:
+    """Map every scan of ``todo`` and write its outputs (``write(result, scan)`` returns the
+    files written), filling ``summary``.
+
+    A scan that cannot be read or mapped, or whose outputs appeared meanwhile
+    (:class:`OutputExistsError` from ``write``), is listed in ``summary.failed`` and the
+    others go on; with a single input scan its error is raised instead. Warnings raised while
+    a scan is mapped are logged and kept in ``summary.warnings``.
+    """
+    from tqdm import tqdm
+
+    from disyre.inference.detector import DetectionError
+
+    scans = summary.scans
+    n_mine = len(summary.assigned)
     overall = tqdm(total=n_mine, initial=len(summary.skipped), desc="scans", unit="scan",
                    position=0, dynamic_ncols=True, disable=not progress)
     try:
@@ -466,9 +517,8 @@ def detect_files(inputs: str | Path, output_dir: str | Path,
                 msg = str(w.message)
                 summary.warnings.append(msg)
                 log.warning("%s", msg)
-            tgt = targets[scan]
             try:
-                _write_outputs(res, tgt, value, overwrite=overwrite or continue_)
+                written = write(res, scan)
             except OutputExistsError as e:
                 summary.failed.append((scan, str(e)))
                 log.error("[%d/%d] %s", k, n_mine, e)
@@ -478,7 +528,6 @@ def detect_files(inputs: str | Path, output_dir: str | Path,
             summary.scores[scan] = float(res.score)
             overall.update()
             log.info("[%d/%d] %s: score %.4f -> %s", k, n_mine, scan.name, res.score,
-                     ", ".join(p.name for p in tgt.values()))
+                     ", ".join(p.name for p in written))
     finally:
         overall.close()
-    return summary
