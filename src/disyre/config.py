@@ -252,6 +252,12 @@ class TrainConfig:
     val_batches: int = 4
     ckpt_every: int = 1000
     keep_last: int = 3
+    # checkpoints always written and never pruned (evaluate one run at several budgets)
+    keep_steps: list[int] = field(default_factory=list)
+    # stop when the validation loss has not improved for this many validations (0 = off;
+    # train.steps stays the cap); an improvement must beat the best by min_delta (relative)
+    patience: int = 0
+    min_delta: float = 0.0
     log_every: int = 10
     seed: int = 0
     device: str = "auto"
@@ -407,6 +413,11 @@ class RunConfig:
              _choice(DEVICES) + " or cuda:N", t.device)
         need(t.keep_last >= 0, "train.keep_last", ">= 0 (0 = keep every checkpoint)",
              t.keep_last)
+        need(all(isinstance(k, int) and k >= 1 for k in t.keep_steps), "train.keep_steps",
+             "steps >= 1", t.keep_steps)
+        need(t.patience >= 0, "train.patience", ">= 0 (0 = off)", t.patience)
+        need(0 <= t.min_delta < 1, "train.min_delta", "in [0, 1) (relative improvement)",
+             t.min_delta)
         for k in ("val_every", "ckpt_every", "log_every"):
             need(getattr(t, k) >= 1, f"train.{k}", ">= 1", getattr(t, k))
         need(t.grad_accum >= 0, "train.grad_accum", ">= 0 (0 = auto)", t.grad_accum)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from disyre.config import ConfigError, InferenceConfig
+from disyre.inference.postprocess import median_filter_map
 from disyre.inference.restoration import InferenceInput, restore
 from disyre.runtime import resolve_device
 
@@ -354,23 +355,6 @@ def predict_volume(
               else _tensor(mask_dhw, torch.bool, cpu)).numpy()
         amap = median_filter_map(amap, fg, cfg.median_filter)
     return (amap, rest) if return_restored else amap
-
-
-def median_filter_map(amap: np.ndarray, brain: np.ndarray, size: int) -> np.ndarray:
-    """A map after the 3D median filter of ``inference.median_filter``: each voxel takes the
-    median of its ``size``-voxel cube (``scipy.ndimage.median_filter``, edges reflected),
-    then everything outside ``brain`` is set to 0 again. ``size`` 0 or 1 returns the map.
-
-    Example:
-        >>> m = np.zeros((5, 5, 5), np.float32); m[2, 2, 2] = 1  # one isolated voxel
-        >>> float(median_filter_map(m, m >= 0, 3).max())
-        0.0
-    """
-    if size <= 1:
-        return np.asarray(amap, np.float32)
-    from scipy.ndimage import median_filter
-
-    return np.where(brain, median_filter(amap, size=size), 0).astype(np.float32)
 
 
 def anomaly_map_slices(

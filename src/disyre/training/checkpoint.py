@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,8 @@ def save_checkpoint(ckpt_root: str | Path, *, step: int, model: nn.Module, cfg: 
                     codebook: list[float] | None, state: dict[str, Any],
                     ema: nn.Module | None = None, keep_last: int = 3,
                     data: dict[str, Any] | None = None,
-                    runtime: dict[str, Any] | None = None) -> Path:
+                    runtime: dict[str, Any] | None = None,
+                    keep_steps: Sequence[int] = ()) -> Path:
     """Write the checkpoint of ``step`` atomically, point ``last`` at it, prune old ones.
 
     Args:
@@ -101,6 +103,7 @@ def save_checkpoint(ckpt_root: str | Path, *, step: int, model: nn.Module, cfg: 
         keep_last: Number of checkpoints to keep (older ones are deleted; ``<= 0`` keeps all).
         data: Description of the training data (contrast, intensity signature), if known.
         runtime: How the run computed (resolved precision and why, device, layout, compile).
+        keep_steps: Steps whose checkpoints are never pruned (``train.keep_steps``).
 
     Returns:
         The checkpoint folder.
@@ -164,8 +167,10 @@ def save_checkpoint(ckpt_root: str | Path, *, step: int, model: nn.Module, cfg: 
             + (f"the previous checkpoint {prev} is intact" if prev else "no earlier checkpoint")
         ) from e
     if keep_last > 0:
+        kept = {step_dir_name(k) for k in keep_steps}
         for old in list_checkpoints(root)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+            if old.name not in kept:
+                shutil.rmtree(old, ignore_errors=True)
     return final
 
 

@@ -57,6 +57,7 @@ from disyre.training.checkpoint import (
     read_checkpoint_meta,
     save_checkpoint,
 )
+from disyre.training.plateau import plateau_reached, write_stop_record
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class TrainResult:
         val_losses: ``(step, val_loss)`` pairs.
         wall_s: Seconds spent in this call.
         patches_per_s: Training throughput of this call (global patches).
+        stop_reason: ``plateau`` (``train.patience``) or ``cap`` (``train.steps`` reached).
     """
 
     out_dir: Path
@@ -86,12 +88,15 @@ class TrainResult:
     val_losses: list[tuple[int, float]] = field(default_factory=list)
     wall_s: float = 0.0
     patches_per_s: float = 0.0
+    stop_reason: str = "cap"
 
     def summary(self) -> str:
         """A few human-readable lines about the run."""
         last = f"{self.losses[-1]:.5f}" if self.losses else "n/a"
         val = f", val loss {self.val_losses[-1][1]:.5f}" if self.val_losses else ""
-        return (f"trained to step {self.step} in {self.wall_s:.1f} s "
+        why = " (stopped at the validation loss's plateau)" if self.stop_reason == "plateau" \
+            else ""
+        return (f"trained to step {self.step}{why} in {self.wall_s:.1f} s "
                 f"({self.patches_per_s:.1f} patches/s); last loss {last}{val}\n"
                 f"checkpoint: {self.checkpoint}")
 
@@ -539,6 +544,9 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
     shards = micro_batch_shards(cfg.sampler.n_slices, world.world_size, accum, world.rank)
     global_size = cfg.sampler.n_volumes * cfg.sampler.n_slices
     codebook = None if codebook is None else [float(c) for c in codebook]
+    if t.patience and (val_volumes is None or not len(val_volumes) or t.val_batches < 1):
+        raise ConfigError("train.patience needs a validation loss: healthy validation "
+                          "volumes and train.val_batches >= 1")
     if world.is_main:
         prepare_output_dir(out_dir, overwrite=overwrite or resume, marker=RUN_MARKER)
         if resume:
@@ -566,6 +574,10 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
                             use_buffers=True)
     step = 0
     ckpt_path = None
+    # (step, validation loss) the plateau rule reads: the EMA's where there is one (the
+    # weights detection uses), else the network's; part of the resume state
+    curve: list[tuple[int, float]] = []
+    monitor = "val_loss_ema" if ema is not None else "val_loss"
     if resume:
         try:
             ckpt_path, meta = read_checkpoint_meta(out_dir)
@@ -584,6 +596,10 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
                 ema.load_state_dict(state["ema"])
             torch.set_rng_state(state["torch_rng"])
             step = int(state["step"])
+            curve = [(int(s), float(v)) for s, v in state.get("val_curve", [])]
+            if t.patience and "val_curve" not in state:
+                log.warning("%s: the checkpoint records no validation curve; the plateau "
+                            "rule starts afresh", ckpt_path)
             saved_cb = meta.get("codebook")
             if saved_cb is not None:  # the corruption the weights were trained with
                 if codebook is not None and codebook != [float(c) for c in saved_cb]:
@@ -645,13 +661,26 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
                  "scheduler": sched.state_dict(),
                  "ema": None if ema is None else ema.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "step": at}
+                 "torch_rng": torch.get_rng_state(), "step": at,
+                 "val_curve": [[s, v] for s, v in curve]}
         return save_checkpoint(ckpt_root, step=at, model=model, cfg=cfg, codebook=codebook,
                                state=state, ema=ema, keep_last=t.keep_last, data=data,
-                               runtime=runtime)
+                               runtime=runtime, keep_steps=t.keep_steps)
 
+    def at_plateau() -> bool:
+        """The rule on rank 0's curve, agreed by every rank."""
+        stop = world.is_main and plateau_reached([v for _, v in curve], t.patience,
+                                                 t.min_delta)
+        if world.enabled:
+            flag = torch.tensor(float(stop), device=device)
+            stop = float(ddp.all_reduce_mean(flag, world)) > 0
+        return bool(stop)
+
+    stop_reason = "cap"
     try:
-        while step < t.steps:
+        if t.patience and step < t.steps and at_plateau():  # resumed after a plateau stop
+            stop_reason = "plateau"
+        while step < t.steps and stop_reason == "cap":
             s = step
             loss = train_step(
                 net, opt, lambda i, s=s: src.micro_batch(t.seed, s, shards[i]),
@@ -678,7 +707,9 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
                 row["val_loss"] = f"{vl:.6g}"
                 result.val_losses.append((step, vl))
                 if ema is not None:
-                    row["val_loss_ema"] = f"{evaluate(ema.module, val_batches, device, prec.precision):.6g}"  # noqa: E501
+                    vl = evaluate(ema.module, val_batches, device, prec.precision)
+                    row["val_loss_ema"] = f"{vl:.6g}"
+                curve.append((step, vl))
             if do_log and world.is_main:
                 now = time.perf_counter()
                 pps = steps_since * global_size / max(now - t_log, 1e-9)
@@ -697,7 +728,10 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
                 t_log, steps_since, loss_acc = now, 0, 0.0
             if bar is not None:
                 bar.update(1)
-            if step % t.ckpt_every == 0 or step == t.steps:
+            if t.patience and (step % t.val_every == 0 or step == t.steps) and at_plateau():
+                stop_reason = "plateau"
+            if (step % t.ckpt_every == 0 or step == t.steps or step in t.keep_steps
+                    or stop_reason == "plateau"):
                 if world.is_main:
                     result.checkpoint = save(step)
                 ddp.barrier(world)
@@ -713,14 +747,19 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
         if tb is not None:
             tb.close()
     result.step = step
+    result.stop_reason = stop_reason
     result.wall_s = time.perf_counter() - t_start
     result.patches_per_s = n_done * global_size / max(result.wall_s, 1e-9)
     if world.is_main:
         atomic_write_json(out_dir / RUN_MARKER, {
             "run": cfg.to_dict(), "codebook": codebook, "status": "done", "step": step,
             "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+            "stop": {"step": step, "reason": stop_reason},
             "world_size": world.world_size, "provenance": provenance(),
             "n_parameters": count_parameters(model), "runtime": runtime})
+        if t.patience:
+            write_stop_record(out_dir, step=step, reason=stop_reason, curve=curve,
+                              patience=t.patience, min_delta=t.min_delta, monitor=monitor)
         log.info("%s", result.summary())
     else:
         result.checkpoint = None
