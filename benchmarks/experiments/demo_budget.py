@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 log = logging.getLogger("demo_budget")
 
 KEYS = ("lr", "warmup", "steps", "volumes", "slices", "patch", "levels", "name")
@@ -150,7 +152,7 @@ def checkpoint_ap(ckpt: Path, cache_dir: str, levels: list[int] | None = None,
     acc = PixelAccumulator()
     t0 = time.perf_counter()
     for e in entries:
-        amap = det.map_preprocessed(e.image(), e.mask())
+        amap = det.map_preprocessed(np.array(e.image()), np.array(e.mask()))
         acc.update(amap, e.lesion(), e.mask())
     detect_s = time.perf_counter() - t0
     m = acc.compute()

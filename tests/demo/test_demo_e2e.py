@@ -115,3 +115,27 @@ def test_readme_block_is_generated_from_the_run(demo_run, tmp_path):
         assert link.is_file(), link
     update_readme(out, readme, tmp_path / "docs" / "img")  # idempotent
     assert readme.read_text() == text
+
+
+def test_demo_budget_experiment_trains_candidates_and_evaluates_kept_checkpoints(
+        demo_run, tmp_path, capsys):
+    from benchmarks.experiments.demo_budget import Candidate
+    from benchmarks.experiments.demo_budget import main as budget
+
+    _, out = demo_run
+    res = tmp_path / "budget"
+    args = ["--cache", str(out / "cache"), "--out", str(res), "--eval-every", "2",
+            "--candidate", "lr=3e-4,steps=4,patch=32,volumes=2,slices=2,levels=0/50"]
+    assert budget(args) == 0
+    doc = json.loads((res / "budget.json").read_text())
+    (entry,) = doc["candidates"].values()
+    assert sorted(entry["points"], key=int) == ["2", "4"]  # every kept checkpoint, no other
+    assert entry["train"]["lr"] == 3e-4 and entry["train"]["patches_per_step"] == 4
+    aps = [p["ap"] for p in entry["points"].values()]
+    assert all(0 < a <= 1 for a in aps) and aps[0] != aps[1]  # the maps changed with training
+    # a second call reuses the finished points and draws the figure
+    fig = tmp_path / "budget.png"
+    assert budget(["--out", str(res), "--plot", str(fig)]) == 0
+    assert fig.is_file() and "| 4 |" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="not key=value"):
+        Candidate.parse("rate=3")
