@@ -31,6 +31,7 @@ from disyre.inference.export import (
     GRAPH_FILES,
     INPUT_NAMES,
     THRESHOLDS_FILE,
+    ExportError,
     file_sha256,
 )
 from disyre.training.checkpoint import EXPORT_MANIFEST as MANIFEST_FILE
@@ -47,10 +48,6 @@ RUNTIMES: dict[str, str] = {"onnxruntime": GRAPH_FILES["onnx"],
 #: Preference of ``runtime="auto"``: the first runtime whose graph the folder holds. Set from
 #: the CPU timings of ``benchmarks/speed/bench_export.py`` (docs/export.md, "Speed").
 DEFAULT_RUNTIME: tuple[str, ...] = ("onnxruntime", "torchscript")
-
-
-class ExportError(ValueError):
-    """An export folder is incomplete, altered or unreadable (the message names the file)."""
 
 
 def verify_export(path: str | Path) -> dict[str, Any]:
