@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +188,9 @@ class TorchScriptNet(_ExportedNet):
     def __init__(self, path: str | Path, min_size: int, weights_sha256: str = "") -> None:
         super().__init__(Path(path), min_size, weights_sha256)
         try:
-            self.module = torch.jit.load(str(path), map_location="cpu").eval()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit's own notice
+                self.module = torch.jit.load(str(path), map_location="cpu").eval()
         except (RuntimeError, OSError, ValueError) as e:
             raise ExportError(f"{path}: torch.jit cannot load the module "
                               f"({str(e).splitlines()[0] if str(e) else type(e).__name__})"
@@ -236,9 +239,12 @@ def load_export(path: str | Path, runtime: str = "auto", device: str | torch.dev
         raise ExportError(f"{path / CONFIG_FILE}: invalid run config ({e})") from e
     cfg.inference.precision = "fp32"
     cfg.inference.compile = False
+    from disyre.runtime import resolve_device
+
+    device = resolve_device(device)
     args = (graph, int(exp["min_size"]), str(exp.get("weights_sha256", "")))
     if runtime == "onnxruntime":
-        if torch.device(device).type != "cpu":
+        if device.type != "cpu":
             log.info("%s: ONNX Runtime computes on the CPU", graph)
         net: nn.Module = OnnxNet(*args)
     else:
