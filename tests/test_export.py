@@ -263,3 +263,30 @@ def test_export_arguments_are_checked(tiny_run, tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint found"):
         export_checkpoint(tmp_path / "nothing", tmp_path / "e")
     assert not (tmp_path / "e").exists()
+
+
+# ---- the benchmark, at tiny size ---------------------------------------------------------------
+
+def test_bench_export_runs_every_runtime_at_tiny_size(tmp_path, capsys):
+    from benchmarks.speed.bench_export import main as bench
+
+    out = tmp_path / "bench.json"
+    assert bench(["--preset", "tiny", "--volumes", "8,40,44", "--repeats", "1", "--exporter",
+                  "legacy", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["runtime"] for r in rows] == ["torch-fp32", "torch-bf16", "onnxruntime",
+                                            "torchscript"]
+    by = {r["runtime"]: r for r in rows}
+    assert by["torch-fp32"]["map_max"] > 0.05  # re-initialised weights: a real map
+    assert by["onnxruntime"]["max_abs_diff_vs_fp32"] < TOL
+    assert by["torchscript"]["max_abs_diff_vs_fp32"] < TOL
+    assert all(r["median_s"] > 0 for r in rows)
+    assert "fastest exported runtime" in capsys.readouterr().out
+    # arguments are checked before any work: one line, nothing built
+    with pytest.raises(SystemExit):
+        bench(["--volumes", "demo;8,40", "--json", str(tmp_path / "b2.json")])
+    assert "--volumes '8,40'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench(["--runtimes", "openvino"])
+    assert "--runtimes 'openvino'" in capsys.readouterr().err
+    assert not (tmp_path / "b2.json").exists()
