@@ -19,6 +19,7 @@ import pytest
 from disyre.cli import main
 from tests.helpers import write_nifti
 
+ROOT = Path(__file__).resolve().parents[1]
 #: largest difference allowed between an exported model's maps and the PyTorch fp32 maps
 TOL = 1e-4
 
@@ -87,14 +88,52 @@ def no_network_code_after(monkeypatch):
 
 # ---- parity ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method", ["dag", "dae"])
-def test_onnx_maps_equal_pytorch_fp32_maps(method, tiny_run, tmp_path, no_network_code_after):
-    """DISYRE (the session's trained run) and the autoencoder, default (dynamo) exporter;
-    windows of the run's config and whole slices (another size than traced: dynamic H, W)."""
+def _docs_workflow() -> list[list[str]]:
+    """The commands of docs/export.md's "Workflow" block, as argument lists."""
+    import re
+    import shlex
+
+    text = (ROOT / "docs" / "export.md").read_text()
+    section = text.split("## Workflow", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [shlex.split(line)[1:] for line in block.replace("\\\n", " ").splitlines()
+            if line.startswith("disyre ")]
+
+
+def test_docs_workflow_onnx_maps_equal_pytorch_fp32_maps(bound_run, tmp_path, monkeypatch,
+                                                         capsys):
+    """DISYRE (the session's trained run): docs/export.md's commands as written, default
+    (dynamo) exporter; the maps through ONNX Runtime equal the PyTorch fp32 maps."""
+    commands = _docs_workflow()
+    assert [c[0] for c in commands] == ["export", "detect", "detect"]
+    assert commands[0][commands[0].index("--checkpoint") + 1] == "runs/t2"
+    work = tmp_path / "work"
+    (work / "runs").mkdir(parents=True)
+    shutil.copytree(bound_run, work / "runs" / "t2", symlinks=True)
+    _lesioned_scan(work / "scans" / "s.nii.gz")
+    _lesioned_scan(work / "scans" / "t.nii.gz", seed=8)
+    monkeypatch.chdir(work)
+    for argv in commands:
+        assert main(argv) == 0, argv
+    assert (work / "exports" / "t2" / "model.onnx").is_file()
+    for name in ("s.nii.gz", "t.nii.gz"):
+        got, want = _map(work / "maps" / name), _map(work / "maps_torch" / name)
+        assert want.max() > 0.05 and got.shape == want.shape
+        assert np.abs(got - want).max() < TOL, (name, np.abs(got - want).max())
+        mask = "maps/" + name.replace(".nii.gz", "_mask.nii.gz")
+        np.testing.assert_array_equal(_map(work / mask),
+                                      _map(work / "maps_torch" / Path(mask).name))
+    assert "fpr=0.01 from exports/t2/thresholds.json" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method", ["dae"])
+def test_onnx_maps_equal_pytorch_fp32_maps(method, tmp_path, no_network_code_after):
+    """The autoencoder, default (dynamo) exporter (DISYRE: the docs workflow above); windows
+    of the run's config and whole slices (another size than traced: dynamic H, W)."""
     from disyre.inference import Detector
     from disyre.inference.export import export_checkpoint
 
-    run = tiny_run.path if method == "dag" else _method_checkpoint(tmp_path / "run", "dae")
+    run = _method_checkpoint(tmp_path / "run", method)
     scan = tmp_path / "s.nii.gz"
     _lesioned_scan(scan)
     export = export_checkpoint(run, tmp_path / "export", ["onnx"])
