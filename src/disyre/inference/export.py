@@ -32,7 +32,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -44,45 +43,32 @@ import torch
 from torch import nn
 
 from disyre.config import ConfigError
+from disyre.inference.exported import (
+    CONFIG_FILE,
+    EXPORT_FORMATS,
+    EXPORT_VERSION,
+    GRAPH_FILES,
+    INPUT_NAMES,
+    OUTPUT_NAME,
+    THRESHOLDS_FILE,
+    ExportError,
+    OnnxNet,
+    TorchScriptNet,
+    file_sha256,
+)
 from disyre.io_utils import atomic_path, atomic_write_json, prepare_output_dir, provenance
 from disyre.training.checkpoint import EXPORT_MANIFEST as MANIFEST_FILE
 
 log = logging.getLogger(__name__)
 
-#: Export formats and the graph file each writes.
-GRAPH_FILES: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.ts"}
-EXPORT_FORMATS: tuple[str, ...] = tuple(GRAPH_FILES)
 #: ONNX exporters: ``dynamo`` (``torch.export``, torch's default) or ``legacy`` (TorchScript
 #: tracing, ``torch.onnx.export(dynamo=False)``; about 15x faster to export, same graph maths).
 ONNX_EXPORTERS: tuple[str, ...] = ("dynamo", "legacy")
 #: ONNX opset of the graphs.
 OPSET: int = 18
-CONFIG_FILE = "config.json"
-THRESHOLDS_FILE = "thresholds.json"
-#: Version of the export folder's layout.
-EXPORT_VERSION: int = 1
-#: Input and output names of the graphs.
-INPUT_NAMES: tuple[str, str] = ("image", "level")
-OUTPUT_NAME: str = "restored"
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 #: Largest difference allowed between the network and its export on the check of
 #: :func:`graph_difference` (float32 rounding is about 1e-6).
 PARITY_TOLERANCE: float = 1e-4
-
-
-class ExportError(ValueError):
-    """An export failed or an export folder is incomplete, altered or unreadable (the message
-    names the file)."""
 
 
 class _Graph(nn.Module):
@@ -239,8 +225,6 @@ def graph_difference(net: nn.Module, graph: str | Path, fmt: str, batch: int = 3
     Example:
         >>> # graph_difference(net, "exports/t2/model.onnx", "onnx")  # about 1e-6
     """
-    from disyre.inference.exported import OnnxNet, TorchScriptNet
-
     m = int(net.min_size)
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(batch, 1, 3 * m, 4 * m, generator=gen)

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import warnings
@@ -26,15 +27,6 @@ import torch
 from torch import nn
 
 from disyre.config import ConfigError, RunConfig, legacy_filled
-from disyre.inference.export import (
-    CONFIG_FILE,
-    EXPORT_VERSION,
-    GRAPH_FILES,
-    INPUT_NAMES,
-    THRESHOLDS_FILE,
-    ExportError,
-    file_sha256,
-)
 from disyre.training.checkpoint import EXPORT_MANIFEST as MANIFEST_FILE
 from disyre.training.checkpoint import is_export_folder
 
@@ -42,6 +34,32 @@ log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_RUNTIME", "RUNTIMES", "ExportError", "OnnxNet", "TorchScriptNet",
            "is_export_folder", "load_export", "verify_export"]
+
+#: Export formats and the graph file each writes.
+GRAPH_FILES: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.ts"}
+EXPORT_FORMATS: tuple[str, ...] = tuple(GRAPH_FILES)
+CONFIG_FILE = "config.json"
+THRESHOLDS_FILE = "thresholds.json"
+#: Version of the export folder's layout.
+EXPORT_VERSION: int = 1
+#: Input and output names of the graphs.
+INPUT_NAMES: tuple[str, str] = ("image", "level")
+OUTPUT_NAME: str = "restored"
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ExportError(ValueError):
+    """An export failed or an export folder is incomplete, altered or unreadable (the message
+    names the file)."""
+
 
 #: Runtimes of an export folder and the graph file each reads.
 RUNTIMES: dict[str, str] = {"onnxruntime": GRAPH_FILES["onnx"],
