@@ -126,6 +126,7 @@ def test_docs_workflow_onnx_maps_equal_pytorch_fp32_maps(bound_run, tmp_path, mo
     assert "fpr=0.01 from exports/t2/thresholds.json" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # CI: the dae through ONNX Runtime in the every-method test (legacy exporter)
 @pytest.mark.parametrize("method", ["dae"])
 def test_onnx_maps_equal_pytorch_fp32_maps(method, tmp_path, no_network_code_after):
     """The autoencoder, default (dynamo) exporter (DISYRE: the docs workflow above); windows
