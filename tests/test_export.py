@@ -219,6 +219,11 @@ def test_export_carries_config_codebook_and_thresholds(bound_run, tmp_path, caps
                  str(exp), "--threshold", "fpr=0.01", "--set", "inference.levels=[0]"]) == 1
     err = capsys.readouterr().err
     assert "levels=[0, 50]" in err and err.count("\n") == 1
+    # a runtime whose graph the export lacks: one line naming the file
+    assert main(["detect", "-i", str(scan), "-o", str(tmp_path / "m2"), "--checkpoint",
+                 str(exp), "--runtime", "onnxruntime"]) == 1
+    err = capsys.readouterr().err
+    assert f"{exp / 'model.onnx'}: missing" in err and err.count("\n") == 1
     # a second export into the folder needs --overwrite
     assert main(["export", "--checkpoint", str(bound_run), "-o", str(exp)]) == 1
     assert "--overwrite" in capsys.readouterr().err
