@@ -49,7 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="a NIfTI scan or a folder of them")
     add_output_argument(p, "output folder")
     p.add_argument("--checkpoint", type=Path, required=True,
-                   help="run folder (newest checkpoint) or checkpoint folder")
+                   help="run folder (newest checkpoint), checkpoint folder, or export folder "
+                   "(disyre export)")
     p.add_argument("--mode", choices=["pixel", "sample", "both"], default="pixel",
                    help="pixel: voxel maps; sample: one score per scan; both (default pixel)")
     p.add_argument("--mask", type=Path, default=None,
