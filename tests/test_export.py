@@ -335,3 +335,23 @@ def test_bench_export_runs_every_runtime_at_tiny_size(tmp_path, capsys):
         bench(["--runtimes", "openvino"])
     assert "--runtimes 'openvino'" in capsys.readouterr().err
     assert not (tmp_path / "b2.json").exists()
+
+
+def test_graph_failure_is_one_line(tmp_path):
+    """A graph that ONNX Runtime cannot run on an input (here: fixed sizes) names the file."""
+    import torch
+
+    from disyre.inference.export import INPUT_NAMES, _Graph
+    from disyre.inference.exported import ExportError, OnnxNet
+    from tests.helpers.nets import reinit_tiny_net
+
+    path = tmp_path / "fixed.onnx"
+    torch.onnx.export(_Graph(reinit_tiny_net()).eval(), (torch.rand(1, 1, 8, 8),
+                      torch.tensor([0])), str(path), dynamo=False,
+                      input_names=list(INPUT_NAMES), opset_version=18)
+    net = OnnxNet(path, min_size=4)
+    assert net(torch.rand(1, 1, 8, 8), torch.tensor([3])).shape == (1, 1, 8, 8)
+    with pytest.raises(ExportError, match=r"fixed.onnx: ONNX Runtime failed on an input of "
+                       r"shape \(1, 1, 12, 16\)") as e:
+        net(torch.rand(1, 1, 12, 16), torch.tensor([3]))
+    assert "\n" not in str(e.value)

@@ -187,8 +187,13 @@ class OnnxNet(_ExportedNet):
         self._check(x)
         image = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
         image_name, level_name = INPUT_NAMES
-        (out,) = self.session.run(None, {image_name: image,
-                                         level_name: _level_array(level, x.shape[0])})
+        try:
+            (out,) = self.session.run(None, {image_name: image,
+                                             level_name: _level_array(level, x.shape[0])})
+        except Exception as e:  # onnxruntime's own classes (a graph with fixed sizes, ...)
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ExportError(f"{self.path}: ONNX Runtime failed on an input of shape "
+                              f"{tuple(x.shape)} ({first})") from e
         return torch.from_numpy(out).to(x.device)
 
 
