@@ -17,7 +17,7 @@ REQUIRED = {
     "preprocess": ["-i", "raw"], "prepare": [], "corruptions": [],
     "train": ["--cache", "c"], "detect": ["-i", "s", "--checkpoint", "r"],
     "evaluate": ["--manifest", "m.csv", "--maps", "maps"],
-    "benchmark": ["--manifest", "m.csv"], "demo": [],
+    "benchmark": ["--manifest", "m.csv"], "demo": [], "export": ["--checkpoint", "r"],
     "bids": ["ds", "x", "participant", "--checkpoint", "r"],
 }
 #: commands that follow the BIDS-Apps calling convention: ``BIDS_DIR OUTPUT_DIR LEVEL``

@@ -15,7 +15,7 @@ from disyre.cli.options import add_overrides_argument  # noqa: F401 - re-exporte
 
 #: sub-command modules, in the order ``disyre --help`` lists them
 COMMANDS = ("preprocess", "prepare", "corruptions", "train", "detect", "bids", "evaluate",
-            "benchmark", "demo")
+            "benchmark", "demo", "export")
 
 
 class CLIError(Exception):

@@ -49,7 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="a NIfTI scan or a folder of them")
     add_output_argument(p, "output folder")
     p.add_argument("--checkpoint", type=Path, required=True,
-                   help="run folder (newest checkpoint) or checkpoint folder")
+                   help="run folder (newest checkpoint), checkpoint folder, or export folder "
+                   "(disyre export)")
     p.add_argument("--mode", choices=["pixel", "sample", "both"], default="pixel",
                    help="pixel: voxel maps; sample: one score per scan; both (default pixel)")
     p.add_argument("--mask", type=Path, default=None,
@@ -69,6 +70,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="process only the I-th of N parts of the sorted file list "
                    "(default from torchrun's RANK/WORLD_SIZE)")
+    p.add_argument("--runtime", choices=["auto", "onnxruntime", "torchscript"], default="auto",
+                   help="an export folder (disyre export): the runtime of its graph (default "
+                   "auto: the fastest it holds)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--continue", dest="continue_run", action="store_true",
                    help="skip scans whose outputs all exist (after an interrupted run); the "
@@ -114,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
     def load() -> object:
         from disyre.inference import Detector
 
-        det = Detector.from_checkpoint(args.checkpoint, device=_device(args.device))
+        det = Detector.from_checkpoint(args.checkpoint, device=_device(args.device),
+                                       runtime=args.runtime)
         apply_inference_overrides(det, args.overrides)
         if args.precision is not None:
             det.cfg.inference.precision = args.precision

@@ -149,12 +149,14 @@ class Detector:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto",
-                        **overrides: Any) -> Detector:
-        """Load a trained model (a run folder or a checkpoint folder).
+                        runtime: str = "auto", **overrides: Any) -> Detector:
+        """Load a trained model (a run folder, a checkpoint folder or an export folder).
 
         Args:
-            path: Run folder (its newest checkpoint) or checkpoint folder.
+            path: Run folder (its newest checkpoint), checkpoint folder, or export folder of
+                ``disyre export`` (:func:`disyre.inference.exported.load_export`).
             device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
+            runtime: For an export folder: ``auto``, ``onnxruntime`` or ``torchscript``.
             **overrides: Fields of :class:`~disyre.config.InferenceConfig` to change
                 (``levels=[0, 25, 50, 75]``, ``method="multistep"``, ``window=0``, ...).
 
@@ -165,12 +167,21 @@ class Detector:
             FileNotFoundError: Nothing at ``path``.
             ValueError: ``path`` is not a disyre checkpoint, or an override is unknown.
         """
-        model, cfg, meta = load_checkpoint(path, device)
+        from disyre.training.checkpoint import is_export_folder
+
+        exported = is_export_folder(path)
+        if exported:  # the exported graph runs: no network of ours is built
+            from disyre.inference.exported import load_export
+
+            model, cfg, meta = load_export(path, runtime, device)
+        else:
+            model, cfg, meta = load_checkpoint(path, device)
         cfg = with_inference_overrides(cfg, overrides)
         reference = dict(meta.get("data") or {})
         if "contrast" not in reference:
             reference["contrast"] = meta.get("contrast")
-        return cls(model, cfg, device=device, reference=reference)
+        return cls(model, cfg, device=device, reference=reference,
+                   channels_last=False if exported else None)
 
     def predict(self, scan: Any, mask: Any = None,
                 progress: Callable[[int], None] | None = None,

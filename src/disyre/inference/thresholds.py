@@ -207,9 +207,13 @@ def map_settings(inference: InferenceConfig) -> dict[str, Any]:
 def weights_sha256(model: Any) -> str:
     """SHA-256 of a network's weights as loaded (names, dtypes, shapes and values of its
     ``state_dict``, in the standard memory layout): the same for the same checkpoint on any
-    device or layout."""
+    device or layout. An exported network (:mod:`disyre.inference.exported`) gives the hash
+    of the weights it was exported from."""
     import torch
 
+    recorded = getattr(model, "weights_sha256", None)
+    if isinstance(recorded, str) and recorded:
+        return recorded
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         t = t.detach().to("cpu").contiguous()

@@ -50,6 +50,14 @@ MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.pt"
+#: File that marks an export folder (``disyre export``; :mod:`disyre.inference.export`).
+EXPORT_MANIFEST = "manifest.json"
+
+
+def is_export_folder(path: str | Path) -> bool:
+    """Whether ``path`` is an export folder (its manifest and config.json, no weights)."""
+    path = Path(path)
+    return (path / EXPORT_MANIFEST).is_file() and (path / CONFIG_FILE).is_file()
 
 
 def step_dir_name(step: int) -> str:
@@ -71,6 +79,8 @@ def latest_checkpoint(path: str | Path) -> Path | None:
     """The newest checkpoint of a run folder (or ``path`` itself if it is a checkpoint)."""
     path = Path(path)
     if (path / CONFIG_FILE).is_file() and (path / MODEL_FILE).is_file():
+        return path
+    if is_export_folder(path):  # its config.json describes its checkpoint
         return path
     root = path / "checkpoints"
     last = root / "last"
@@ -231,6 +241,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *,
     from disyre.runtime import resolve_device
 
     ckpt, meta = read_checkpoint_meta(path)
+    if is_export_folder(ckpt):
+        raise CheckpointError(f"{ckpt}: an exported model (no PyTorch weights); load it with "
+                              "Detector.from_checkpoint or disyre detect --checkpoint")
     try:
         # a config saved before a fidelity switch existed was made with its legacy value
         cfg = RunConfig.from_dict(legacy_filled(meta["run"]))
