@@ -46,6 +46,9 @@ BIAS_SELECTIONS: tuple[str, ...] = typing.get_args(BiasSelection)
 AugmentRecipeName = Literal["authors", "legacy"]
 #: pre-corruption augmentation recipes (:mod:`disyre.corruption.augment`)
 AUGMENT_RECIPES: tuple[str, ...] = typing.get_args(AugmentRecipeName)
+SimplexLattice = Literal["opensimplex", "perlin"]
+#: simplex-noise lattices of the diffusion baselines (:mod:`disyre.corruption.simplex`)
+SIMPLEX_LATTICES: tuple[str, ...] = typing.get_args(SimplexLattice)
 Precision = Literal["auto", "fp32", "bf16"]
 #: autocast precisions of training and inference (``auto``: bf16 where the hardware has it)
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
@@ -144,6 +147,9 @@ class CorruptionConfig:
             texture-blended window, all levels when none is picked) or ``single`` (quantise
             the clean window, one level when none is picked).
         augment_recipe: Pre-corruption augmentation: ``authors`` or ``legacy``.
+        simplex: The simplex noise of the diffusion baselines: ``opensimplex`` (the
+            publications' OpenSimplex statistics) or ``perlin`` (the previous release's
+            Perlin simplex, about 1.75x finer; what checkpoints without this key used).
     """
 
     name: str = "dag"
@@ -153,13 +159,15 @@ class CorruptionConfig:
     shapes: ShapeRecipe = "authors"
     bias_selection: BiasSelection = "authors"
     augment_recipe: AugmentRecipeName = "authors"
+    simplex: SimplexLattice = "opensimplex"
 
 
 #: The value each fidelity switch had before it existed: a saved run config (a checkpoint's
 #: ``config.json``) that lacks the key was made with this behaviour (see :func:`legacy_filled`).
 LEGACY_SWITCHES: dict[str, dict[str, str]] = {
     "intensity": {"scaling": "brain"},
-    "corruption": {"shapes": "legacy", "bias_selection": "single", "augment_recipe": "legacy"},
+    "corruption": {"shapes": "legacy", "bias_selection": "single", "augment_recipe": "legacy",
+                   "simplex": "perlin"},
 }
 
 
@@ -383,6 +391,8 @@ class RunConfig:
         need(c.shapes in SHAPE_RECIPES, "corruption.shapes", _choice(SHAPE_RECIPES), c.shapes)
         need(c.bias_selection in BIAS_SELECTIONS, "corruption.bias_selection",
              _choice(BIAS_SELECTIONS), c.bias_selection)
+        need(c.simplex in SIMPLEX_LATTICES, "corruption.simplex", _choice(SIMPLEX_LATTICES),
+             c.simplex)
         need(c.augment_recipe in AUGMENT_RECIPES, "corruption.augment_recipe",
              _choice(AUGMENT_RECIPES), c.augment_recipe)
         need(c.codebook is None or (len(c.codebook) > 0 and all(0 <= v <= 1 for v in c.codebook)),

@@ -108,3 +108,22 @@ def test_noise_stays_in_range_and_is_reproducible() -> None:
 if __name__ == "__main__":  # the reference measurement (about 10 minutes)
     print(1, opensimplex_statistics(128, 1))
     print(OCTAVES, opensimplex_statistics(64, OCTAVES))
+
+
+def test_previous_release_lattice_is_kept_for_its_checkpoints() -> None:
+    """``corruption.simplex=perlin`` is the previous release's finer noise (what checkpoints
+    without the key were trained with); new configs get OpenSimplex's statistics."""
+    from disyre.config import CorruptionConfig, RunConfig, legacy_filled
+
+    g = torch.Generator().manual_seed(0)
+    old = simplex_octaves((32, 1, SIZE, SIZE), g, octaves=1, lattice="perlin")[:, 0].numpy()
+    _, corr = statistics(old)
+    # measured here: 0.46 at 16 px and -0.10 at 32 px (the finer lattice), against
+    # OpenSimplex's 0.83 and 0.43
+    assert corr[16] < 0.6 and corr[32] < 0.1
+    assert CorruptionConfig().simplex == "opensimplex"
+    saved = RunConfig().to_dict()
+    del saved["corruption"]["simplex"]
+    assert RunConfig.from_dict(legacy_filled(saved)).corruption.simplex == "perlin"
+    with pytest.raises(ValueError, match="lattice must be one of"):
+        simplex_octaves((1, 1, 8, 8), g, lattice="value")

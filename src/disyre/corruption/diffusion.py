@@ -78,10 +78,12 @@ class _Diffusion:
     name = ""
     schedule = ""
 
-    def __init__(self) -> None:
+    def __init__(self, lattice: str = "opensimplex") -> None:
         ab = linear_alphas_bar() if self.schedule == "linear" else cosine_alphas_bar()
         #: ``abar_t`` for ``t`` in ``[0, T - 1]`` (float64)
         self.alphas_bar = ab
+        #: the simplex noise's lattice (``corruption.simplex``; :func:`simplex_octaves`)
+        self.lattice = lattice
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -95,7 +97,8 @@ class _Diffusion:
 
     def noise(self, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Simplex noise of ``like``'s shape (each sample its own)."""
-        return simplex_octaves(tuple(like.shape), generator, like.device).to(like.dtype)
+        return simplex_octaves(tuple(like.shape), generator, like.device,
+                               lattice=self.lattice).to(like.dtype)
 
     def q_sample(self, xs: torch.Tensor, t: torch.Tensor | int, eps: torch.Tensor
                  ) -> torch.Tensor:
@@ -183,8 +186,8 @@ class PatchedDiffusion(_Diffusion):
     name = "pddpm"
     schedule = "cosine"
 
-    def __init__(self, box: int = BOX) -> None:
-        super().__init__()
+    def __init__(self, box: int = BOX, lattice: str = "opensimplex") -> None:
+        super().__init__(lattice)
         if box < 1:
             raise ValueError(f"box must be >= 1, got {box}")
         self.box = int(box)

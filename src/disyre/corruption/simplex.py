@@ -104,9 +104,58 @@ def simplex(x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor) -> torch.Tenso
     return out / _NORM
 
 
+#: the noise lattices :func:`simplex_octaves` knows (``corruption.simplex``)
+LATTICES: tuple[str, ...] = ("opensimplex", "perlin")
+_PERLIN_F2 = 0.5 * (math.sqrt(3.0) - 1.0)
+_PERLIN_G2 = (3.0 - math.sqrt(3.0)) / 6.0
+#: the classic formulation's scale of the summed kernel contributions
+_PERLIN_SCALE = 70.0
+
+
+def perlin_simplex(x: torch.Tensor, y: torch.Tensor, grad: torch.Tensor, perm: torch.Tensor
+                   ) -> torch.Tensor:
+    """Perlin's 2D simplex noise (Gustavson's formulation) at ``x, y`` (``(B, H, W)``).
+
+    The noise of the previous release (``corruption.simplex=perlin``): its lattice is sqrt(3)
+    times finer than OpenSimplex's at the same coordinates, so its features are about 1.75x
+    smaller. Kept so that checkpoints trained with it detect as they did.
+
+    Args:
+        x: First coordinate, ``(B, H, W)`` float.
+        y: Second coordinate, same shape.
+        grad: ``(B, 256, 2)`` unit gradients of each sample.
+        perm: ``(B, 256)`` permutation of each sample (hashes lattice points to gradients).
+
+    Returns:
+        ``(B, H, W)`` noise within [-1, 1] (std about 0.38), 0 at every lattice point.
+    """
+    b = x.shape[0]
+    s = (x + y) * _PERLIN_F2
+    i, j = torch.floor(x + s), torch.floor(y + s)
+    t = (i + j) * _PERLIN_G2
+    x0, y0 = x - (i - t), y - (j - t)
+    upper = (x0 > y0).to(x.dtype)  # which of the cell's two triangles
+    corners = [(0.0, 0.0, x0, y0),
+               (upper, 1.0 - upper, x0 - upper + _PERLIN_G2, y0 - (1.0 - upper) + _PERLIN_G2),
+               (1.0, 1.0, x0 - 1.0 + 2 * _PERLIN_G2, y0 - 1.0 + 2 * _PERLIN_G2)]
+    ii, jj = i.long() % _TABLE, j.long() % _TABLE
+    flat = perm.reshape(b, -1)
+    out = torch.zeros_like(x)
+    for di, dj, dx, dy in corners:
+        ci = (ii + torch.as_tensor(di).long()) % _TABLE
+        cj = (jj + torch.as_tensor(dj).long()) % _TABLE
+        h = torch.gather(flat, 1, ((ci + torch.gather(flat, 1, cj.reshape(b, -1)).reshape(
+            cj.shape)) % _TABLE).reshape(b, -1)).reshape(x.shape)
+        g = torch.gather(grad, 1, h.reshape(b, -1, 1).expand(-1, -1, 2)).reshape(*x.shape, 2)
+        k = (0.5 - dx * dx - dy * dy).clamp(min=0)
+        out = out + k ** 4 * (g[..., 0] * dx + g[..., 1] * dy)
+    return _PERLIN_SCALE * out
+
+
 def simplex_octaves(shape: tuple[int, ...], generator: torch.Generator,
                     device: torch.device | str = "cpu", *, octaves: int = OCTAVES,
-                    feature: float = FEATURE, persistence: float = PERSISTENCE) -> torch.Tensor:
+                    feature: float = FEATURE, persistence: float = PERSISTENCE,
+                    lattice: str = "opensimplex") -> torch.Tensor:
     """Octave sum of simplex noise: ``sum_o persistence^o * simplex(p / (feature / 2^o))``.
 
     Args:
@@ -116,6 +165,8 @@ def simplex_octaves(shape: tuple[int, ...], generator: torch.Generator,
         octaves: Number of octaves.
         feature: Feature size in pixels of the first octave.
         persistence: Amplitude factor per octave.
+        lattice: ``opensimplex`` (the publications' noise) or ``perlin`` (the previous
+            release's, :func:`perlin_simplex`, with its own random draws).
 
     Returns:
         float32 noise of ``shape``, not rescaled: its std is one octave's (about 0.37) times
@@ -125,8 +176,14 @@ def simplex_octaves(shape: tuple[int, ...], generator: torch.Generator,
         raise ValueError(f"shape must be (B, C, H, W), got {shape}")
     if octaves < 1 or feature <= 0:
         raise ValueError(f"octaves must be >= 1 and feature > 0, got {octaves}, {feature}")
+    if lattice not in LATTICES:
+        raise ValueError(f"lattice must be one of {', '.join(LATTICES)}, got {lattice!r}")
     b, c, h, w = shape
     n = b * c
+    grad = None
+    if lattice == "perlin":  # the previous release's draws, in its order
+        angle = rand((n, _TABLE), generator, device) * (2 * math.pi)
+        grad = torch.stack([torch.cos(angle), torch.sin(angle)], -1)
     perm = torch.argsort(rand((n, _TABLE), generator, device), dim=1)
     offset = rand((n, octaves, 2), generator, device) * _TABLE
     py = torch.arange(h, device=device, dtype=torch.float32)[:, None].expand(h, w)
@@ -136,5 +193,6 @@ def simplex_octaves(shape: tuple[int, ...], generator: torch.Generator,
         size = feature / 2 ** o
         xs = px / size + offset[:, o, 0, None, None]
         ys = py / size + offset[:, o, 1, None, None]
-        out += persistence ** o * simplex(xs, ys, perm)
+        out += persistence ** o * (simplex(xs, ys, perm) if grad is None
+                                   else perlin_simplex(xs, ys, grad, perm))
     return out.reshape(shape)

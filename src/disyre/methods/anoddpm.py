@@ -105,7 +105,7 @@ def walk_rule(f: InferenceConfig) -> list[str]:
 def simplex_diffusion(cfg: CorruptionConfig, codebook: Sequence[float] | None = None, *,
                       bank_size: int = 512) -> Corruption:
     """AnoDDPM's forward process (:class:`~disyre.corruption.diffusion.SimplexDiffusion`)."""
-    return SimplexDiffusion()
+    return SimplexDiffusion(lattice=cfg.simplex)
 
 
 register_restoration("walk", _walk, walk_rule)

@@ -89,7 +89,7 @@ def _patched(model: nn.Module, x: torch.Tensor, cfg: InferenceConfig,
 def patched_diffusion(cfg: CorruptionConfig, codebook: Sequence[float] | None = None, *,
                       bank_size: int = 512) -> Corruption:
     """The patched forward process, ``cfg.window`` the box side."""
-    return PatchedDiffusion(box=cfg.window)
+    return PatchedDiffusion(box=cfg.window, lattice=cfg.simplex)
 
 
 def box_rule(cfg: RunConfig) -> list[str]:
