@@ -29,6 +29,7 @@ from disyre.methods import gaussian  # noqa: F401
 from disyre.methods import dae  # noqa: F401
 from disyre.methods import anoddpm  # noqa: F401
 from disyre.methods import pddpm  # noqa: F401
+from disyre.methods import andi  # noqa: F401
 # isort: on
 from disyre.methods.base import (
     Method,
