@@ -13,6 +13,8 @@ Methods:
   noise on a 1000-step DDPM schedule; detection noises the scan part-way and walks back;
 - ``pddpm``: the patched DDPM (Behrendt et al. 2023): the same network trained to restore
   one noised box of each patch; detection noises each box in turn and stitches;
+- ``andi``: ANDi (Frotscher et al.): a DDPM trained on pyramidal noise, scored by the
+  geometric mean over steps of the distance between the posterior and the predicted means;
 - ``reference``: non-learned, voxel-wise deviation from the healthy training population.
 
 The learned methods are those of the registry (:mod:`disyre.methods`). Every learned method
@@ -34,8 +36,11 @@ Layout of ``out_dir``::
     <method>/report/       metrics.json, cases.csv, report.md, report.html, figures/,
                            thresholds.json
     comparison/            comparison.md, comparison.html (methods side by side),
-                           comparison.csv, figures/
-    benchmark.json         settings, timings, report paths, provenance
+                           comparison.csv, figures/ (with validation_loss.png: each
+                           method's validation-loss curve; ap_by_step.png with --eval-steps)
+    benchmark.json         settings, timings, report paths, provenance, each learned
+                           method's stopping step, reason and validation curve
+                           (``stopping``), pixel AP of its kept checkpoints (``budget``)
 
 Example:
     >>> from disyre.benchmark import run_benchmark   # doctest: +SKIP
