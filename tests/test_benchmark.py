@@ -245,3 +245,20 @@ def test_benchmark_plateau_arguments_are_refused_in_one_line(tmp_path, capsys, a
     err = capsys.readouterr().err
     assert message in err and err.strip().count("\n") == 0, err
     assert not (tmp_path / "b").exists()
+
+
+def test_stop_record_without_patience_reads_the_log_and_the_newest_checkpoint(tmp_path):
+    from disyre.benchmark import stop_record
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step_0000012").mkdir(parents=True)
+    (run / "checkpoints" / "step_0000012" / "config.json").write_text("{}")
+    (run / "train_log.csv").write_text(
+        "step,loss,lr,patches_per_s,val_loss,val_loss_ema\n"
+        "1,0.9,0.001,10,,\n4,0.5,0.001,10,0.6,0.62\n8,0.4,0.001,10,0.5,0.55\n"
+        "12,0.3,0.001,10,0.55,0.57\n")
+    rec = stop_record(run)
+    # the EMA network's losses (the weights detection uses), the run's last step, the cap
+    assert rec["monitor"] == "val_loss_ema" and rec["curve"] == [[4, 0.62], [8, 0.55],
+                                                                   [12, 0.57]]
+    assert (rec["step"], rec["reason"], rec["best"]) == (12, "cap", {"step": 8, "loss": 0.55})

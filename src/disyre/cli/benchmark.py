@@ -39,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "benchmark",
         help="train/run several methods with the same budget and compare them",
         description="Train each learned method (dag = DISYRE; its ablations gaussian, fpi, "
-        "bias; the baselines dae, anoddpm, pddpm) with the same config and budget, fit the "
+        "bias; the baselines dae, anoddpm, pddpm, andi) with the same config and budget, fit the "
         "non-learned reference, detect on the test split, evaluate with thresholds "
         "calibrated on healthy validation scans, and write one report per method plus a "
         "comparison table and figures.",
