@@ -221,3 +221,15 @@ def test_an_andi_checkpoint_refuses_another_methods_inference(andi_run, tmp_path
                str(andi_run), "--device", "cpu", "--set", "inference.method=walk"])
     err = capsys.readouterr().err
     assert rc == 1 and "inference.method" in err and err.strip().count("\n") == 0, err
+
+
+def test_andi_detection_is_repeatable_with_the_detectors_seed(andi_run) -> None:
+    from disyre.inference import Detector
+
+    vol = synthetic_cohort(1, seed=7)[0]
+    maps = []
+    for seed in (0, 0, 1):
+        det = Detector.from_checkpoint(andi_run, device="cpu")
+        det.seed = seed
+        maps.append(det.map_preprocessed(vol, vol > 0))
+    assert np.array_equal(maps[0], maps[1]) and not np.array_equal(maps[0], maps[2])
