@@ -173,3 +173,92 @@ def test_larger_test_set_extends_the_cohort_and_evaluates_the_benchmark(cohort_c
     nib.save(nib.Nifti1Image(np.asarray(nii.dataobj) + 1, nii.affine), img)
     with pytest.raises(SystemExit, match="demo-000.nii.gz: differs from"):
         larger_cohort(root / "cohort", out / "cohort", 3)
+
+
+# --------------------------------------------------------------------------------------------
+# each method to its plateau; the checkpoints kept at --eval-steps
+# --------------------------------------------------------------------------------------------
+
+
+def _plateau_config():
+    from tests.helpers import tiny_config
+
+    cfg = tiny_config(steps=40, lr=3e-3, val_every=2, ckpt_every=1000)
+    cfg.sampler.n_volumes = 2  # the quick demo's tiny settings: whole slices, 32-px patches
+    cfg.inference.window = 0
+    return cfg
+
+
+def test_benchmark_stops_at_the_plateau_and_evaluates_exactly_the_kept_steps(cohort_cache,
+                                                                              monkeypatch):
+    import disyre.benchmark as bench
+
+    root, _, cache = cohort_cache
+    mapped: list[str] = []
+    real = bench._Mapper
+
+    class Spy(real):
+        def __init__(self, name, *, run_dir=None, **kw):
+            mapped.append(str(run_dir))
+            super().__init__(name, run_dir=run_dir, **kw)
+
+    monkeypatch.setattr(bench, "_Mapper", Spy)
+    out = root / "plateau"
+    # an improvement must be 90 % below the best loss: the rule stops at the third validation
+    res = run_benchmark(["dae"], cache, out, cfg=_plateau_config(), patience=2, min_delta=0.9,
+                        eval_steps="2,4,30", n_boot=0, progress=False)
+    meta = json.loads((out / "benchmark.json").read_text())
+    stop = meta["stopping"]["dae"]
+    assert (stop["step"], stop["reason"]) == (6, "plateau")
+    assert [s for s, _ in stop["curve"]] == [2, 4, 6] and stop["best"]["step"] == 2
+    assert all(v > 0 for _, v in stop["curve"])
+    assert (meta["patience"], meta["min_delta"], meta["eval_steps"]) == (2, 0.9, [2, 4, 30])
+    run = out / "dae" / "run"
+    # the final model, then the kept steps the run reached, nothing else
+    assert mapped == [str(run), str(run / "checkpoints" / "step_0000002"),
+                      str(run / "checkpoints" / "step_0000004")]
+    ap = meta["budget"]["dae"]
+    assert set(ap) == {"2", "4", "30"} and ap["30"] is None  # stopped at 6: never reached 30
+    assert 0 < ap["2"] <= 1 and 0 < ap["4"] <= 1 and ap["2"] != ap["4"]
+    md = res.comparison.read_text()
+    assert "| dae | 6 | plateau |" in md and "![validation loss](figures/validation_loss.png)" in md
+    assert "| step 2 | step 4 | step 30 |" in md
+    for fig in ("validation_loss.png", "ap_by_step.png"):
+        assert (out / "comparison" / "figures" / fig).stat().st_size > 1000
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--patience", "-1"], "--patience must be >= 0"),
+    (["--min-delta", "0.1"], "--min-delta needs --patience"),
+    (["--patience", "2", "--min-delta", "1.5"], "--min-delta must be in [0, 1)"),
+    (["--eval-steps", "10,x"], "--eval-steps must be steps >= 1 separated by commas, got 'x'"),
+    (["--eval-steps", "10,10"], "--eval-steps lists step 10 twice"),
+    (["--steps", "20", "--eval-steps", "10,30"], "--eval-steps [30] lie beyond the training cap"),
+])
+def test_benchmark_plateau_arguments_are_refused_in_one_line(tmp_path, capsys, args, message):
+    from disyre.cli import main
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("subject,image,lesion_mask,brain_mask,split,contrast\n")
+    assert main(["benchmark", "--manifest", str(manifest), "-o", str(tmp_path / "b"),
+                 "--methods", "dae", *args]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.strip().count("\n") == 0, err
+    assert not (tmp_path / "b").exists()
+
+
+def test_stop_record_without_patience_reads_the_log_and_the_newest_checkpoint(tmp_path):
+    from disyre.benchmark import stop_record
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step_0000012").mkdir(parents=True)
+    (run / "checkpoints" / "step_0000012" / "config.json").write_text("{}")
+    (run / "train_log.csv").write_text(
+        "step,loss,lr,patches_per_s,val_loss,val_loss_ema\n"
+        "1,0.9,0.001,10,,\n4,0.5,0.001,10,0.6,0.62\n8,0.4,0.001,10,0.5,0.55\n"
+        "12,0.3,0.001,10,0.55,0.57\n")
+    rec = stop_record(run)
+    # the EMA network's losses (the weights detection uses), the run's last step, the cap
+    assert rec["monitor"] == "val_loss_ema" and rec["curve"] == [[4, 0.62], [8, 0.55],
+                                                                   [12, 0.57]]
+    assert (rec["step"], rec["reason"], rec["best"]) == (12, "cap", {"step": 8, "loss": 0.55})

@@ -13,6 +13,8 @@ Methods:
   noise on a 1000-step DDPM schedule; detection noises the scan part-way and walks back;
 - ``pddpm``: the patched DDPM (Behrendt et al. 2023): the same network trained to restore
   one noised box of each patch; detection noises each box in turn and stitches;
+- ``andi``: ANDi (Frotscher et al.): a DDPM trained on pyramidal noise, scored by the
+  geometric mean over steps of the distance between the posterior and the predicted means;
 - ``reference``: non-learned, voxel-wise deviation from the healthy training population.
 
 The learned methods are those of the registry (:mod:`disyre.methods`). Every learned method
@@ -34,8 +36,11 @@ Layout of ``out_dir``::
     <method>/report/       metrics.json, cases.csv, report.md, report.html, figures/,
                            thresholds.json
     comparison/            comparison.md, comparison.html (methods side by side),
-                           comparison.csv, figures/
-    benchmark.json         settings, timings, report paths, provenance
+                           comparison.csv, figures/ (with validation_loss.png: each
+                           method's validation-loss curve; ap_by_step.png with --eval-steps)
+    benchmark.json         settings, timings, report paths, provenance, each learned
+                           method's stopping step, reason and validation curve
+                           (``stopping``), pixel AP of its kept checkpoints (``budget``)
 
 Example:
     >>> from disyre.benchmark import run_benchmark   # doctest: +SKIP
@@ -333,6 +338,215 @@ def _evaluate(mapper: _Mapper, val: list, lesioned: list, healthy_test: list, *,
         bar.close()
 
 
+# --------------------------------------------------------------------------------------------
+# training to the plateau and evaluation of the kept checkpoints (``--patience``,
+# ``--eval-steps``)
+# --------------------------------------------------------------------------------------------
+
+
+def parse_eval_steps(steps: Sequence[int] | str | None) -> list[int]:
+    """Parse ``--eval-steps`` (``"650,1300,2600"`` or a sequence) into sorted steps.
+
+    Raises:
+        ConfigError: A step that is not a whole number >= 1, or one listed twice.
+
+    Example:
+        >>> parse_eval_steps("1300, 650")
+        [650, 1300]
+    """
+    if steps is None:
+        return []
+    items = [v.strip() for v in steps.split(",")] if isinstance(steps, str) else list(steps)
+    out: list[int] = []
+    for v in items:
+        try:
+            k = int(v)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--eval-steps must be steps >= 1 separated by commas, got "
+                              f"{v!r}") from None
+        if k < 1 or str(k) != str(v).strip():
+            raise ConfigError(f"--eval-steps must be steps >= 1 separated by commas, got {v!r}")
+        if k in out:
+            raise ConfigError(f"--eval-steps lists step {k} twice")
+        out.append(k)
+    return sorted(out)
+
+
+def apply_plateau_settings(base: RunConfig, patience: int | None, min_delta: float | None,
+                           eval_steps: Sequence[int] | str | None) -> list[int]:
+    """Set the stopping rule and the kept checkpoints of every learned method in ``base``.
+
+    ``patience`` and ``min_delta`` become ``train.patience`` / ``train.min_delta`` (the cap
+    stays ``train.steps``); the ``eval_steps`` join ``train.keep_steps``, so that their
+    checkpoints are kept for :func:`evaluate_kept_steps`.
+
+    Returns:
+        The evaluation steps, sorted.
+
+    Raises:
+        ConfigError: A negative patience, a ``min_delta`` without ``patience`` or outside
+            [0, 1), an evaluation step beyond the cap (each in one line).
+    """
+    if patience is not None:
+        if patience < 0:
+            raise ConfigError(f"--patience must be >= 0 (0 = off), got {patience}")
+        base.train.patience = int(patience)
+    if min_delta is not None:
+        if not base.train.patience:
+            raise ConfigError("--min-delta needs --patience (the stopping rule it refines)")
+        if not 0 <= min_delta < 1:
+            raise ConfigError(f"--min-delta must be in [0, 1) (a relative improvement), got "
+                              f"{min_delta}")
+        base.train.min_delta = float(min_delta)
+    steps = parse_eval_steps(eval_steps)
+    beyond = [k for k in steps if k > base.train.steps]
+    if beyond:
+        raise ConfigError(f"--eval-steps {beyond} lie beyond the training cap "
+                          f"--steps {base.train.steps}")
+    base.train.keep_steps = sorted({*base.train.keep_steps, *steps})
+    return steps
+
+
+def stop_record(run_dir: str | Path) -> dict[str, Any]:
+    """How a run's training ended: ``{"step", "reason", "best", "monitor", "curve"}``.
+
+    From the run's ``plateau.json`` (written when ``train.patience`` is set); otherwise the
+    newest checkpoint's step, reason ``cap``, and the validation curve of ``train_log.csv``
+    (the EMA network's losses where the log has them).
+    """
+    import csv
+
+    from disyre.training.checkpoint import latest_checkpoint
+    from disyre.training.loop import LOG_FILE
+    from disyre.training.plateau import STOP_FILE, best_index
+
+    run_dir = Path(run_dir)
+    if (run_dir / STOP_FILE).is_file():
+        import json
+
+        doc = json.loads((run_dir / STOP_FILE).read_text())
+        return {k: doc.get(k) for k in ("step", "reason", "best", "monitor", "curve")}
+    curve: list[list[float]] = []
+    monitor = "val_loss"
+    log_path = run_dir / LOG_FILE
+    if log_path.is_file():
+        with log_path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        if any(r.get("val_loss_ema") for r in rows):
+            monitor = "val_loss_ema"
+        curve = [[int(r["step"]), float(r[monitor])] for r in rows if r.get(monitor)]
+    ckpt = latest_checkpoint(run_dir)
+    step = int(ckpt.name.split("_")[-1]) if ckpt is not None else None
+    b = best_index([v for _, v in curve])
+    return {"step": step, "reason": "cap", "monitor": monitor, "curve": curve,
+            "best": None if b < 0 else {"step": curve[b][0], "loss": curve[b][1]}}
+
+
+def evaluate_kept_steps(name: str, run_dir: Path, steps: Sequence[int], val: list,
+                        lesioned: list, *, device: str, seed: int, progress: bool
+                        ) -> dict[str, float | None]:
+    """Pixel AP of the checkpoints a run kept at ``steps`` (``train.keep_steps``), evaluated
+    as the benchmark evaluates its methods (:func:`_evaluate`: thresholds on the healthy
+    validation scans, the lesioned test scans), without retraining; ``None`` for a step the
+    run did not reach (it stopped at its plateau before)."""
+    from disyre.training.checkpoint import step_dir_name
+
+    out: dict[str, float | None] = {}
+    for k in steps:
+        ckpt = run_dir / "checkpoints" / step_dir_name(k)
+        if not ckpt.is_dir():
+            out[str(k)] = None
+            continue
+        mapper = _Mapper(name, run_dir=ckpt, device=device, seed=seed)
+        res, _ = _evaluate(mapper, val, lesioned, [], n_boot=0, seed=seed, progress=progress,
+                           label=f"{name}@{k}")
+        out[str(k)] = float(res.pixel.ap)
+    return out
+
+
+def _line_figure(series: dict[str, list[list[float]]], path: Path, *, xlabel: str,
+                 ylabel: str, title: str, log_y: bool = False) -> None:
+    from matplotlib.figure import Figure
+
+    from disyre.io_utils import atomic_path
+
+    fig = Figure(figsize=(5.5, 3.5))
+    ax = fig.subplots()
+    for label, pts in series.items():
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=label)
+    if log_y and any(p[1] > 0 for pts in series.values() for p in pts):
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+
+
+def plateau_notes(stopping: dict[str, dict[str, Any]], budget: dict[str, dict[str, Any]],
+                  final_ap: dict[str, float]) -> list[str]:
+    """Markdown lines for ``comparison.md``: where each method stopped (and why) with its
+    validation-loss figure and, with ``--eval-steps``, the budget table (pixel AP of the
+    checkpoints kept at each step) with its figure; ``[]`` when nothing was recorded."""
+    if not stopping:
+        return []
+    lines = ["## Training: where each method stopped", "",
+             "| method | stopping step | reason | best validation loss (step) |",
+             "|---|---|---|---|"]
+    for n, r in stopping.items():
+        best = r.get("best") or {}
+        lines.append(f"| {n} | {r.get('step')} | {r.get('reason')} | "
+                     + (f"{best['loss']:.4g} ({best['step']})" if best else "-") + " |")
+    lines += ["", "*reason: `plateau` = the validation loss on healthy patches stopped "
+              "improving for the patience set; `cap` = the step cap (`--steps`) reached.*", "",
+              "![validation loss](figures/validation_loss.png)", ""]
+    if budget:
+        steps = sorted({int(k) for b in budget.values() for k in b})
+        lines += ["## Pixel AP by training budget", "",
+                  "| method | " + " | ".join(f"step {k}" for k in steps) + " | final |",
+                  "|---|" + "---|" * (len(steps) + 1)]
+        for n, b in budget.items():
+            cells = ["-" if b.get(str(k)) is None else f"{b[str(k)]:.3f}" for k in steps]
+            fin = final_ap.get(n)
+            lines.append(f"| {n} | " + " | ".join(cells) + " | "
+                         + ("-" if fin is None else f"{fin:.3f} (step "
+                            f"{stopping.get(n, {}).get('step')})") + " |")
+        lines += ["", "*the checkpoints kept at each step (`train.keep_steps`), evaluated "
+                  "without retraining; - : the run stopped before that step.*", "",
+                  "![pixel AP by budget](figures/ap_by_step.png)", ""]
+    return lines
+
+
+def write_plateau_figures(fig_dir: Path, stopping: dict[str, dict[str, Any]],
+                          budget: dict[str, dict[str, Any]], final_ap: dict[str, float]
+                          ) -> list[Path]:
+    """``validation_loss.png`` (each method's validation-loss curve) and, with a budget,
+    ``ap_by_step.png`` (pixel AP against the training step, the final model last)."""
+    written = []
+    if stopping:
+        p = fig_dir / "validation_loss.png"
+        _line_figure({n: r.get("curve") or [] for n, r in stopping.items()}, p,
+                     xlabel="training step", ylabel="validation loss",
+                     title="Validation loss (healthy patches)", log_y=True)
+        written.append(p)
+    if budget:
+        series = {}
+        for n, b in budget.items():
+            pts = [[int(k), v] for k, v in b.items() if v is not None]
+            stop = stopping.get(n, {}).get("step")
+            if n in final_ap and stop is not None and all(k != stop for k, _ in pts):
+                pts.append([int(stop), final_ap[n]])
+            series[n] = sorted(pts)
+        p = fig_dir / "ap_by_step.png"
+        _line_figure(series, p, xlabel="training step", ylabel="pixel AP",
+                     title="Pixel AP by training budget")
+        written.append(p)
+    return written
+
+
 def evaluate_run(run_dir: str | Path, cache: Any, *,
                  inference: dict[str, Any] | None = None, val_split: str = "val",
                  test_split: str = "test", transfer_split: str | None = "transfer",
@@ -379,7 +593,9 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
                   n_boot: int = 1000, overwrite: bool = False,
                   progress: bool = True, title: str = "Benchmark",
                   source: str | Path | None = None,
-                  train_jobs: int | None = None) -> BenchmarkResult:
+                  train_jobs: int | None = None, patience: int | None = None,
+                  min_delta: float | None = None,
+                  eval_steps: Sequence[int] | str | None = None) -> BenchmarkResult:
     """Train, detect and evaluate several methods the same way; write reports + a comparison.
 
     Args:
@@ -406,6 +622,12 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
             the cores, :func:`disyre.runtime.decide_train_jobs`; side by side on a
             multi-core CPU). The choice is logged and recorded in ``benchmark.json`` and
             ``comparison.md``.
+        patience: Stop each learned method at the plateau of its validation loss
+            (``train.patience``; ``steps`` is the cap). Each method's stopping step, reason
+            and validation-loss curve go into ``benchmark.json`` and the comparison.
+        min_delta: ``train.min_delta`` of the plateau rule (needs ``patience``).
+        eval_steps: Steps whose checkpoints are kept (``train.keep_steps``) and evaluated as
+            well (pixel AP by budget, :func:`evaluate_kept_steps`), e.g. ``"650,1300,2600"``.
 
     Returns:
         A :class:`BenchmarkResult`.
@@ -424,6 +646,7 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
     base.train.seed = int(seed)
     base.train.device = device
     base.inference.device = device
+    kept_steps = apply_plateau_settings(base, patience, min_delta, eval_steps)
     train_e, val_e, lesioned, healthy_test = _split_entries(cache, val_split, test_split,
                                                             train_split)
     transfer_e = _transfer_entries(cache, transfer_split)
@@ -450,6 +673,8 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
     evaluated: dict[str, Any] = {}  # method -> EvaluationResult (comparison.html)
     reports: dict[str, Path] = {}
     timings: dict[str, dict[str, float]] = {}
+    stopping: dict[str, dict[str, Any]] = {}  # learned method -> stop_record
+    budget: dict[str, dict[str, float | None]] = {}  # learned method -> step -> pixel AP
     from disyre.runtime import decide_train_jobs
     from disyre.training.parallel import TrainJob, train_many
 
@@ -496,6 +721,12 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
         res, extra = _evaluate(mapper, val_e, lesioned, healthy_test, n_boot=n_boot, seed=seed,
                                progress=progress, label=name, transfer=transfer_e)
         t2 = time.perf_counter()
+        if mapper.detector is not None:
+            stopping[name] = stop_record(mdir / "run")
+            if kept_steps:
+                budget[name] = evaluate_kept_steps(name, mdir / "run", kept_steps, val_e,
+                                                   lesioned, device=device, seed=seed,
+                                                   progress=progress)
         config = {**run_cfg, "cache": str(cache.directory), "n_val": len(val_e),
                   "n_test_lesion": len(lesioned), "n_test_healthy": len(healthy_test)}
         if mapper.detector is not None:
@@ -520,8 +751,11 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
                      + ("side by side" if jobs_plan.workers > 1 else "one after the other")
                      + f" ({jobs_plan.reason}); train seconds are each method's own wall "
                      "time.*")
+    final_ap = {n: metrics[n]["pixel"]["ap"] for n in stopping}
+    notes += plateau_notes(stopping, budget, final_ap)
     comparison = write_comparison(out / "comparison", metrics, title=title, overwrite=overwrite,
                                   notes=notes)
+    write_plateau_figures(comparison.parent / "figures", stopping, budget, final_ap)
     write_comparison_html(comparison.parent, evaluated, comparison.read_text(), title=title)
     result = BenchmarkResult(out_dir=out, metrics=metrics, reports=reports,
                              comparison=comparison, timings=timings,
@@ -533,6 +767,8 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
                    **({"test_transfer": len(transfer_e)} if transfer_e else {})},
         "run": base.to_dict(), "timings": timings, "training": jobs_plan.to_dict(),
         "summary": result.rows(),
+        "stopping": stopping, "patience": base.train.patience,
+        "min_delta": base.train.min_delta, "eval_steps": kept_steps, "budget": budget,
         "reports": {k: str(v.relative_to(out)) for k, v in reports.items()},
         "comparison": str(comparison.relative_to(out)), "provenance": provenance()})
     return result

@@ -207,6 +207,10 @@ PDDPM = PostProcessing(erosion_iterations=3, erosion_dim=2, erosion_connectivity
 #: post-processing
 ANODDPM = IDENTITY
 
+#: ``andi`` (Frotscher et al., arXiv 2312.01904; ``conf/eval.yml`` ``kernel_size: 5``): a 3D
+#: 5 x 5 x 5 median filter, nothing else
+ANDI = PostProcessing(median_size=5, median_dim=3)
+
 #: the published recipe of each method name
 PUBLISHED: dict[str, PostProcessing] = {"dag": DISYRE, "dae": DAE, "pddpm": PDDPM,
-                                        "anoddpm": ANODDPM}
+                                        "anoddpm": ANODDPM, "andi": ANDI}
