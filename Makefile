@@ -6,17 +6,25 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup demo demo-quick test lint bench clean
+.PHONY: setup setup-dev demo demo-quick test lint bench clean
 
-$(BIN)/disyre: pyproject.toml
+# the package with what the demo needs (nilearn's MNI152 anatomy)
+$(VENV)/.demo: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# CPU build of torch first, so that the package's torch range needs nothing more
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
-	$(BIN)/python -m pip install -q -e ".[dev,demo]"
-	touch $(BIN)/disyre
+	$(BIN)/python -m pip install -q -e ".[demo]"
+	touch $@
 
-setup: $(BIN)/disyre
+# and what the tests need besides (pytest, ruff, preprocessing, browser driver, export, BIDS)
+$(VENV)/.dev: $(VENV)/.demo
+	$(BIN)/python -m pip install -q -e ".[dev,demo]"
+	touch $@
+
+setup: $(VENV)/.demo
+
+setup-dev: $(VENV)/.dev
 
 demo: setup
 	$(BIN)/disyre demo -o demo_out
@@ -24,13 +32,13 @@ demo: setup
 demo-quick: setup
 	$(BIN)/disyre demo -o demo_out_quick --quick --overwrite
 
-test: setup
+test: setup-dev
 	$(BIN)/python -m pytest -q
 
-lint: setup
+lint: setup-dev
 	$(BIN)/ruff check src tests benchmarks
 
-bench: setup
+bench: setup-dev
 	$(BIN)/python -m benchmarks.speed.run_all
 
 clean:
