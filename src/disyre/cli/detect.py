@@ -32,6 +32,7 @@ from disyre.cli.options import (
     add_precision_argument,
     add_progress_argument,
     add_threshold_mismatch_argument,
+    add_weights_mismatch_argument,
 )
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                            "inference.precision)")
     add_overrides_argument(p, "inference.levels=[0,25,50,75]")
     add_threshold_mismatch_argument(p)
+    add_weights_mismatch_argument(p)
     add_progress_argument(p)
     p.set_defaults(func=run)
 
@@ -114,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
     def load() -> object:
         from disyre.inference import Detector
 
-        det = Detector.from_checkpoint(args.checkpoint, device=_device(args.device))
+        det = Detector.from_checkpoint(args.checkpoint, device=_device(args.device),
+                                       check_weights=not args.allow_weights_mismatch)
         apply_inference_overrides(det, args.overrides)
         if args.precision is not None:
             det.cfg.inference.precision = args.precision

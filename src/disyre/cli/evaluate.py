@@ -27,6 +27,7 @@ from disyre.cli.options import (
     add_output_argument,
     add_overrides_argument,
     add_threshold_mismatch_argument,
+    add_weights_mismatch_argument,
 )
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--thresholds-file", type=Path, default=None,
                    help="use these calibrated thresholds instead of fitting them")
     add_threshold_mismatch_argument(p)
+    add_weights_mismatch_argument(p)
     p.add_argument("--fpr", type=float, nargs="+", default=[0.01, 0.05, 0.1],
                    help="false-positive rates of the calibrated thresholds (default 0.01 0.05 0.1)")
     add_output_argument(p, "report folder")
@@ -71,14 +73,15 @@ class _Source:
     """Yields ``(subject, map, label, brain_mask, image)`` per manifest row."""
 
     def __init__(self, checkpoint: Path | None, maps: Path | None, device: str,
-                 overrides: list[str] | None = None) -> None:
+                 overrides: list[str] | None = None, check_weights: bool = True) -> None:
         self.maps = maps
         self.detector = None
         if checkpoint is not None:
             from disyre.cli import apply_inference_overrides
             from disyre.inference import Detector
 
-            self.detector = Detector.from_checkpoint(checkpoint, device=device)
+            self.detector = Detector.from_checkpoint(checkpoint, device=device,
+                                                     check_weights=check_weights)
             apply_inference_overrides(self.detector, overrides or [])
 
     def load(self, row: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float,
@@ -189,7 +192,8 @@ def run(args: argparse.Namespace) -> int:
         log.warning("no healthy scans: reporting without calibrated thresholds")
     if args.overrides and args.checkpoint is None:
         raise CLIError("--set inference.* needs --checkpoint (maps are already computed)")
-    source = _Source(args.checkpoint, args.maps, args.device, args.overrides)
+    source = _Source(args.checkpoint, args.maps, args.device, args.overrides,
+                     check_weights=not args.allow_weights_mismatch)
     if thresholds is not None and source.detector is not None:
         # given thresholds must fit the maps this checkpoint makes, as in detect
         for w in check_binding(thresholds, source.detector, args.checkpoint,

@@ -112,3 +112,11 @@ def add_threshold_mismatch_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-threshold-mismatch", action="store_true",
                    help="apply thresholds fitted on maps made with other inference settings or "
                    "another checkpoint (a warning instead of an error)")
+
+
+def add_weights_mismatch_argument(p: argparse.ArgumentParser) -> None:
+    """``--allow-weights-mismatch`` (``args.allow_weights_mismatch``): load weights whose
+    SHA-256 or method differs from what their checkpoint recorded, with a warning."""
+    p.add_argument("--allow-weights-mismatch", action="store_true",
+                   help="load weights that are not the ones their checkpoint recorded "
+                   "(another hash or method; a warning instead of an error)")

@@ -148,13 +148,15 @@ class Detector:
         return decide_precision(self.inference.precision, self.device)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto",
-                        **overrides: Any) -> Detector:
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto", *,
+                        check_weights: bool = True, **overrides: Any) -> Detector:
         """Load a trained model (a run folder or a checkpoint folder).
 
         Args:
             path: Run folder (its newest checkpoint) or checkpoint folder.
             device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
+            check_weights: Refuse weights whose SHA-256 or method differs from what the
+                checkpoint recorded (``False``: load them with a warning).
             **overrides: Fields of :class:`~disyre.config.InferenceConfig` to change
                 (``levels=[0, 25, 50, 75]``, ``method="multistep"``, ``window=0``, ...).
 
@@ -164,8 +166,9 @@ class Detector:
         Raises:
             FileNotFoundError: Nothing at ``path``.
             ValueError: ``path`` is not a disyre checkpoint, or an override is unknown.
+            WeightsMismatchError: The weights are not the ones the checkpoint recorded.
         """
-        model, cfg, meta = load_checkpoint(path, device)
+        model, cfg, meta = load_checkpoint(path, device, check_weights=check_weights)
         cfg = with_inference_overrides(cfg, overrides)
         reference = dict(meta.get("data") or {})
         if "contrast" not in reference:
@@ -269,15 +272,18 @@ def with_inference_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunCo
     return apply_overrides(cfg, [f"inference.{k}={json.dumps(v)}" for k, v in overrides.items()])
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "auto"
+def load_checkpoint(path: str | Path, device: str | torch.device = "auto", *,
+                    check_weights: bool = True
                     ) -> tuple[nn.Module, RunConfig, dict[str, Any]]:
     """Load a disyre checkpoint: ``(model in eval mode, RunConfig, config.json contents)``.
 
     Raises:
         FileNotFoundError: Nothing at ``path``.
+        WeightsMismatchError: The weights are not the ones the checkpoint recorded
+            (``check_weights=False``: a warning).
         ValueError: ``path`` exists but is not a disyre model (message names the path).
     """
-    from disyre.training.checkpoint import load_model, read_checkpoint_meta
+    from disyre.training.checkpoint import WeightsMismatchError, load_model, read_checkpoint_meta
     from disyre.training.loop import report_run_status
 
     p = Path(path)
@@ -286,7 +292,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "auto"
     report_run_status(p)  # a run that died or is still training: said before its model is used
     try:
         _, meta = read_checkpoint_meta(p)
-        model, cfg = load_model(p, device)
+        model, cfg = load_model(p, device, check_weights=check_weights)
+    except WeightsMismatchError:
+        raise  # names the weights file and the flag that overrides the check
     except FileNotFoundError as e:
         raise ValueError(f"{p}: not a disyre model ({e})") from e
     except (RuntimeError, KeyError, ConfigError, OSError) as e:
