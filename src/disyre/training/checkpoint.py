@@ -50,8 +50,9 @@ from disyre.io_utils import CheckpointError, file_mode, provenance
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CheckpointError", "WeightsMismatchError", "file_sha256", "latest_checkpoint", "list_checkpoints", "load_model",
-           "read_checkpoint_meta", "save_checkpoint", "step_dir_name"]
+__all__ = ["CheckpointError", "WeightsMismatchError", "check_weights_record", "file_sha256",
+           "latest_checkpoint", "list_checkpoints", "load_model", "read_checkpoint_meta",
+           "save_checkpoint", "step_dir_name"]
 
 _STEP_RE = re.compile(r"^step_(\d+)$")
 MODEL_FILE = "model.safetensors"
