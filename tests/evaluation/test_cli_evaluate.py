@@ -155,3 +155,36 @@ def test_maps_and_checkpoint_routes_give_identical_metrics(tmp_path) -> None:
     assert a["pixel"]["n_lesion_voxels_outside_brain"] == 4 * 2 * 3 * 2
     assert a["pixel"]["ap"] < 1.0  # the voxels outside the brain are misses
     assert (outs["ckpt"] / "cases.csv").read_text() == (outs["maps"] / "cases.csv").read_text()
+
+
+def _rewrite_manifest(src, dst, drop: str | None = None, split: str | None = None) -> None:
+    """Copy a manifest CSV, without column ``drop`` or with every split set to ``split``."""
+    import csv
+
+    with open(src, newline="") as f:
+        rows = list(csv.DictReader(f))
+    cols = [c for c in rows[0] if c != drop]
+    with open(dst, "w", newline="") as f:
+        w = csv.DictWriter(f, cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, **({"split": split} if split else {})})
+
+
+def test_manifest_without_split_column_is_named(cohort, capsys) -> None:
+    _rewrite_manifest(cohort / "m.csv", cohort / "nosplit.csv", drop="split")
+    rc = main(["evaluate", "--manifest", str(cohort / "nosplit.csv"), "--maps",
+               str(cohort / "maps"), "-o", str(cohort / "rep"), "--bootstrap", "0"])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and not (cohort / "rep" / "metrics.json").exists()
+    assert "nosplit.csv" in err and "'split'" in err and len(err.splitlines()) == 1
+
+
+def test_validation_rows_are_never_pooled_into_the_test_set(cohort, capsys) -> None:
+    _rewrite_manifest(cohort / "m.csv", cohort / "val.csv", split="val")
+    rc = main(["evaluate", "--manifest", str(cohort / "val.csv"), "--maps",
+               str(cohort / "maps"), "--healthy-manifest", str(cohort / "m.csv"),
+               "-o", str(cohort / "rep"), "--bootstrap", "0"])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and not (cohort / "rep" / "metrics.json").exists()
+    assert "val.csv" in err and "'val'" in err and len(err.splitlines()) == 1

@@ -5,7 +5,9 @@ Examples::
     disyre evaluate --manifest test.csv --checkpoint runs/t2 -o reports/t2 --save-thresholds
     disyre evaluate --manifest test.csv --maps maps/ --healthy-manifest val.csv -o reports/t2
 
-Test cases are the manifest's rows of split ``test`` (all rows if none is ``test``). Healthy
+Test cases are the manifest's rows of split ``test`` (if none is ``test``: every row but the
+validation ones; rows of split ``val`` are never test cases). The manifest must have a
+``split`` column. Healthy
 scans for the thresholds come from ``--healthy-manifest`` (rows without a lesion mask) or else
 from the manifest's rows of split ``val`` without a lesion mask. With ``--maps``, each row's map
 is ``<maps>/<file name of its image>`` (the naming of ``disyre detect``'s pixel mode).
@@ -149,9 +151,9 @@ def _split_rows(rows: list[Any], healthy_rows: list[Any] | None) -> tuple[list, 
             log.warning("the healthy manifest has no 'val' rows; calibrating thresholds on its "
                         "'train' rows under-estimates the false-positive rate on new scans")
     test = [r for r in rows if r.split == "test"]
-    if not test:
+    if not test:  # validation scans (healthy or not) never join the test set
         ids = {id(r) for r in healthy}
-        test = [r for r in rows if id(r) not in ids]
+        test = [r for r in rows if id(r) not in ids and r.split != "val"]
     return test, healthy
 
 
@@ -170,11 +172,14 @@ def run(args: argparse.Namespace) -> int:
                        "into the report folder)")
     if args.maps is not None and not args.maps.is_dir():
         raise CLIError(f"{args.maps}: maps folder not found")
-    rows = read_manifest(args.manifest)
+    rows = read_manifest(args.manifest, required=("split",))
     healthy_rows = read_manifest(args.healthy_manifest) if args.healthy_manifest else None
     test, healthy = _split_rows(rows, healthy_rows)
     if not test:
-        raise CLIError(f"{args.manifest}: no test rows to evaluate")
+        n_val = sum(r.split == "val" for r in rows)
+        raise CLIError(f"{args.manifest}: no test rows to evaluate"
+                       + (f" ({n_val} row(s) of split 'val' are validation scans, never test "
+                          "cases: mark the test cases with split 'test')" if n_val else ""))
     th_target = None
     if args.save_thresholds:
         th_target = thresholds_path(args.checkpoint)  # the run folder: where detect looks
