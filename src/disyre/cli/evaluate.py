@@ -164,7 +164,13 @@ def run(args: argparse.Namespace) -> int:
     from disyre.evaluation import evaluate_cases
     from disyre.evaluation.report import write_report
     from disyre.evaluation.thresholds import load_thresholds, save_thresholds
-    from disyre.inference.thresholds import bind_thresholds, check_binding, thresholds_path
+    from disyre.inference.thresholds import (
+        bind_thresholds,
+        check_binding,
+        check_maps_binding,
+        read_maps_records,
+        thresholds_path,
+    )
     from disyre.io_utils import ensure_writable_dir, prepare_output_dir
 
     if args.save_thresholds and args.checkpoint is None:
@@ -204,6 +210,13 @@ def run(args: argparse.Namespace) -> int:
         for w in check_binding(thresholds, source.detector, args.checkpoint,
                                source=args.thresholds_file,
                                allow_mismatch=args.allow_threshold_mismatch):
+            log.warning("%s", w)
+    elif thresholds is not None and args.maps is not None:
+        # maps of disyre detect: the folder records what made each of them
+        made_by = read_maps_records(args.maps)
+        for w in check_maps_binding(thresholds, [made_by.get(Path(r.image).name) for r in test],
+                                    source=args.thresholds_file, maps=args.maps,
+                                    allow_mismatch=args.allow_threshold_mismatch):
             log.warning("%s", w)
 
     def cases() -> Iterator[tuple]:

@@ -10,7 +10,9 @@ Outputs (in ``output_dir``), for an input ``case.nii.gz``:
 - ``mode="pixel"``: ``case.nii.gz``, a float32 map in [0, 1] of exactly the input's shape
   and affine; ``mode="sample"``: ``case.nii.gz.txt``, the volume score; ``"both"``;
 - ``case_restored.nii.gz`` (``save_restored``), ``case_mask.nii.gz`` (``threshold``),
-  ``case_overlay.png`` (``png``).
+  ``case_overlay.png`` (``png``);
+- ``disyre_maps.json`` (pixel maps): what made each map (inference settings, checkpoint and
+  weights hash), which ``disyre evaluate --maps`` checks a thresholds file against.
 
 Every output is written whole under a temporary name and renamed into place
 (:func:`disyre.io_utils.atomic_path`), so an interrupted run leaves no partial file under an
@@ -36,7 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from disyre.data.nifti import NIFTI_SUFFIXES, InputError, check_nifti_path, nifti_stem
-from disyre.inference.thresholds import ThresholdChoice, check_binding, resolve_threshold
+from disyre.inference.thresholds import (
+    ThresholdChoice,
+    check_binding,
+    maps_maker,
+    resolve_threshold,
+    write_maps_record,
+)
 from disyre.io_utils import OutputExistsError, atomic_path, ensure_writable_dir
 
 log = logging.getLogger(__name__)
@@ -425,6 +433,7 @@ def detect_files(inputs: str | Path, output_dir: str | Path,
                                  allow_mismatch=allow_threshold_mismatch):
             summary.warnings.append(msg)
             log.warning("%s", msg)
+    maker = maps_maker(det, checkpoint) if mode != "sample" else {}
     inf = det.inference
     log.info("detect: %d scan(s)%s, %s, levels %s, window %s, device %s, precision %s (%s)",
              len(todo), f" (shard {rank}/{world} of {len(scans)})" if world > 1 else "",
@@ -481,4 +490,11 @@ def detect_files(inputs: str | Path, output_dir: str | Path,
                      ", ".join(p.name for p in tgt.values()))
     finally:
         overall.close()
+    maps = [s.name for s in summary.written if "map" in targets[s]]
+    if maps:  # what made them, for `disyre evaluate --maps` to check a thresholds file
+        try:
+            write_maps_record(out, maps, maker, rank, world)
+        except OSError as e:
+            raise OutputWriteError(f"cannot write the record of the maps into {out}: "
+                                   f"{e.strerror or e}") from e
     return summary
