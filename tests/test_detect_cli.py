@@ -607,3 +607,23 @@ def test_evaluate_maps_checks_the_thresholds_binding_as_checkpoint_does(tiny_run
     assert evaluate(other, "rep_allowed", "--allow-threshold-mismatch") == 0
     assert evaluate(same, "rep_same") == 0
     assert "cannot check" not in capsys.readouterr().err
+
+
+def test_scan_with_a_damaged_affine_is_listed_and_the_others_written(folder, ckpt, tmp_path,
+                                                                    capsys):
+    import io
+
+    bad = folder / "bad.nii"
+    vol = np.zeros((40, 44, 6), np.float32)
+    vol[5:30, 5:30, 1:5] = 500.0
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), bad)
+    raw = bad.read_bytes()  # a header another program damaged: a NaN in the sform
+    hdr = nib.Nifti1Header.from_fileobj(io.BytesIO(raw))
+    hdr["sform_code"], hdr["qform_code"] = 1, 0
+    hdr["srow_x"] = [np.nan, 0.0, 0.0, 0.0]
+    bad.write_bytes(hdr.binaryblock + raw[len(hdr.binaryblock):])
+    out = tmp_path / "out"
+    assert _detect("-i", folder, "-o", out, "--checkpoint", ckpt, "--no-progress") == 1
+    text = capsys.readouterr().out
+    assert "failed 1 scan(s):" in text and f"{bad}: invalid affine" in text
+    assert all((out / n).is_file() for n in ("a.nii.gz", "b.nii", "c.nii.gz"))
