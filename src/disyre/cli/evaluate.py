@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
     from disyre.cli import CLIError
     from disyre.data.manifest import read_manifest
     from disyre.evaluation import evaluate_cases
+    from disyre.evaluation.harness import Case
     from disyre.evaluation.report import write_report
     from disyre.evaluation.thresholds import load_thresholds, save_thresholds
     from disyre.inference.thresholds import (
@@ -223,7 +224,10 @@ def run(args: argparse.Namespace) -> int:
         for i, r in enumerate(test, 1):
             log.info("case %d/%d: %s", i, len(test), r.subject)
             amap, lab, mask, img, voxel_mm3, spacing = source.load(r)
-            yield (r.subject, amap, lab, mask, img, voxel_mm3, spacing)
+            # the manifest says which scans are lesioned, never an empty label
+            yield Case(r.subject, amap, lab, mask, img, voxel_mm3, spacing,
+                       lesioned=r.lesion_mask is not None,
+                       label_path=None if r.lesion_mask is None else str(r.lesion_mask))
 
     def healthy_maps() -> Iterator[tuple]:
         for i, r in enumerate(healthy, 1):
