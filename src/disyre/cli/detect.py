@@ -58,6 +58,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preprocess", action="store_true",
                    help="raw head scans: run the checkpoint's preprocessing recipe (skull "
                    "strip, register), write maps on the raw scans' own grids")
+    p.add_argument("--no-resample", action="store_true",
+                   help="map a scan at its own voxel size even where it differs from the "
+                   "training data's (default: resampled to the training spacing, the map "
+                   "interpolated back onto the scan's grid)")
     p.add_argument("--save-restored", action="store_true", help="also write restored images")
     p.add_argument("--png", action="store_true", help="also write PNG overlays")
     p.add_argument("--html", action="store_true", help="also write report.html: every scan "
@@ -119,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         det = Detector.from_checkpoint(args.checkpoint, device=_device(args.device),
                                        check_weights=not args.allow_weights_mismatch)
         apply_inference_overrides(det, args.overrides)
+        det.resample = not args.no_resample
         if args.precision is not None:
             det.cfg.inference.precision = args.precision
         loaded.append(det)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from torch import nn
 from disyre.config import ConfigError, InferenceConfig, RunConfig
 from disyre.data.intensity import intensity_signature
 from disyre.data.nifti import voxel_size_text
+from disyre.inference.resampling import needs_resampling, resampled_shape, zoom_to_shape
 from disyre.inference.restoration import InferenceInput
 from disyre.inference.result import DetectionResult
 from disyre.inference.scoring import volume_score
@@ -26,6 +28,8 @@ from disyre.runtime import (
     resolve_device,
     retain_freed_memory,
 )
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------
 # 3. The user's API
@@ -107,6 +111,10 @@ class Detector:
             :func:`disyre.model.use_channels_last` in ``inference`` mode).
         seed: Seed of the generator for noising corruptions (the Gaussian and diffusion
             baselines).
+        resample: Map a scan whose voxel size differs from the training data's
+            (``reference["spacing"]``) at the training spacing and interpolate the map back
+            onto the scan's grid (:mod:`disyre.inference.resampling`); ``False`` maps it as
+            it is, with a warning (``disyre detect --no-resample``).
 
     Example:
         >>> # det = Detector.from_checkpoint("runs/t2", device="auto", levels=[0, 25, 50, 75])
@@ -116,7 +124,7 @@ class Detector:
 
     def __init__(self, model: nn.Module, cfg: RunConfig, device: str | torch.device = "auto",
                  reference: dict[str, Any] | None = None, channels_last: bool | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, resample: bool = True) -> None:
         self.device = resolve_device(device)
         self.cfg = cfg
         if self.device.type == "cpu":
@@ -135,6 +143,8 @@ class Detector:
         self.model = model
         self.reference = dict(reference or {})
         self.seed = seed
+        self.resample = resample
+        self._spacing_unknown_said = True  # from_checkpoint: False where none is recorded
         self.corruption = _inference_corruption(cfg)
 
     @property
@@ -173,7 +183,9 @@ class Detector:
         reference = dict(meta.get("data") or {})
         if "contrast" not in reference:
             reference["contrast"] = meta.get("contrast")
-        return cls(model, cfg, device=device, reference=reference)
+        det = cls(model, cfg, device=device, reference=reference)
+        det._spacing_unknown_said = reference.get("spacing") is not None
+        return det
 
     def predict(self, scan: Any, mask: Any = None,
                 progress: Callable[[int], None] | None = None,
@@ -209,27 +221,77 @@ class Detector:
             pre = normalize(scan.data, mask, self.cfg.intensity, spacing=scan.spacing)
         except ValueError as e:
             raise InputError(f"{scan.path}: {e}") from e
-        msgs = sanity_warnings(scan, pre.image, pre.mask, self.reference)
-        for m in msgs:
-            warnings.warn(m, stacklevel=2)
-        if on_total is not None:
-            on_total(self.work(pre.mask))
-        amap, rest = self.map_preprocessed(pre.image, pre.mask, progress, return_restored=True)
-        if not np.isfinite(amap).all():
-            raise DetectionError(
-                f"{scan.path}: the anomaly map holds NaN or Inf ({int((~np.isfinite(amap)).sum())}"
-                f" voxels): the network's output is not finite (a damaged checkpoint, or bf16 "
-                f"overflow: try precision fp32)")
+        target = self.reference.get("spacing")
+        if target is None and not self._spacing_unknown_said:  # said once per detector
+            self._spacing_unknown_said = True  # once per detector, not once per scan
+            warnings.warn(f"{scan.path}: the checkpoint records no voxel size of its training "
+                          "data (an earlier release): scans are mapped at their own voxel "
+                          "size, unchecked", stacklevel=2)
+        if self.resample and needs_resampling(scan.spacing, target):
+            amap, rest, score, msgs = self._map_resampled(scan, mask, pre, target, progress,
+                                                          on_total)
+        else:
+            msgs = sanity_warnings(scan, pre.image, pre.mask, self.reference)
+            for m in msgs:
+                warnings.warn(m, stacklevel=2)
+            if on_total is not None:
+                on_total(self.work(pre.mask))
+            amap, rest = self.map_preprocessed(pre.image, pre.mask, progress,
+                                               return_restored=True)
+            _check_finite(amap, scan)
+            score = volume_score(amap[pre.mask], voxel_mm3=float(np.prod(scan.spacing)))
         res = DetectionResult(
             anomaly_map=np.empty(0, np.float32), restored=np.empty(0, np.float32),
-            score=volume_score(amap[pre.mask], voxel_mm3=float(np.prod(scan.spacing))),
-            map_cropped=amap, restored_cropped=rest,
+            score=score, map_cropped=amap, restored_cropped=rest,
             image_cropped=pre.image, mask_cropped=pre.mask, scan=scan, pre=pre, warnings=msgs)
         from disyre.data.nifti import to_native
 
         res.anomaly_map = to_native(res.full(amap), scan).astype(np.float32)
         res.restored = to_native(res.full(rest), scan).astype(np.float32)
         return res
+
+    def _map_resampled(self, scan: Any, mask: np.ndarray | None, pre: Any,
+                       target: Any, progress: Callable[[int], None] | None,
+                       on_total: Callable[[int], None] | None
+                       ) -> tuple[np.ndarray, np.ndarray, float, list[str]]:
+        """Map ``scan`` at the training voxel size ``target`` and bring the map back.
+
+        Returns:
+            ``(map, restoration)`` cropped like ``pre`` (the scan's own grid, trilinear), the
+            volume score (at the training spacing, as the network saw the scan) and the
+            sanity warnings.
+        """
+        from disyre.data.intensity import normalize, uncrop
+        from disyre.data.nifti import InputError, voxel_size_text
+
+        target = tuple(float(v) for v in target)
+        shape = resampled_shape(scan.data.shape, scan.spacing, target)
+        data = zoom_to_shape(scan.data, shape, order=1)
+        brain = None if mask is None else zoom_to_shape(np.asarray(mask, bool), shape, order=0)
+        try:
+            pre_t = normalize(data, brain, self.cfg.intensity, spacing=target)
+        except ValueError as e:
+            raise InputError(f"{scan.path}: at the training voxel size: {e}") from e
+        log.info("%s: voxel size %s resampled to the training data's %s (%s -> %s voxels), "
+                 "the map interpolated back onto the scan's grid (--no-resample: as it is)",
+                 scan.path, voxel_size_text(scan.affine, scan.spacing),
+                 voxel_size_text(scan.affine, target), "x".join(map(str, scan.data.shape)),
+                 "x".join(map(str, shape)))
+        reference = {k: v for k, v in self.reference.items() if k != "spacing"}
+        msgs = sanity_warnings(scan, pre_t.image, pre_t.mask, reference)
+        for m in msgs:
+            warnings.warn(m, stacklevel=3)
+        if on_total is not None:
+            on_total(self.work(pre_t.mask))
+        amap_t, rest_t = self.map_preprocessed(pre_t.image, pre_t.mask, progress,
+                                               return_restored=True)
+        _check_finite(amap_t, scan)
+        score = volume_score(amap_t[pre_t.mask], voxel_mm3=float(np.prod(target)))
+        full = scan.data.shape
+        amap = zoom_to_shape(uncrop(amap_t, pre_t), full, order=1)[pre.bbox]
+        rest = zoom_to_shape(uncrop(rest_t, pre_t), full, order=1)[pre.bbox]
+        amap = np.clip(amap, 0, 1) * pre.mask  # the scan's own brain, as on its own grid
+        return amap.astype(np.float32), rest.astype(np.float32), score, msgs
 
     def map_preprocessed(self, image: np.ndarray, mask: np.ndarray,
                          progress: Callable[[int], None] | None = None,
@@ -255,6 +317,14 @@ class Detector:
     def work(self, pre_mask: np.ndarray) -> int:
         """Number of network inputs (windows or slices) :meth:`predict` runs for a brain mask."""
         return count_work(pre_mask, self.inference, _size_multiple(self.model))
+
+
+def _check_finite(amap: np.ndarray, scan: Any) -> None:
+    if not np.isfinite(amap).all():
+        raise DetectionError(
+            f"{scan.path}: the anomaly map holds NaN or Inf ({int((~np.isfinite(amap)).sum())}"
+            f" voxels): the network's output is not finite (a damaged checkpoint, or bf16 "
+            f"overflow: try precision fp32)")
 
 
 def with_inference_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
