@@ -81,3 +81,24 @@ def test_unknown_training_spacing_is_warned_once(tiny_run_copy, scans):
         warnings.simplefilter("always")
         det.predict(two)
     assert not [w for w in again if said in str(w.message)]
+
+
+def test_resample_check_script_on_the_tiny_run(tiny_run, tmp_path, capsys):
+    from benchmarks.experiments import resample_check
+
+    manifest = write_nifti_cohort(tmp_path / "cohort", n_val=0, n_test_lesion=2,
+                                  n_test_healthy=0, seed=7)
+    out = tmp_path / "r.json"
+    with pytest.raises(SystemExit, match="--scans -1"):
+        resample_check.main(["--run", str(tiny_run.path), "--manifest", str(manifest),
+                             "--scans", "-1", "--json", str(out)])
+    with pytest.raises(SystemExit, match="--mm 0"):
+        resample_check.main(["--run", str(tiny_run.path), "--manifest", str(manifest),
+                             "--mm", "0"])
+    assert resample_check.main(["--run", str(tiny_run.path), "--manifest", str(manifest),
+                                "--device", "cpu", "--json", str(out)]) == 0
+    res = __import__("json").loads(out.read_text())
+    assert [r["subject"] for r in res["rows"]] == ["s0", "s1"]
+    assert res["max_score_difference"] < 0.02
+    assert res["ap_difference"] < 0.05 and res["ap"]["native"] > 0.5
+    assert "pixel AP" in capsys.readouterr().out
