@@ -20,7 +20,6 @@ Every argument is checked before any scan is read.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import tempfile
 from pathlib import Path
