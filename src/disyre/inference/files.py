@@ -234,6 +234,23 @@ def _write_outputs(res: Any, tgt: dict[str, Path], threshold: float | None,
         _write(path, writers[key], overwrite)
 
 
+def restoration_text(inf: Any) -> str:
+    """How the network restores a scan, in words (the startup line of ``disyre detect``).
+
+    Example:
+        >>> from disyre.config import InferenceConfig
+        >>> restoration_text(InferenceConfig(method="walk", levels=[249], steps=25))
+        'AnoDDPM walk from step 249 (25 network passes)'
+    """
+    if inf.method == "ensemble":
+        return f"v2 ensemble, levels {list(inf.levels)}"
+    if inf.method == "walk":
+        return f"AnoDDPM walk from step {inf.levels[0]} ({inf.steps} network passes)"
+    if inf.method == "patched":
+        return f"patched DDPM at step {inf.levels[0]}"
+    return f"v1 multistep ({inf.steps} steps)"
+
+
 @dataclass
 class DetectSummary:
     """What :func:`detect_files` did.
@@ -435,10 +452,9 @@ def detect_files(inputs: str | Path, output_dir: str | Path,
             log.warning("%s", msg)
     maker = maps_maker(det, checkpoint) if mode != "sample" else {}
     inf = det.inference
-    log.info("detect: %d scan(s)%s, %s, levels %s, window %s, device %s, precision %s (%s)",
+    log.info("detect: %d scan(s)%s, %s, window %s, device %s, precision %s (%s)",
              len(todo), f" (shard {rank}/{world} of {len(scans)})" if world > 1 else "",
-             "v2 ensemble" if inf.method == "ensemble" else f"v1 multistep ({inf.steps} steps)",
-             inf.levels if inf.method == "ensemble" else "-", inf.window or "whole slice",
+             restoration_text(inf), inf.window or "whole slice",
              det.device, det.precision.precision, det.precision.reason)
     if predict is None:
         def predict(d: Any, scan: Path, **kw: Any) -> Any:
@@ -446,11 +462,12 @@ def detect_files(inputs: str | Path, output_dir: str | Path,
 
     value = choice.value if choice is not None else None
     n_mine = len(mine)
+    position = {s: i for i, s in enumerate(mine, 1)}
     overall = tqdm(total=n_mine, initial=len(summary.skipped), desc="scans", unit="scan",
                    position=0, dynamic_ncols=True, disable=not progress)
     try:
         for scan in todo:
-            k = len(summary.skipped) + len(summary.written) + len(summary.failed) + 1
+            k = position[scan]  # its place in this shard's sorted list, redone or not
             bar = tqdm(desc=scan.name, unit="win", leave=False, position=1,
                        dynamic_ncols=True, disable=not progress)
 
