@@ -81,3 +81,33 @@ def test_an_empty_method_list_says_so(methods: str) -> None:
     with pytest.raises(ConfigError) as e:
         normalise_methods(methods)
     assert "no method" in str(e.value) and "unknown method" not in str(e.value)
+
+
+def test_detect_releases_each_scans_result_before_the_next(tmp_path) -> None:
+    """A folder's peak memory is one scan's: nothing of a written scan is kept."""
+    import gc
+    import weakref
+
+    from disyre.inference.files import detect_files
+
+    _scans(tmp_path / "in", ["a.nii.gz", "b.nii.gz", "c.nii.gz"])
+    alive: list[weakref.ref] = []
+    seen: list[int] = []
+
+    class Result:
+        score = 0.5
+
+        def __init__(self) -> None:
+            self.big = np.zeros(10, np.float32)
+
+    def predict(d: object, scan: Path, **_: object) -> Result:
+        gc.collect()
+        seen.append(sum(r() is not None for r in alive))
+        r = Result()
+        alive.append(weakref.ref(r))
+        return r
+
+    s = detect_files(tmp_path / "in", tmp_path / "out", _Stub(InferenceConfig()),
+                     mode="sample", progress=False, predict=predict)
+    assert s.ok and len(s.written) == 3
+    assert seen == [0, 0, 0]

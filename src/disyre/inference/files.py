@@ -499,12 +499,14 @@ def detect_files(inputs: str | Path, output_dir: str | Path,
                 summary.failed.append((scan, str(e)))
                 log.error("[%d/%d] %s", k, n_mine, e)
                 overall.update()
+                del res
                 continue
             summary.written.append(scan)
             summary.scores[scan] = float(res.score)
             overall.update()
             log.info("[%d/%d] %s: score %.4f -> %s", k, n_mine, scan.name, res.score,
                      ", ".join(p.name for p in tgt.values()))
+            del res, caught  # written: the next scan is mapped without this one's arrays
     finally:
         overall.close()
     maps = [s.name for s in summary.written if "map" in targets[s]]
