@@ -59,7 +59,11 @@ def test_folder_mode_writes_one_map_per_scan(folder, ckpt, tmp_path, capsys):
         score = float((out / f"{name}.txt").read_text())
         assert 0 <= score <= 1
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["a.nii.gz", "b.nii", "c.nii.gz", "a.nii.gz.txt", "b.nii.txt", "c.nii.gz.txt"])
+        ["a.nii.gz", "b.nii", "c.nii.gz", "a.nii.gz.txt", "b.nii.txt", "c.nii.gz.txt",
+         "disyre_maps.json"])
+    made = json.loads((out / "disyre_maps.json").read_text())["maps"]
+    assert sorted(made) == ["a.nii.gz", "b.nii", "c.nii.gz"]
+    assert made["a.nii.gz"]["inference"]["levels"] == [0, 50]
     text = capsys.readouterr().out
     assert "README.txt" in text and "3 of 3" in text
 
@@ -79,7 +83,8 @@ def test_shards_equal_single_process(folder, ckpt, tmp_path, monkeypatch):
     one, two = tmp_path / "one", tmp_path / "two"
     assert _detect("-i", folder, "-o", one, "--checkpoint", ckpt) == 0
     assert _detect("-i", folder, "-o", two, "--checkpoint", ckpt, "--shard", "0/2") == 0
-    assert sorted(p.name for p in two.iterdir()) == ["a.nii.gz", "c.nii.gz"]
+    assert sorted(p.name for p in two.iterdir()) == ["a.nii.gz", "c.nii.gz",
+                                                     "disyre_maps_shard0of2.json"]
     monkeypatch.setenv("RANK", "1")  # as torchrun sets it
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert _detect("-i", folder, "-o", two, "--checkpoint", ckpt) == 0
@@ -146,7 +151,8 @@ def test_corrupt_scan_in_folder_is_reported_and_others_written(folder, ckpt, tmp
     (folder / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
     out = tmp_path / "out"
     assert _detect("-i", folder, "-o", out, "--checkpoint", ckpt) == 1
-    assert sorted(p.name for p in out.iterdir()) == ["a.nii.gz", "b.nii", "c.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.nii.gz", "b.nii", "c.nii.gz",
+                                                     "disyre_maps.json"]
     assert "broken.nii.gz" in capsys.readouterr().out
 
 
@@ -284,7 +290,7 @@ def test_outputs_never_replace_inputs_or_each_other(folder, ckpt, tmp_path, caps
     assert "a.nii and a.nii.gz would both write a_restored.nii.gz" in err
     assert not out.exists() or not any(out.iterdir())
     assert _detect("-i", d, "-o", out, "--checkpoint", ckpt) == 0  # maps alone: a.nii, a.nii.gz
-    assert sorted(p.name for p in out.iterdir()) == ["a.nii", "a.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.nii", "a.nii.gz", "disyre_maps.json"]
 
 
 def test_unwritable_output_folder_fails_before_any_work(folder, ckpt, tmp_path, capsys,
@@ -567,3 +573,57 @@ def test_broken_link_reported_and_overall_progress(folder, ckpt, tmp_path, capsy
     assert _detect("-i", folder, "-o", tmp_path / "quiet", "--checkpoint", ckpt,
                    "--no-progress") == 0
     assert "scans:" not in capsys.readouterr().err
+
+
+def test_evaluate_maps_checks_the_thresholds_binding_as_checkpoint_does(tiny_run_copy,
+                                                                        tmp_path, capsys):
+    """detect records what made its maps; evaluate --maps checks a thresholds file against it."""
+    import shutil
+
+    from tests.helpers import write_nifti_cohort
+
+    manifest = write_nifti_cohort(tmp_path / "cohort", n_val=0, n_test_lesion=2,
+                                  n_test_healthy=1, seed=3)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(3):
+        shutil.copy(manifest.parent / f"s{i}.nii.gz", imgs)
+    th = _bound_thresholds(tiny_run_copy)  # fitted on maps of levels [0, 50]
+    other, same = tmp_path / "maps_levels0", tmp_path / "maps"
+    assert _detect("-i", imgs, "-o", other, "--checkpoint", tiny_run_copy, "--no-progress",
+                   "--set", "inference.levels=[0]") == 0
+    assert _detect("-i", imgs, "-o", same, "--checkpoint", tiny_run_copy, "--no-progress") == 0
+    capsys.readouterr()
+
+    def evaluate(maps, out, *extra):
+        return main(["evaluate", "--manifest", str(manifest), "--maps", str(maps), "-o",
+                     str(tmp_path / out), "--thresholds-file", str(th), "--bootstrap", "0",
+                     *extra])
+
+    assert evaluate(other, "rep_other") == 1
+    err = capsys.readouterr().err
+    assert "levels=[0, 50]" in err and "levels=[0]" in err and err.count("\n") == 1
+    assert not (tmp_path / "rep_other" / "metrics.json").exists()
+    assert evaluate(other, "rep_allowed", "--allow-threshold-mismatch") == 0
+    assert evaluate(same, "rep_same") == 0
+    assert "cannot check" not in capsys.readouterr().err
+
+
+def test_scan_with_a_damaged_affine_is_listed_and_the_others_written(folder, ckpt, tmp_path,
+                                                                    capsys):
+    import io
+
+    bad = folder / "bad.nii"
+    vol = np.zeros((40, 44, 6), np.float32)
+    vol[5:30, 5:30, 1:5] = 500.0
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), bad)
+    raw = bad.read_bytes()  # a header another program damaged: a NaN in the sform
+    hdr = nib.Nifti1Header.from_fileobj(io.BytesIO(raw))
+    hdr["sform_code"], hdr["qform_code"] = 1, 0
+    hdr["srow_x"] = [np.nan, 0.0, 0.0, 0.0]
+    bad.write_bytes(hdr.binaryblock + raw[len(hdr.binaryblock):])
+    out = tmp_path / "out"
+    assert _detect("-i", folder, "-o", out, "--checkpoint", ckpt, "--no-progress") == 1
+    text = capsys.readouterr().out
+    assert "failed 1 scan(s):" in text and f"{bad}: invalid affine" in text
+    assert all((out / n).is_file() for n in ("a.nii.gz", "b.nii", "c.nii.gz"))

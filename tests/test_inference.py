@@ -363,6 +363,7 @@ def test_detector_warns_on_thick_slices(tmp_path):
     path = _nifti(tmp_path, "a.nii.gz", vol.transpose(0, 2, 1), affine)
     det = _detector()
     det.reference = {"spacing": [2.0, 2.0, 2.0]}
+    det.resample = False  # mapped on its own grid (--no-resample): the size is warned about
     with pytest.warns(UserWarning, match="anisotropic"):
         res = det.predict(path)
     size = "voxel size 1 x 5 x 1 mm (file axes i, j, k toward R, S, A)"

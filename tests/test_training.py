@@ -466,6 +466,7 @@ def test_detection_warns_about_a_scan_of_another_voxel_size(tiny_run, tmp_path) 
 
     det = Detector.from_checkpoint(tiny_run.path, device="cpu")
     assert det.reference["spacing"] == [2.0, 2.0, 2.0]
+    det.resample = False  # --no-resample: mapped on its own grid, with a warning
     for mm, warned in ((2.0, False), (1.0, True)):
         write_nifti(tmp_path / f"{mm}.nii.gz", tiny_run.cohort[4] * 900,
                     np.diag([mm, mm, mm, 1.0]), dhw=True)

@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.args import at_least
 from disyre.config import LEGACY_SWITCHES, RunConfig
 
 log = logging.getLogger("fidelity")
@@ -287,12 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--contrasts", default="t2,t1", help="comma-separated: t2, t1")
     p.add_argument("--quick", action="store_true", help="tiny cohort and network, few steps")
-    p.add_argument("--steps", type=int, default=None, help="training steps per row")
-    p.add_argument("--n-train", type=int, default=None)
-    p.add_argument("--n-val", type=int, default=None)
-    p.add_argument("--n-test-healthy", type=int, default=None)
-    p.add_argument("--n-test-lesion", type=int, default=None)
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--steps", type=at_least(1), default=None, help="training steps per row")
+    p.add_argument("--n-train", type=at_least(1), default=None)
+    p.add_argument("--n-val", type=at_least(1), default=None)
+    p.add_argument("--n-test-healthy", type=at_least(0), default=None)
+    p.add_argument("--n-test-lesion", type=at_least(1), default=None)
+    p.add_argument("--bootstrap", type=at_least(0), default=1000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--rows", default=None,

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.args import at_least, existing_dir, new_file
+
 from .median_filter import num, pct, summary_row
 
 log = logging.getLogger("larger_test_set")
@@ -154,21 +156,21 @@ def table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--bench", type=Path, required=True,
+    p.add_argument("--bench", type=existing_dir, required=True,
                    help="a finished `disyre benchmark` folder trained on --cohort")
-    p.add_argument("--cohort", type=Path, required=True,
+    p.add_argument("--cohort", type=existing_dir, required=True,
                    help="the demo cohort folder the benchmark's manifest came from")
-    p.add_argument("--lesioned", type=int, default=48, help="lesioned test subjects "
+    p.add_argument("--lesioned", type=at_least(1), default=48, help="lesioned test subjects "
                    "(default 48)")
     p.add_argument("--out", type=Path, required=True,
                    help="folder for the larger cohort and its cache")
     p.add_argument("--methods", default=None, help="comma-separated subset of the "
                    "benchmark's methods (default all)")
-    p.add_argument("--median-filter", type=int, default=None, help="median filter of every "
+    p.add_argument("--median-filter", type=at_least(0), default=None, help="median filter of every "
                    "method's map in voxels, 0 = none (default: the benchmark's)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--n-boot", type=at_least(0), default=1000, help="bootstrap resamples")
     p.add_argument("--device", default="auto")
-    p.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    p.add_argument("--json", type=new_file, default=None, help="also write the rows here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     methods = args.methods.split(",") if args.methods else None

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.args import at_least, existing_dir, int_list, new_file
+
 log = logging.getLogger("median_filter")
 
 
@@ -108,16 +110,17 @@ def table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--demo", type=Path, required=True,
+    p.add_argument("--demo", type=existing_dir, required=True,
                    help="a finished `disyre demo` folder (its cache/ and benchmark/dag/run)")
-    p.add_argument("--sizes", default="0,3", help="filter sizes, the first the reference "
+    p.add_argument("--sizes", type=int_list(0), default="0,3",
+                   help="filter sizes, the first the reference "
                    "(default 0,3)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--n-boot", type=at_least(0), default=1000, help="bootstrap resamples")
     p.add_argument("--device", default="auto")
-    p.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    p.add_argument("--json", type=new_file, default=None, help="also write the rows here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    sizes = [int(v) for v in args.sizes.split(",")]
+    sizes = args.sizes
     result = measure(args.demo, sizes, n_boot=args.n_boot, device=args.device)
     print(table(result))
     if args.json is not None:

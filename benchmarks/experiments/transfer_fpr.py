@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from benchmarks.args import at_least, existing_dir
 from benchmarks.experiments.fidelity import headline  # the same numbers from a metrics.json
 
 log = logging.getLogger("transfer_fpr")
@@ -143,15 +144,15 @@ def retrain(demo: Path, out: Path, args: argparse.Namespace) -> Path:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--demo", type=Path, default=Path("demo_out"), help="a finished demo")
+    ap.add_argument("--demo", type=existing_dir, default="demo_out", help="a finished demo")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--run", action="store_true", help="analyse the demo's own DISYRE model")
     ap.add_argument("--label", help="name of the retrained row")
-    ap.add_argument("--extra-train", type=int, default=0)
+    ap.add_argument("--extra-train", type=at_least(0), default=0)
     ap.add_argument("--p-elastic", type=float, default=None,
                     help="probability of the elastic deformation (authors: 0.1)")
-    ap.add_argument("--median-filter", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=None, help="default: the demo's")
+    ap.add_argument("--median-filter", type=at_least(0), default=0)
+    ap.add_argument("--steps", type=at_least(1), default=None, help="default: the demo's")
     ap.add_argument("--each-level", action="store_true",
                     help="also the FPRs of each ensemble level's map alone at the threshold")
     args = ap.parse_args()

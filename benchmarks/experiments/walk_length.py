@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.args import at_least, existing_dir, int_list, new_file
+
 log = logging.getLogger("walk_length")
 
 
@@ -94,16 +96,17 @@ def table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", type=Path, required=True, help="a trained anoddpm run folder")
-    p.add_argument("--cache", type=Path, required=True, help="the cache it is evaluated on")
-    p.add_argument("--steps", default="250,25,10", help="walk lengths, the first the "
+    p.add_argument("--run", type=existing_dir, required=True, help="a trained anoddpm run folder")
+    p.add_argument("--cache", type=existing_dir, required=True, help="the cache it is evaluated on")
+    p.add_argument("--steps", type=int_list(1), default="250,25,10",
+                   help="walk lengths, the first the "
                    "reference (default 250,25,10)")
-    p.add_argument("--scans", type=int, default=3, help="lesioned test scans (default 3)")
+    p.add_argument("--scans", type=at_least(1), default=3, help="lesioned test scans (default 3)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    p.add_argument("--json", type=new_file, default=None, help="also write the rows here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    result = measure(args.run, args.cache, [int(v) for v in args.steps.split(",")],
+    result = measure(args.run, args.cache, args.steps,
                      scans=args.scans, device=args.device)
     print(table(result))
     if args.json is not None:

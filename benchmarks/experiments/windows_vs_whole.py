@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.args import at_least, existing_dir, existing_file
 from benchmarks.experiments.fidelity import headline  # the same numbers from a metrics.json
 
 log = logging.getLogger("windows_vs_whole")
@@ -162,19 +163,19 @@ def main(argv: list[str] | None = None) -> int:
     """Command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", type=Path, help="trained run or checkpoint folder")
+    src.add_argument("--run", type=existing_dir, help="trained run or checkpoint folder")
     src.add_argument("--build", type=Path, help="build a cohort and train a model here")
-    p.add_argument("--manifest", type=Path, help="the cohort's manifest (with --run)")
+    p.add_argument("--manifest", type=existing_file, help="the cohort's manifest (with --run)")
     p.add_argument("--resolution", type=int, default=1, choices=[1, 2], help="with --build")
     p.add_argument("--contrast", default="t2", choices=["t2", "t1"], help="with --build")
-    p.add_argument("--steps", type=int, default=None, help="training steps (with --build)")
-    p.add_argument("--n-test-lesion", type=int, default=None, help="with --build")
+    p.add_argument("--steps", type=at_least(1), default=None, help="training steps (with --build)")
+    p.add_argument("--n-test-lesion", type=at_least(1), default=None, help="with --build")
     p.add_argument("--quick", action="store_true", help="tiny everything (with --build)")
     p.add_argument("--settings", default="bf16:0,bf16:128,fp32:128",
                    help="comma-separated precision:window[:stride]; window 0 = whole slices")
     p.add_argument("--set", nargs="*", default=[], dest="extra",
                    help="further inference overrides for every setting")
-    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--bootstrap", type=at_least(0), default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     a = p.parse_args(argv)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import torch
 
+from benchmarks.args import at_least, new_file
 from benchmarks.speed.machine import time_it
 from disyre.config import CorruptionConfig
 from disyre.corruption import augment
@@ -61,11 +62,12 @@ def _batch_source(n_volumes: int, n_slices: int, size: int, dev: torch.device):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--batch", type=int, default=96)
-    p.add_argument("--size", type=int, default=128)
-    p.add_argument("--json", default=None, help="also write {device: {stage: s/batch}} here")
+    p.add_argument("--threads", type=at_least(1), default=2)
+    p.add_argument("--repeats", type=at_least(1), default=5)
+    p.add_argument("--batch", type=at_least(1), default=96)
+    p.add_argument("--size", type=at_least(8), default=128)
+    p.add_argument("--json", type=new_file, default=None,
+                   help="also write {device: {stage: s/batch}} here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])

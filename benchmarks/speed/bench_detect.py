@@ -40,6 +40,7 @@ import time
 
 import numpy as np
 
+from benchmarks.args import at_least, new_file
 from benchmarks.speed.machine import header, machine_info, measure_peaks, peak_rss_gib
 
 #: this module, run again as a child process per measurement
@@ -232,13 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default="v2-5,v2-4,v1-5")
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--windows", default="128,0", help="128 = sliding windows, 0 = whole slices")
-    p.add_argument("--batch", type=int, default=32,
+    p.add_argument("--batch", type=at_least(1), default=32,
                    help="network inputs per pass (inference.batch_size, default the library's; "
                         "window x level pairs)")
-    p.add_argument("--slices", type=int, default=0, help="only this many middle slices (0=all)")
-    p.add_argument("--repeats", type=int, default=1, help="timed runs per volume (median)")
+    p.add_argument("--slices", type=at_least(0), default=0,
+                   help="only this many middle slices (0=all)")
+    p.add_argument("--repeats", type=at_least(1), default=1, help="timed runs per volume (median)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.add_argument("--threads", type=at_least(0), default=0, help="torch threads (0 = default)")
     p.add_argument("--shape", default=",".join(map(str, SHAPE)),
                    help="synthetic volume D,H,W (axial slices first)")
     p.add_argument("--compile", default="off", help="off, on or off,on (torch.compile)")
@@ -248,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(allocator left alone), or auto,system")
     p.add_argument("--accuracy", action="store_true", help="run the AP agreement check")
     p.add_argument("--no-timing", action="store_true", help="skip the timing table")
-    p.add_argument("--train-steps", type=int, default=300)
-    p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--train-steps", type=at_least(0), default=300)
+    p.add_argument("--json", type=new_file, default=None, help="also write the results here")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a._child:

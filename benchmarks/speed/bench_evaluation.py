@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from benchmarks.args import at_least
 from disyre.evaluation import Case, evaluate_cases
 
 SHAPE = (182, 218, 182)
@@ -58,9 +59,9 @@ def _rss_gib() -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--volumes", type=int, default=100)
-    ap.add_argument("--healthy", type=int, default=5)
-    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--volumes", type=at_least(1), default=100)
+    ap.add_argument("--healthy", type=at_least(1), default=5)
+    ap.add_argument("--bootstrap", type=at_least(0), default=1000)
     args = ap.parse_args()
     brain = _brain()
     print(f"{args.volumes} volumes {SHAPE}, {int(brain.sum())} brain voxels each; "

@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from benchmarks.args import at_least
 from benchmarks.speed.machine import header, machine_info, time_it
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="paper")
-    p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--reps", type=at_least(1), default=7)
     p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
 

@@ -38,6 +38,8 @@ import threading
 import time
 from pathlib import Path
 
+from benchmarks.args import at_least, new_file, positive
+
 TARGET_S, TARGET_GB = 60.0, 4.0
 STAGES = ("load", "n4", "skull_strip", "register", "resample", "write")
 
@@ -117,14 +119,14 @@ def _child(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--registration", choices=["rigid", "affine", "syn"], default="affine")
-    p.add_argument("--spacing", type=float, default=None, help="output grid (default 1 mm)")
-    p.add_argument("--threads", type=int, default=2, help="ITK/torch threads (default 2)")
+    p.add_argument("--spacing", type=positive, default=None, help="output grid (default 1 mm)")
+    p.add_argument("--threads", type=at_least(1), default=2, help="ITK/torch threads (default 2)")
     p.add_argument("--device", default="cpu", help="deepbet's device")
     p.add_argument("--seed", type=int, default=0, help="pose/bias/noise of the synthetic head")
     p.add_argument("--real", nargs="*", default=[], metavar="IMAGE[:REFERENCE]",
                    help="real head scans (and a brain mask or skull-stripped image)")
     p.add_argument("--no-synthetic", action="store_true", help="only the --real heads")
-    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument("--json", type=new_file, default=None, help="also write the figures here")
     p.add_argument("--_child", nargs=2, metavar=("IMAGE", "REFERENCE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._child:

@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 
+from benchmarks.args import at_least, new_file
 from benchmarks.speed.machine import header, machine_info, measure_peaks, peak_rss_gib
 
 #: Reference figures, labelled as such when printed: (source, {batch: {precision: s/step}}).
@@ -171,7 +172,7 @@ def references(batch: int, precision: str, s_per_step: float) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", nargs="+", default=["small"])
-    p.add_argument("--batch", nargs="+", type=int, default=[16, 96])
+    p.add_argument("--batch", nargs="+", type=at_least(1), default=[16, 96])
     p.add_argument("--precision", nargs="+", default=["fp32", "bf16"],
                    help="fp32, bf16 and/or auto (the hardware decision)")
     p.add_argument("--compile", nargs="+", choices=["off", "on"], default=["off"],
@@ -183,16 +184,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--malloc", nargs="+", choices=["auto", "system"], default=["auto"],
                    help="auto: the allocator as the library sets it (freed memory kept on a "
                         "CPU, disyre.runtime.retain_freed_memory); system: left alone")
-    p.add_argument("--reps", type=int, default=3, help="timed steps after one warm-up")
-    p.add_argument("--accum", type=int, default=0,
+    p.add_argument("--reps", type=at_least(1), default=3, help="timed steps after one warm-up")
+    p.add_argument("--accum", type=at_least(0), default=0,
                    help="micro-batches per step (0 = batch / --micro, so memory stays that of "
                         "a --micro batch)")
-    p.add_argument("--micro", type=int, default=16, help="micro-batch size when --accum is 0")
-    p.add_argument("--patch", type=int, default=128)
+    p.add_argument("--micro", type=at_least(1), default=16,
+                   help="micro-batch size when --accum is 0")
+    p.add_argument("--patch", type=at_least(8), default=128)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-breakdown", action="store_true",
                    help="no per-phase timing (on CUDA it synchronises around every phase)")
-    p.add_argument("--json", default=None, help="also write all rows here")
+    p.add_argument("--json", type=new_file, default=None, help="also write all rows here")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:

@@ -16,6 +16,8 @@ import platform
 import resource
 import sys
 
+from benchmarks.args import at_least, new_file
+
 GIB = 2 ** 30
 
 
@@ -104,8 +106,9 @@ def header(info: dict, peaks: dict | None = None) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--n", type=int, default=None, help="matrix side (default 4096 CPU, 8192 GPU)")
-    p.add_argument("--json", default=None, help="also write {machine, peaks} here")
+    p.add_argument("--n", type=at_least(1), default=None,
+                   help="matrix side (default 4096 CPU, 8192 GPU)")
+    p.add_argument("--json", type=new_file, default=None, help="also write {machine, peaks} here")
     a = p.parse_args()
     info = machine_info(a.device)
     peaks = measure_peaks(a.device, a.n)

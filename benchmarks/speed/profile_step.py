@@ -23,6 +23,8 @@ import sys
 import time
 from collections import defaultdict
 
+from benchmarks.args import at_least, new_file
+
 PHASES = ("batch", "forward", "backward", "optimizer")
 
 #: op type -> substrings of aten/profiler op names (first match wins, in this order)
@@ -64,15 +66,16 @@ def _self_time_us(ev, cuda: bool) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="paper")
-    p.add_argument("--batch", type=int, default=16, help="patches per step (one micro-batch)")
-    p.add_argument("--patch", type=int, default=128)
+    p.add_argument("--batch", type=at_least(1), default=16,
+                   help="patches per step (one micro-batch)")
+    p.add_argument("--patch", type=at_least(8), default=128)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
     p.add_argument("--compile", action="store_true", help="torch.compile the network first")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--top", type=int, default=25, help="top ops to list")
-    p.add_argument("--trace", default=None, help="also write a Chrome trace here")
-    p.add_argument("--by-shape", type=int, default=0, metavar="N",
+    p.add_argument("--top", type=at_least(1), default=25, help="top ops to list")
+    p.add_argument("--trace", type=new_file, default=None, help="also write a Chrome trace here")
+    p.add_argument("--by-shape", type=at_least(0), default=0, metavar="N",
                    help="also list the N costliest convolution calls by shape, with GFLOP/s")
     a = p.parse_args(argv)
 

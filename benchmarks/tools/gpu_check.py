@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.args import at_least, new_file
+
 #: DDP gradient volume of the `paper` U-Net (fp32 gradients), bytes.
 PAPER_GRAD_BYTES = 26_296_929 * 4
 #: Assumed all-reduce bus bandwidth between 8 GPUs of one node (NVLink), for the estimate.
@@ -322,13 +324,13 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--device", default="cuda")
     d.add_argument("--preset", default="paper")
     d.add_argument("--precision", default="bf16")
-    d.add_argument("--steps", type=int, default=30)
-    d.add_argument("--depth", type=int, default=40, help="slices of the synthetic volumes")
-    d.add_argument("--json", required=True)
+    d.add_argument("--steps", type=at_least(1), default=30)
+    d.add_argument("--depth", type=at_least(1), default=40, help="slices of the synthetic volumes")
+    d.add_argument("--json", type=new_file, required=True)
     t = sub.add_parser("table", help="print the table from a results folder")
     t.add_argument("results")
     t.add_argument("--out", default=None)
-    t.add_argument("--recipe-steps", type=int, default=100_000)
+    t.add_argument("--recipe-steps", type=at_least(1), default=100_000)
     t.add_argument("--preset", default="paper", help="for the labels of rows that did not run")
     t.add_argument("--shape", default="155,240,240", help="D,H,W of the detection volume")
     a = p.parse_args(argv)

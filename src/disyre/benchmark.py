@@ -92,6 +92,8 @@ def normalise_methods(methods: Sequence[str] | str) -> list[str]:
         methods = [m for m in methods.split(",")]
     out: list[str] = []
     for m in methods:
+        if not m.strip():  # an empty entry ('', 'dag,,gaussian') names no method
+            continue
         m = ALIASES.get(m.strip().lower(), m.strip().lower())
         if m not in benchmark_methods():
             raise ConfigError(f"unknown method {m!r}; choose from {list(benchmark_methods())} "
@@ -100,7 +102,8 @@ def normalise_methods(methods: Sequence[str] | str) -> list[str]:
             raise ConfigError(f"method {m!r} listed twice")
         out.append(m)
     if not out:
-        raise ConfigError("no methods to benchmark")
+        raise ConfigError(f"no methods to benchmark (an empty list); choose from "
+                          f"{list(benchmark_methods())} (or {list(ALIASES)})")
     return out
 
 

@@ -435,8 +435,8 @@ class RunConfig:
         need(t.num_threads is None or t.num_threads >= 1, "train.num_threads", "null or >= 1",
              t.num_threads)
         need(f.window >= 0, "inference.window", ">= 0 (0 = whole slices)", f.window)
-        need(f.window == 0 or 1 <= f.stride <= f.window, "inference.stride",
-             f"in [1, inference.window={f.window}]", f.stride)
+        need(1 <= f.stride and (f.window == 0 or f.stride <= f.window), "inference.stride",
+             f"in [1, inference.window={f.window}]" if f.window else ">= 1", f.stride)
         need(f.batch_size >= 1, "inference.batch_size", ">= 1", f.batch_size)
         need(f.median_filter >= 0, "inference.median_filter", ">= 0 (0 = off)", f.median_filter)
         need(f.precision in PRECISIONS, "inference.precision", _choice(PRECISIONS),

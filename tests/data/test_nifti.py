@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 
 import nibabel as nib
 import numpy as np
@@ -301,3 +302,26 @@ def test_broken_symbolic_link_is_named(tmp_path):
     with pytest.raises(InputError, match=r"a\.nii\.gz: broken symbolic link \(its target "
                        r".*elsewhere\.nii\.gz does not exist\)"):
         load_scan(tmp_path / "a.nii.gz")
+
+
+@pytest.mark.parametrize("affine, why", [
+    (np.diag([0.0, 1.0, 1.0, 1.0]), "zero"),
+    (np.diag([np.nan, 1.0, 1.0, 1.0]), "not finite"),
+    (np.array([[1.0, 1.0, 0, 0], [1.0, 1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]]),
+     "singular"),
+])
+def test_bad_affine_is_one_line_naming_the_file(tmp_path, affine, why) -> None:
+    from disyre.data.nifti import InputError, load_scan
+
+    vol = np.zeros((6, 7, 8), np.float32)
+    vol[1:5, 2:5, 2:6] = 1.0
+    path = tmp_path / "bad_affine.nii"
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), path)
+    raw = path.read_bytes()  # the header as another program wrote it (nibabel would fix it)
+    hdr = nib.Nifti1Header.from_fileobj(io.BytesIO(raw))
+    hdr["sform_code"], hdr["qform_code"] = 1, 0
+    hdr["srow_x"], hdr["srow_y"], hdr["srow_z"] = affine[:3]
+    path.write_bytes(hdr.binaryblock + raw[len(hdr.binaryblock):])
+    with pytest.raises(InputError, match=why) as e:
+        load_scan(path)
+    assert str(e.value).startswith(str(path)) and "\n" not in str(e.value)

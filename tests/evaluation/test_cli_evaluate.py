@@ -155,3 +155,61 @@ def test_maps_and_checkpoint_routes_give_identical_metrics(tmp_path) -> None:
     assert a["pixel"]["n_lesion_voxels_outside_brain"] == 4 * 2 * 3 * 2
     assert a["pixel"]["ap"] < 1.0  # the voxels outside the brain are misses
     assert (outs["ckpt"] / "cases.csv").read_text() == (outs["maps"] / "cases.csv").read_text()
+
+
+def _rewrite_manifest(src, dst, drop: str | None = None, split: str | None = None) -> None:
+    """Copy a manifest CSV, without column ``drop`` or with every split set to ``split``."""
+    import csv
+
+    with open(src, newline="") as f:
+        rows = list(csv.DictReader(f))
+    cols = [c for c in rows[0] if c != drop]
+    with open(dst, "w", newline="") as f:
+        w = csv.DictWriter(f, cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, **({"split": split} if split else {})})
+
+
+def test_manifest_without_split_column_is_named(cohort, capsys) -> None:
+    _rewrite_manifest(cohort / "m.csv", cohort / "nosplit.csv", drop="split")
+    rc = main(["evaluate", "--manifest", str(cohort / "nosplit.csv"), "--maps",
+               str(cohort / "maps"), "-o", str(cohort / "rep"), "--bootstrap", "0"])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and not (cohort / "rep" / "metrics.json").exists()
+    assert "nosplit.csv" in err and "'split'" in err and len(err.splitlines()) == 1
+
+
+def test_validation_rows_are_never_pooled_into_the_test_set(cohort, capsys) -> None:
+    _rewrite_manifest(cohort / "m.csv", cohort / "val.csv", split="val")
+    rc = main(["evaluate", "--manifest", str(cohort / "val.csv"), "--maps",
+               str(cohort / "maps"), "--healthy-manifest", str(cohort / "m.csv"),
+               "-o", str(cohort / "rep"), "--bootstrap", "0"])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and not (cohort / "rep" / "metrics.json").exists()
+    assert "val.csv" in err and "'val'" in err and len(err.splitlines()) == 1
+
+
+def test_empty_and_outside_labels_are_warned_and_the_group_is_the_manifests(cohort, caplog
+                                                                           ) -> None:
+    """s2's label is emptied (the manifest still calls it lesioned), s3's lies mostly outside
+    the brain: both named on the terminal; s2 stays a lesioned scan at the volume level."""
+    _save(np.zeros(SHAPE, bool), cohort / "img" / "s2_seg.nii.gz")
+    outside = np.zeros(SHAPE, bool)
+    outside[:3, :, :] = True  # the ellipsoid brain does not reach the first columns
+    outside[8:10, 8:10, 3] = True
+    _save(outside, cohort / "img" / "s3_seg.nii.gz")
+    out = cohort / "rep"
+    with caplog.at_level("WARNING"):
+        assert main(["evaluate", "--manifest", str(cohort / "m.csv"), "--maps",
+                     str(cohort / "maps"), "-o", str(out), "--bootstrap", "0"]) == 0
+    msgs = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(m.startswith(str(cohort / "img" / "s2_seg.nii.gz")) and "empty" in m
+               for m in msgs), msgs
+    assert any(m.startswith(str(cohort / "img" / "s3_seg.nii.gz")) and "outside the brain" in m
+               for m in msgs), msgs
+    m = json.loads((out / "metrics.json").read_text())
+    # s2..s4 are lesioned in the manifest, s5 is the one healthy test case
+    assert m["volume_level"]["top_1cm3"]["n_healthy_by_group"] == {"test": 1}
+    assert "s2" in m["cases_with_empty_label"]
+    assert "outside the brain" in (out / "report.md").read_text()

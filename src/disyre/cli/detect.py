@@ -32,6 +32,7 @@ from disyre.cli.options import (
     add_precision_argument,
     add_progress_argument,
     add_threshold_mismatch_argument,
+    add_weights_mismatch_argument,
 )
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preprocess", action="store_true",
                    help="raw head scans: run the checkpoint's preprocessing recipe (skull "
                    "strip, register), write maps on the raw scans' own grids")
+    p.add_argument("--no-resample", action="store_true",
+                   help="map a scan at its own voxel size even where it differs from the "
+                   "training data's (default: resampled to the training spacing, the map "
+                   "interpolated back onto the scan's grid)")
     p.add_argument("--save-restored", action="store_true", help="also write restored images")
     p.add_argument("--png", action="store_true", help="also write PNG overlays")
     p.add_argument("--html", action="store_true", help="also write report.html: every scan "
@@ -82,6 +87,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                            "inference.precision)")
     add_overrides_argument(p, "inference.levels=[0,25,50,75]")
     add_threshold_mismatch_argument(p)
+    add_weights_mismatch_argument(p)
     add_progress_argument(p)
     p.set_defaults(func=run)
 
@@ -119,8 +125,10 @@ def run(args: argparse.Namespace) -> int:
         from disyre.inference import Detector
 
         det = Detector.from_checkpoint(args.checkpoint, device=_device(args.device),
-                                       runtime=args.runtime)
+                                       runtime=args.runtime,
+                                       check_weights=not args.allow_weights_mismatch)
         apply_inference_overrides(det, args.overrides)
+        det.resample = not args.no_resample
         if args.precision is not None:
             det.cfg.inference.precision = args.precision
         loaded.append(det)

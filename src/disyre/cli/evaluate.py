@@ -5,7 +5,9 @@ Examples::
     disyre evaluate --manifest test.csv --checkpoint runs/t2 -o reports/t2 --save-thresholds
     disyre evaluate --manifest test.csv --maps maps/ --healthy-manifest val.csv -o reports/t2
 
-Test cases are the manifest's rows of split ``test`` (all rows if none is ``test``). Healthy
+Test cases are the manifest's rows of split ``test`` (if none is ``test``: every row but the
+validation ones; rows of split ``val`` are never test cases). The manifest must have a
+``split`` column. Healthy
 scans for the thresholds come from ``--healthy-manifest`` (rows without a lesion mask) or else
 from the manifest's rows of split ``val`` without a lesion mask. With ``--maps``, each row's map
 is ``<maps>/<file name of its image>`` (the naming of ``disyre detect``'s pixel mode).
@@ -27,6 +29,7 @@ from disyre.cli.options import (
     add_output_argument,
     add_overrides_argument,
     add_threshold_mismatch_argument,
+    add_weights_mismatch_argument,
 )
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--thresholds-file", type=Path, default=None,
                    help="use these calibrated thresholds instead of fitting them")
     add_threshold_mismatch_argument(p)
+    add_weights_mismatch_argument(p)
     p.add_argument("--fpr", type=float, nargs="+", default=[0.01, 0.05, 0.1],
                    help="false-positive rates of the calibrated thresholds (default 0.01 0.05 0.1)")
     add_output_argument(p, "report folder")
@@ -71,14 +75,15 @@ class _Source:
     """Yields ``(subject, map, label, brain_mask, image)`` per manifest row."""
 
     def __init__(self, checkpoint: Path | None, maps: Path | None, device: str,
-                 overrides: list[str] | None = None) -> None:
+                 overrides: list[str] | None = None, check_weights: bool = True) -> None:
         self.maps = maps
         self.detector = None
         if checkpoint is not None:
             from disyre.cli import apply_inference_overrides
             from disyre.inference import Detector
 
-            self.detector = Detector.from_checkpoint(checkpoint, device=device)
+            self.detector = Detector.from_checkpoint(checkpoint, device=device,
+                                                     check_weights=check_weights)
             apply_inference_overrides(self.detector, overrides or [])
 
     def load(self, row: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float,
@@ -146,9 +151,9 @@ def _split_rows(rows: list[Any], healthy_rows: list[Any] | None) -> tuple[list, 
             log.warning("the healthy manifest has no 'val' rows; calibrating thresholds on its "
                         "'train' rows under-estimates the false-positive rate on new scans")
     test = [r for r in rows if r.split == "test"]
-    if not test:
+    if not test:  # validation scans (healthy or not) never join the test set
         ids = {id(r) for r in healthy}
-        test = [r for r in rows if id(r) not in ids]
+        test = [r for r in rows if id(r) not in ids and r.split != "val"]
     return test, healthy
 
 
@@ -157,9 +162,16 @@ def run(args: argparse.Namespace) -> int:
     from disyre.cli import CLIError
     from disyre.data.manifest import read_manifest
     from disyre.evaluation import evaluate_cases
+    from disyre.evaluation.harness import Case
     from disyre.evaluation.report import write_report
     from disyre.evaluation.thresholds import load_thresholds, save_thresholds
-    from disyre.inference.thresholds import bind_thresholds, check_binding, thresholds_path
+    from disyre.inference.thresholds import (
+        bind_thresholds,
+        check_binding,
+        check_maps_binding,
+        read_maps_records,
+        thresholds_path,
+    )
     from disyre.io_utils import ensure_writable_dir, prepare_output_dir
 
     if args.save_thresholds and args.checkpoint is None:
@@ -167,11 +179,14 @@ def run(args: argparse.Namespace) -> int:
                        "into the report folder)")
     if args.maps is not None and not args.maps.is_dir():
         raise CLIError(f"{args.maps}: maps folder not found")
-    rows = read_manifest(args.manifest)
+    rows = read_manifest(args.manifest, required=("split",))
     healthy_rows = read_manifest(args.healthy_manifest) if args.healthy_manifest else None
     test, healthy = _split_rows(rows, healthy_rows)
     if not test:
-        raise CLIError(f"{args.manifest}: no test rows to evaluate")
+        n_val = sum(r.split == "val" for r in rows)
+        raise CLIError(f"{args.manifest}: no test rows to evaluate"
+                       + (f" ({n_val} row(s) of split 'val' are validation scans, never test "
+                          "cases: mark the test cases with split 'test')" if n_val else ""))
     th_target = None
     if args.save_thresholds:
         th_target = thresholds_path(args.checkpoint)  # the run folder: where detect looks
@@ -189,19 +204,30 @@ def run(args: argparse.Namespace) -> int:
         log.warning("no healthy scans: reporting without calibrated thresholds")
     if args.overrides and args.checkpoint is None:
         raise CLIError("--set inference.* needs --checkpoint (maps are already computed)")
-    source = _Source(args.checkpoint, args.maps, args.device, args.overrides)
+    source = _Source(args.checkpoint, args.maps, args.device, args.overrides,
+                     check_weights=not args.allow_weights_mismatch)
     if thresholds is not None and source.detector is not None:
         # given thresholds must fit the maps this checkpoint makes, as in detect
         for w in check_binding(thresholds, source.detector, args.checkpoint,
                                source=args.thresholds_file,
                                allow_mismatch=args.allow_threshold_mismatch):
             log.warning("%s", w)
+    elif thresholds is not None and args.maps is not None:
+        # maps of disyre detect: the folder records what made each of them
+        made_by = read_maps_records(args.maps)
+        for w in check_maps_binding(thresholds, [made_by.get(Path(r.image).name) for r in test],
+                                    source=args.thresholds_file, maps=args.maps,
+                                    allow_mismatch=args.allow_threshold_mismatch):
+            log.warning("%s", w)
 
     def cases() -> Iterator[tuple]:
         for i, r in enumerate(test, 1):
             log.info("case %d/%d: %s", i, len(test), r.subject)
             amap, lab, mask, img, voxel_mm3, spacing = source.load(r)
-            yield (r.subject, amap, lab, mask, img, voxel_mm3, spacing)
+            # the manifest says which scans are lesioned, never an empty label
+            yield Case(r.subject, amap, lab, mask, img, voxel_mm3, spacing,
+                       lesioned=r.lesion_mask is not None,
+                       label_path=None if r.lesion_mask is None else str(r.lesion_mask))
 
     def healthy_maps() -> Iterator[tuple]:
         for i, r in enumerate(healthy, 1):

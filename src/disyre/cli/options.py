@@ -131,3 +131,11 @@ def add_train_jobs_argument(p: argparse.ArgumentParser) -> None:
                    help="learned methods trained at once (default: decided from the device: "
                    "side by side on a multi-core CPU, cores shared evenly; 1 = one after the "
                    "other with every core)")
+
+
+def add_weights_mismatch_argument(p: argparse.ArgumentParser) -> None:
+    """``--allow-weights-mismatch`` (``args.allow_weights_mismatch``): load weights whose
+    SHA-256 or method differs from what their checkpoint recorded, with a warning."""
+    p.add_argument("--allow-weights-mismatch", action="store_true",
+                   help="load weights that are not the ones their checkpoint recorded "
+                   "(another hash or method; a warning instead of an error)")

@@ -203,12 +203,15 @@ def validate_rows(rows: Sequence[ManifestRow], source: str | Path,
                 raise InputError(f"{where}: {col} file not found: {p}")
 
 
-def read_manifest(path: str | Path, check_files: bool = True) -> list[ManifestRow]:
+def read_manifest(path: str | Path, check_files: bool = True,
+                  required: Sequence[str] = _REQUIRED) -> list[ManifestRow]:
     """Read and validate a manifest CSV.
 
     Args:
         path: The CSV file.
         check_files: Check that every referenced file exists.
+        required: Columns the caller needs (default ``subject`` and ``image``; evaluation
+            also needs ``split``: without it every row would read as a training scan).
 
     Returns:
         The rows, with paths resolved against the manifest's folder (:func:`resolve_entry`).
@@ -228,10 +231,12 @@ def read_manifest(path: str | Path, check_files: bool = True) -> list[ManifestRo
     header = [h.strip() for h in (reader.fieldnames or [])]
     if not header:
         raise InputError(f"{path}: manifest is empty (no header, no rows)")
-    missing = [c for c in _REQUIRED if c not in header]
+    missing = [c for c in (*_REQUIRED, *required) if c not in header]
     if missing:
+        why = (" (which rows are train, val or test scans)" if "split" in missing else "")
         raise InputError(
-            f"{path}: manifest lacks column(s) {missing}; expected {','.join(COLUMNS[:6])}"
+            f"{path}: manifest lacks column(s) {sorted(set(missing), key=missing.index)}{why}; "
+            f"expected {','.join(COLUMNS[:6])}"
         )
     unknown = [c for c in header if c not in COLUMNS]
     if unknown:

@@ -44,6 +44,7 @@ from disyre.io_utils import atomic_path
 __all__ = [
     "InputError",
     "Scan",
+    "check_affine",
     "load_scan",
     "load_mask",
     "to_native",
@@ -203,6 +204,36 @@ def _load_gz(path: Path) -> nib.Nifti1Image:
         raise InputError(f"{path}: not a readable NIfTI file ({type(e).__name__}: {e})") from e
 
 
+def check_affine(affine: np.ndarray, path: str | Path) -> None:
+    """Refuse a voxel-to-world affine that places no voxel: a non-finite entry, a zero
+    column (a voxel of size 0) or a singular 3x3 part (axes not independent).
+
+    Raises:
+        InputError: One line naming the file and the problem.
+
+    Example:
+        >>> check_affine(np.diag([0.0, 1.0, 1.0, 1.0]), "a.nii")
+        Traceback (most recent call last):
+        ...
+        disyre.data.nifti.InputError: a.nii: invalid affine: voxel size 0 along axis 0 ...
+    """
+    aff = np.asarray(affine, float)
+    rows = "; ".join(" ".join(f"{v:g}" for v in r) for r in aff[:3])
+    if aff.shape != (4, 4) or not np.isfinite(aff).all():
+        raise InputError(f"{path}: invalid affine: an entry is not finite ([{rows}]); the "
+                         "header's qform/sform is damaged")
+    norms = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
+    zero = [i for i in range(3) if norms[i] == 0]
+    if zero:
+        raise InputError(f"{path}: invalid affine: voxel size 0 along axis "
+                         f"{', '.join(map(str, zero))} (a zero column: [{rows}]); the "
+                         "header's qform/sform is damaged")
+    cond = np.linalg.cond(aff[:3, :3] / norms)
+    if not np.isfinite(cond) or cond > 1e6:
+        raise InputError(f"{path}: invalid affine: singular (its voxel axes are not "
+                         f"independent: [{rows}]); the header's qform/sform is damaged")
+
+
 def _read(path: str | Path) -> tuple[nib.Nifti1Image, np.ndarray, Path]:
     """Open a NIfTI file and read its voxels as float32, shape-checked to 3D."""
     path = check_nifti_path(path)
@@ -217,6 +248,7 @@ def _read(path: str | Path) -> tuple[nib.Nifti1Image, np.ndarray, Path]:
             ) from e
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise InputError(f"{path}: not a NIfTI image (nibabel read it as {type(img).__name__})")
+    check_affine(img.affine, path)
     shape = img.shape
     if len(shape) == 4 and shape[3] == 1:
         pass

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,11 @@ ORACLE_NOTE = ("best_dice_oracle: the threshold is chosen on the test labels (an
                "not applicable to new scans); the calibrated thresholds are set on healthy "
                "scans only")
 CURVE_POINTS = 400
+#: A lesion label with more than this fraction of its voxels outside the brain mask is warned
+#: about (another scan's label, or one on another grid).
+OUTSIDE_WARN_FRACTION = 0.5
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,6 +67,10 @@ class Case:
             and the lesion volumes; ``None``: the product of ``spacing``, else 1 mm^3.
         spacing: Voxel size in mm along ``(D, H, W)`` (the viewer's aspect ratio); ``None``:
             isotropic.
+        lesioned: Whether the data set calls the scan lesioned (a manifest row with a lesion
+            mask); ``None``: a non-empty label says so. An empty label never makes a scan
+            the data set calls lesioned a healthy one (it is warned about).
+        label_path: The label's file, named in warnings about the label.
     """
 
     subject: str
@@ -70,6 +80,8 @@ class Case:
     image: np.ndarray | None = None
     voxel_mm3: float | None = None
     spacing: tuple[float, float, float] | None = None
+    lesioned: bool | None = None
+    label_path: str | None = None
 
 
 @dataclass
@@ -97,6 +109,7 @@ class CaseRecord:
     slice_mask: np.ndarray = field(repr=False)
     slice_image: np.ndarray | None = field(default=None, repr=False)
     group: str = field(default="test", kw_only=True)
+    lesioned: bool = field(default=False, kw_only=True)
     lesions: CaseLesions | None = field(default=None, kw_only=True, repr=False)
     viewer: ViewerVolume | None = field(default=None, kw_only=True, repr=False)
 
@@ -151,6 +164,8 @@ class EvaluationResult:
             "pixel": self.pixel.as_dict(),
             "n_cases_with_lesion_outside_brain": sum(r.n_lesion_outside > 0
                                                      for r in self.cases),
+            "cases_with_empty_label": [r.subject for r in self.cases
+                                       if r.lesioned and r.n_lesion == 0],
             "note": ORACLE_NOTE,
             "calibrated": {fpr_key(f): v for f, v in self.calibrated.items()},
             "thresholds": None if self.thresholds is None else self.thresholds.to_dict(),
@@ -174,12 +189,13 @@ def as_case(obj: Any) -> Case:
         return obj
     if isinstance(obj, dict):
         return Case(**obj)
-    if isinstance(obj, tuple | list) and len(obj) in (4, 5, 6, 7):
+    if isinstance(obj, tuple | list) and len(obj) in (4, 5, 6, 7, 8, 9):
         return Case(*obj)
     if all(hasattr(obj, a) for a in ("subject", "anomaly_map", "label")):
         return Case(obj.subject, obj.anomaly_map, obj.label, getattr(obj, "brain_mask", None),
                     getattr(obj, "image", None), getattr(obj, "voxel_mm3", None),
-                    getattr(obj, "spacing", None))
+                    getattr(obj, "spacing", None), getattr(obj, "lesioned", None),
+                    getattr(obj, "label_path", None))
     raise TypeError(f"cannot read a case from {type(obj).__name__}; give a Case, a dict or a "
                     "tuple (subject, anomaly_map, label, brain_mask[, image[, voxel_mm3[, "
                     "spacing]]])")
@@ -191,6 +207,23 @@ def _as_healthy(obj: Any, group: str, i: int) -> Case:
         return Case(f"{group}-{i:03d}", obj[0], None, obj[1])
     c = as_case(obj)
     return Case(c.subject, c.anomaly_map, None, c.brain_mask, c.image, c.voxel_mm3, c.spacing)
+
+
+def label_warnings(c: Case, lab: np.ndarray, mask: np.ndarray) -> list[str]:
+    """What is suspicious about a test case's label: empty on a scan the data set calls
+    lesioned, or mostly outside the brain mask. Each message starts with the label's file."""
+    where = c.label_path or f"case {c.subject}"
+    n = int(lab.sum())
+    if c.lesioned and n == 0:
+        return [f"{where}: the lesion label of {c.subject} is empty (no voxel set) although "
+                "the manifest gives it a lesion mask; it stays a lesioned scan (volume and "
+                "scan level) but adds no lesion voxel to the pixel metrics: is it the right file?"]
+    out_n = M.lesion_outside_brain(lab, mask) if n else 0
+    if n and out_n > OUTSIDE_WARN_FRACTION * n:
+        return [f"{where}: {100 * out_n / n:.1f} % of the lesion label of {c.subject} lies "
+                "outside the brain mask (those voxels count as missed lesion): is it this "
+                "scan's label, on its grid?"]
+    return []
 
 
 def _voxel_mm3(c: Case) -> float | None:
@@ -316,8 +349,9 @@ def evaluate_cases(
         vs = M.volume_scores(amap, mask, top_k, voxel_mm3=vox)
         for r in vol_scores:
             vol_scores[r].append(vs[r])
-        vol_labels.append(bool(lab.any()))
-        vol_groups.append(group if not lab.any() else "lesioned")
+        lesioned = bool(lab.any()) or (group == "test" and bool(c.lesioned))
+        vol_labels.append(lesioned)
+        vol_groups.append("lesioned" if lesioned else group)
         dice: dict[float, float] = {}
         for (f, _), (tp, fp, fn, _tn) in zip(th_items, cnt if cnt is not None else [],
                                               strict=False):
@@ -334,7 +368,7 @@ def evaluate_cases(
             n_lesion_outside=M.lesion_outside_brain(lab, mask), ap=ap,
             score=vs[M.VOLUME_SCORE], dice=dice, slice_index=z,
             slice_map=amap[z].astype(np.float16), slice_label=lab[z].copy(),
-            slice_mask=mask[z].copy(), slice_image=img, group=group,
+            slice_mask=mask[z].copy(), slice_image=img, group=group, lesioned=lesioned,
             lesions=(case_lesions(amap, lab, mask, th_values, vox, lesion_dilation)
                      if th_items else None),
             viewer=(pack_volume(amap, lab if group == "test" else None, mask, image=c.image,
@@ -344,6 +378,8 @@ def evaluate_cases(
         for obj in cases:
             c = as_case(obj)
             amap, lab, mask = check(c)
+            for msg in label_warnings(c, lab, mask):
+                log.warning("%s", msg)
             acc.update(amap, lab, mask)  # lesion voxels outside the brain stay lesion: misses
             cnt = counts_at(amap, lab, mask, th_values) if th_items else None
             if cnt is not None:
@@ -411,7 +447,8 @@ def evaluate_cases(
         lesion_wise = summarize_lesions(
             [r.lesions for r in records if r.n_lesion > 0 and r.lesions is not None],
             {g: [r.lesions for r in (*records, *healthy_records)
-                 if r.n_lesion == 0 and r.group == g and r.lesions is not None]
+                 if r.n_lesion == 0 and not r.lesioned and r.group == g
+                 and r.lesions is not None]
              for g in HEALTHY_GROUPS},
             th_items, n_boot=n_boot if len(records) > 1 else 0, seed=seed,
             dilation=lesion_dilation)

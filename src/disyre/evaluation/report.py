@@ -367,7 +367,11 @@ def write_report(out_dir: str | Path, result: EvaluationResult, *,
              f"({100 * n_out / max(px['n_lesion_voxels'], 1):.2f} %, in "
              f"{d.get('n_cases_with_lesion_outside_brain', 0)} volumes) lie outside the brain "
              "mask: they count as lesion, scored by the map's value there (normally 0, a "
-             "miss). " + post_processing_text(d.get("post_processing")), "",
+             "miss). " + post_processing_text(d.get("post_processing"))
+             + (f" {len(d['cases_with_empty_label'])} lesioned volume(s) have an empty label "
+                f"({', '.join(d['cases_with_empty_label'])}): they stay lesioned at the volume "
+                "and scan level but add no lesion voxel."
+                if d.get("cases_with_empty_label") else ""), "",
              "## Pixel-wise (all lesion voxels and all healthy brain voxels of all test "
              "volumes pooled, exact)", "",
              "| metric | value | 95 % bootstrap CI |", "|---|---|---|",

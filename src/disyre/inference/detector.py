@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from torch import nn
 from disyre.config import ConfigError, InferenceConfig, RunConfig
 from disyre.data.intensity import intensity_signature
 from disyre.data.nifti import voxel_size_text
+from disyre.inference.resampling import needs_resampling, resampled_shape, zoom_to_shape
 from disyre.inference.restoration import InferenceInput
 from disyre.inference.result import DetectionResult
 from disyre.inference.scoring import volume_score
@@ -26,6 +28,8 @@ from disyre.runtime import (
     resolve_device,
     retain_freed_memory,
 )
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------
 # 3. The user's API
@@ -107,6 +111,10 @@ class Detector:
             :func:`disyre.model.use_channels_last` in ``inference`` mode).
         seed: Seed of the generator for noising corruptions (the Gaussian and diffusion
             baselines).
+        resample: Map a scan whose voxel size differs from the training data's
+            (``reference["spacing"]``) at the training spacing and interpolate the map back
+            onto the scan's grid (:mod:`disyre.inference.resampling`); ``False`` maps it as
+            it is, with a warning (``disyre detect --no-resample``).
 
     Example:
         >>> # det = Detector.from_checkpoint("runs/t2", device="auto", levels=[0, 25, 50, 75])
@@ -116,7 +124,7 @@ class Detector:
 
     def __init__(self, model: nn.Module, cfg: RunConfig, device: str | torch.device = "auto",
                  reference: dict[str, Any] | None = None, channels_last: bool | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, resample: bool = True) -> None:
         self.device = resolve_device(device)
         self.cfg = cfg
         if self.device.type == "cpu":
@@ -135,6 +143,8 @@ class Detector:
         self.model = model
         self.reference = dict(reference or {})
         self.seed = seed
+        self.resample = resample
+        self._spacing_unknown_said = True  # from_checkpoint: False where none is recorded
         self.corruption = _inference_corruption(cfg)
 
     @property
@@ -149,7 +159,8 @@ class Detector:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto",
-                        runtime: str = "auto", **overrides: Any) -> Detector:
+                        runtime: str = "auto", *, check_weights: bool = True,
+                        **overrides: Any) -> Detector:
         """Load a trained model (a run folder, a checkpoint folder or an export folder).
 
         Args:
@@ -157,6 +168,8 @@ class Detector:
                 ``disyre export`` (:func:`disyre.inference.exported.load_export`).
             device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
             runtime: For an export folder: ``auto``, ``onnxruntime`` or ``torchscript``.
+            check_weights: Refuse weights whose SHA-256 or method differs from what the
+                checkpoint recorded (``False``: load them with a warning).
             **overrides: Fields of :class:`~disyre.config.InferenceConfig` to change
                 (``levels=[0, 25, 50, 75]``, ``method="multistep"``, ``window=0``, ...).
 
@@ -166,6 +179,7 @@ class Detector:
         Raises:
             FileNotFoundError: Nothing at ``path``.
             ValueError: ``path`` is not a disyre checkpoint, or an override is unknown.
+            WeightsMismatchError: The weights are not the ones the checkpoint recorded.
         """
         from disyre.training.checkpoint import is_export_folder
 
@@ -175,13 +189,15 @@ class Detector:
 
             model, cfg, meta = load_export(path, runtime, device)
         else:
-            model, cfg, meta = load_checkpoint(path, device)
+            model, cfg, meta = load_checkpoint(path, device, check_weights=check_weights)
         cfg = with_inference_overrides(cfg, overrides)
         reference = dict(meta.get("data") or {})
         if "contrast" not in reference:
             reference["contrast"] = meta.get("contrast")
-        return cls(model, cfg, device=device, reference=reference,
-                   channels_last=False if exported else None)
+        det = cls(model, cfg, device=device, reference=reference,
+                  channels_last=False if exported else None)
+        det._spacing_unknown_said = reference.get("spacing") is not None
+        return det
 
     def predict(self, scan: Any, mask: Any = None,
                 progress: Callable[[int], None] | None = None,
@@ -217,27 +233,77 @@ class Detector:
             pre = normalize(scan.data, mask, self.cfg.intensity, spacing=scan.spacing)
         except ValueError as e:
             raise InputError(f"{scan.path}: {e}") from e
-        msgs = sanity_warnings(scan, pre.image, pre.mask, self.reference)
-        for m in msgs:
-            warnings.warn(m, stacklevel=2)
-        if on_total is not None:
-            on_total(self.work(pre.mask))
-        amap, rest = self.map_preprocessed(pre.image, pre.mask, progress, return_restored=True)
-        if not np.isfinite(amap).all():
-            raise DetectionError(
-                f"{scan.path}: the anomaly map holds NaN or Inf ({int((~np.isfinite(amap)).sum())}"
-                f" voxels): the network's output is not finite (a damaged checkpoint, or bf16 "
-                f"overflow: try precision fp32)")
+        target = self.reference.get("spacing")
+        if target is None and not self._spacing_unknown_said:  # said once per detector
+            self._spacing_unknown_said = True  # once per detector, not once per scan
+            warnings.warn(f"{scan.path}: the checkpoint records no voxel size of its training "
+                          "data (an earlier release): scans are mapped at their own voxel "
+                          "size, unchecked", stacklevel=2)
+        if self.resample and needs_resampling(scan.spacing, target):
+            amap, rest, score, msgs = self._map_resampled(scan, mask, pre, target, progress,
+                                                          on_total)
+        else:
+            msgs = sanity_warnings(scan, pre.image, pre.mask, self.reference)
+            for m in msgs:
+                warnings.warn(m, stacklevel=2)
+            if on_total is not None:
+                on_total(self.work(pre.mask))
+            amap, rest = self.map_preprocessed(pre.image, pre.mask, progress,
+                                               return_restored=True)
+            _check_finite(amap, scan)
+            score = volume_score(amap[pre.mask], voxel_mm3=float(np.prod(scan.spacing)))
         res = DetectionResult(
             anomaly_map=np.empty(0, np.float32), restored=np.empty(0, np.float32),
-            score=volume_score(amap[pre.mask], voxel_mm3=float(np.prod(scan.spacing))),
-            map_cropped=amap, restored_cropped=rest,
+            score=score, map_cropped=amap, restored_cropped=rest,
             image_cropped=pre.image, mask_cropped=pre.mask, scan=scan, pre=pre, warnings=msgs)
         from disyre.data.nifti import to_native
 
         res.anomaly_map = to_native(res.full(amap), scan).astype(np.float32)
         res.restored = to_native(res.full(rest), scan).astype(np.float32)
         return res
+
+    def _map_resampled(self, scan: Any, mask: np.ndarray | None, pre: Any,
+                       target: Any, progress: Callable[[int], None] | None,
+                       on_total: Callable[[int], None] | None
+                       ) -> tuple[np.ndarray, np.ndarray, float, list[str]]:
+        """Map ``scan`` at the training voxel size ``target`` and bring the map back.
+
+        Returns:
+            ``(map, restoration)`` cropped like ``pre`` (the scan's own grid, trilinear), the
+            volume score (at the training spacing, as the network saw the scan) and the
+            sanity warnings.
+        """
+        from disyre.data.intensity import normalize, uncrop
+        from disyre.data.nifti import InputError, voxel_size_text
+
+        target = tuple(float(v) for v in target)
+        shape = resampled_shape(scan.data.shape, scan.spacing, target)
+        data = zoom_to_shape(scan.data, shape, order=1)
+        brain = None if mask is None else zoom_to_shape(np.asarray(mask, bool), shape, order=0)
+        try:
+            pre_t = normalize(data, brain, self.cfg.intensity, spacing=target)
+        except ValueError as e:
+            raise InputError(f"{scan.path}: at the training voxel size: {e}") from e
+        log.info("%s: voxel size %s resampled to the training data's %s (%s -> %s voxels), "
+                 "the map interpolated back onto the scan's grid (--no-resample: as it is)",
+                 scan.path, voxel_size_text(scan.affine, scan.spacing),
+                 voxel_size_text(scan.affine, target), "x".join(map(str, scan.data.shape)),
+                 "x".join(map(str, shape)))
+        reference = {k: v for k, v in self.reference.items() if k != "spacing"}
+        msgs = sanity_warnings(scan, pre_t.image, pre_t.mask, reference)
+        for m in msgs:
+            warnings.warn(m, stacklevel=3)
+        if on_total is not None:
+            on_total(self.work(pre_t.mask))
+        amap_t, rest_t = self.map_preprocessed(pre_t.image, pre_t.mask, progress,
+                                               return_restored=True)
+        _check_finite(amap_t, scan)
+        score = volume_score(amap_t[pre_t.mask], voxel_mm3=float(np.prod(target)))
+        full = scan.data.shape
+        amap = zoom_to_shape(uncrop(amap_t, pre_t), full, order=1)[pre.bbox]
+        rest = zoom_to_shape(uncrop(rest_t, pre_t), full, order=1)[pre.bbox]
+        amap = np.clip(amap, 0, 1) * pre.mask  # the scan's own brain, as on its own grid
+        return amap.astype(np.float32), rest.astype(np.float32), score, msgs
 
     def map_preprocessed(self, image: np.ndarray, mask: np.ndarray,
                          progress: Callable[[int], None] | None = None,
@@ -265,6 +331,14 @@ class Detector:
         return count_work(pre_mask, self.inference, _size_multiple(self.model))
 
 
+def _check_finite(amap: np.ndarray, scan: Any) -> None:
+    if not np.isfinite(amap).all():
+        raise DetectionError(
+            f"{scan.path}: the anomaly map holds NaN or Inf ({int((~np.isfinite(amap)).sum())}"
+            f" voxels): the network's output is not finite (a damaged checkpoint, or bf16 "
+            f"overflow: try precision fp32)")
+
+
 def with_inference_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     """Copy of ``cfg`` with fields of its ``inference`` section replaced (validated)."""
     from disyre.config import apply_overrides
@@ -280,15 +354,18 @@ def with_inference_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunCo
     return apply_overrides(cfg, [f"inference.{k}={json.dumps(v)}" for k, v in overrides.items()])
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "auto"
+def load_checkpoint(path: str | Path, device: str | torch.device = "auto", *,
+                    check_weights: bool = True
                     ) -> tuple[nn.Module, RunConfig, dict[str, Any]]:
     """Load a disyre checkpoint: ``(model in eval mode, RunConfig, config.json contents)``.
 
     Raises:
         FileNotFoundError: Nothing at ``path``.
+        WeightsMismatchError: The weights are not the ones the checkpoint recorded
+            (``check_weights=False``: a warning).
         ValueError: ``path`` exists but is not a disyre model (message names the path).
     """
-    from disyre.training.checkpoint import load_model, read_checkpoint_meta
+    from disyre.training.checkpoint import WeightsMismatchError, load_model, read_checkpoint_meta
     from disyre.training.loop import report_run_status
 
     p = Path(path)
@@ -297,7 +374,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "auto"
     report_run_status(p)  # a run that died or is still training: said before its model is used
     try:
         _, meta = read_checkpoint_meta(p)
-        model, cfg = load_model(p, device)
+        model, cfg = load_model(p, device, check_weights=check_weights)
+    except WeightsMismatchError:
+        raise  # names the weights file and the flag that overrides the check
     except FileNotFoundError as e:
         raise ValueError(f"{p}: not a disyre model ({e})") from e
     except (RuntimeError, KeyError, ConfigError, OSError) as e:

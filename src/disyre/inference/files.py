@@ -10,7 +10,9 @@ Outputs (in ``output_dir``), for an input ``case.nii.gz``:
 - ``mode="pixel"``: ``case.nii.gz``, a float32 map in [0, 1] of exactly the input's shape
   and affine; ``mode="sample"``: ``case.nii.gz.txt``, the volume score; ``"both"``;
 - ``case_restored.nii.gz`` (``save_restored``), ``case_mask.nii.gz`` (``threshold``),
-  ``case_overlay.png`` (``png``).
+  ``case_overlay.png`` (``png``);
+- ``disyre_maps.json`` (pixel maps): what made each map (inference settings, checkpoint and
+  weights hash), which ``disyre evaluate --maps`` checks a thresholds file against.
 
 Every output is written whole under a temporary name and renamed into place
 (:func:`disyre.io_utils.atomic_path`), so an interrupted run leaves no partial file under an
@@ -36,7 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from disyre.data.nifti import NIFTI_SUFFIXES, InputError, check_nifti_path, nifti_stem
-from disyre.inference.thresholds import ThresholdChoice, check_binding, resolve_threshold
+from disyre.inference.thresholds import (
+    ThresholdChoice,
+    check_binding,
+    maps_maker,
+    resolve_threshold,
+    write_maps_record,
+)
 from disyre.io_utils import OutputExistsError, atomic_path, ensure_writable_dir
 
 log = logging.getLogger(__name__)
@@ -406,6 +414,7 @@ def detect_files(inputs: str | Path, output_dir: str | Path,
                                  allow_mismatch=allow_threshold_mismatch):
             summary.warnings.append(msg)
             log.warning("%s", msg)
+    maker = maps_maker(det, checkpoint) if mode != "sample" else {}
     log.info("detect: %d scan(s)%s, %s", len(todo),
              f" (shard {rank}/{world} of {len(scans)})" if world > 1 else "",
              describe_detector(det))
@@ -420,17 +429,42 @@ def detect_files(inputs: str | Path, output_dir: str | Path,
         return list(targets[scan].values())
 
     map_scans(summary, todo, det, predict, write, progress=progress)
+    maps = [s.name for s in summary.written if "map" in targets[s]]
+    if maps:  # what made them, for `disyre evaluate --maps` to check a thresholds file
+        try:
+            write_maps_record(out, maps, maker, rank, world)
+        except OSError as e:
+            raise OutputWriteError(f"cannot write the record of the maps into {out}: "
+                                   f"{e.strerror or e}") from e
     return summary
+
+
+def restoration_text(inf: Any) -> str:
+    """How the network restores a scan, in words (the startup line of ``disyre detect``).
+
+    Example:
+        >>> from disyre.config import InferenceConfig
+        >>> restoration_text(InferenceConfig(method="walk", levels=[249], steps=25))
+        'AnoDDPM walk from step 249 (25 network passes)'
+    """
+    if inf.method == "ensemble":
+        return f"v2 ensemble, levels {list(inf.levels)}"
+    if inf.method == "walk":
+        return f"AnoDDPM walk from step {inf.levels[0]} ({inf.steps} network passes)"
+    if inf.method == "patched":
+        return f"patched DDPM at step {inf.levels[0]}"
+    if inf.method == "multistep":
+        return f"v1 multistep ({inf.steps} steps)"
+    return f"{inf.method}, levels {list(inf.levels)}, {inf.steps} steps"
 
 
 def describe_detector(det: Any) -> str:
     """The inference settings of ``det`` in one line (method, levels, window, device,
     precision), as ``disyre detect`` logs them."""
     inf = det.inference
-    return ("{}, levels {}, window {}, device {}, precision {} ({})".format(
-        "v2 ensemble" if inf.method == "ensemble" else f"v1 multistep ({inf.steps} steps)",
-        inf.levels if inf.method == "ensemble" else "-", inf.window or "whole slice",
-        det.device, det.precision.precision, det.precision.reason))
+    return "{}, window {}, device {}, precision {} ({})".format(
+        restoration_text(inf), inf.window or "whole slice", det.device,
+        det.precision.precision, det.precision.reason)
 
 
 def pending_scans(summary: DetectSummary, targets: dict[Path, dict[str, Path]], *,
@@ -488,11 +522,12 @@ def map_scans(summary: DetectSummary, todo: list[Path], det: Any, predict: Predi
 
     scans = summary.scans
     n_mine = len(summary.assigned)
+    position = {s: i for i, s in enumerate(summary.assigned, 1)}
     overall = tqdm(total=n_mine, initial=len(summary.skipped), desc="scans", unit="scan",
                    position=0, dynamic_ncols=True, disable=not progress)
     try:
         for scan in todo:
-            k = len(summary.skipped) + len(summary.written) + len(summary.failed) + 1
+            k = position[scan]  # its place in this shard's sorted list, redone or not
             bar = tqdm(desc=scan.name, unit="win", leave=False, position=1,
                        dynamic_ncols=True, disable=not progress)
 
@@ -523,11 +558,13 @@ def map_scans(summary: DetectSummary, todo: list[Path], det: Any, predict: Predi
                 summary.failed.append((scan, str(e)))
                 log.error("[%d/%d] %s", k, n_mine, e)
                 overall.update()
+                del res
                 continue
             summary.written.append(scan)
             summary.scores[scan] = float(res.score)
             overall.update()
             log.info("[%d/%d] %s: score %.4f -> %s", k, n_mine, scan.name, res.score,
                      ", ".join(p.name for p in written))
+            del res, caught  # written: the next scan is mapped without this one's arrays
     finally:
         overall.close()

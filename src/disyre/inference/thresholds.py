@@ -285,12 +285,20 @@ def check_binding(thresholds: Thresholds, detector: Any, checkpoint: str | Path 
     Raises:
         ThresholdMismatchError: Other map settings or another checkpoint, naming both.
     """
+    return _check_maker(thresholds, map_settings(detector.inference),
+                        checkpoint_record(detector, checkpoint), source=source,
+                        allow_mismatch=allow_mismatch)
+
+
+def _check_maker(thresholds: Thresholds, now: dict[str, Any], now_ck: dict[str, Any], *,
+                 source: str | Path, allow_mismatch: bool) -> list[str]:
+    """:func:`check_binding` against the map settings ``now`` and checkpoint record ``now_ck``
+    of the maker of the maps."""
     problems: list[str] = []
     unknown: list[str] = []
     if thresholds.inference is None:
         unknown.append("inference settings")
     else:
-        now = map_settings(detector.inference)
         fitted = thresholds.inference
         keys = [k for k in MAP_SETTINGS if (k in now or k in fitted) and
                 fitted.get(k) != now.get(k)]
@@ -301,7 +309,6 @@ def check_binding(thresholds: Thresholds, detector: Any, checkpoint: str | Path 
         unknown.append("checkpoint")
     else:
         fitted_ck = thresholds.checkpoint
-        now_ck = checkpoint_record(detector, checkpoint)
         differ = any(k in fitted_ck and k in now_ck and fitted_ck[k] != now_ck[k]
                      for k in ("weights_sha256", "step"))
         if differ:
@@ -320,6 +327,80 @@ def check_binding(thresholds: Thresholds, detector: Any, checkpoint: str | Path 
                    "on (an older file, or one fitted on given maps): cannot check that its "
                    "thresholds fit these maps")
     return out
+
+
+# ---- what made a folder of maps ----------------------------------------------------------------
+
+#: File ``disyre detect`` writes beside its maps: what made each of them
+#: (``disyre_maps_shard<rank>of<n>.json`` for the shards of a distributed run).
+MAPS_RECORD = "disyre_maps.json"
+
+
+def maps_record_name(rank: int = 0, world: int = 1) -> str:
+    """File name of the record of the maps written by shard ``rank`` of ``world``."""
+    return MAPS_RECORD if world == 1 else f"disyre_maps_shard{rank}of{world}.json"
+
+
+def maps_maker(detector: Any, checkpoint: str | Path | None = None) -> dict[str, Any]:
+    """``{"inference": map settings, "checkpoint": checkpoint record}`` of ``detector``'s maps."""
+    return {"inference": map_settings(detector.inference),
+            "checkpoint": checkpoint_record(detector, checkpoint)}
+
+
+def write_maps_record(folder: str | Path, names: list[str], maker: dict[str, Any],
+                      rank: int = 0, world: int = 1) -> Path:
+    """Record that the maps ``names`` of ``folder`` were made by ``maker`` (:func:`maps_maker`),
+    keeping the entries of maps written earlier into the folder (atomic)."""
+    path = Path(folder) / maps_record_name(rank, world)
+    doc = {"maps": {}}
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+            doc["maps"] = dict(old.get("maps") or {})
+        except (OSError, json.JSONDecodeError, AttributeError, TypeError):
+            pass  # unreadable: rewritten with this run's maps
+    for n in names:
+        doc["maps"][n] = maker
+    atomic_write_json(path, doc)
+    return path
+
+
+def read_maps_records(folder: str | Path) -> dict[str, dict[str, Any]]:
+    """Map file name -> its maker, from every record :func:`write_maps_record` left in
+    ``folder`` (empty when there is none, e.g. maps written by another program)."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(Path(folder).glob("disyre_maps*.json")):
+        try:
+            maps = json.loads(path.read_text()).get("maps") or {}
+        except (OSError, json.JSONDecodeError, AttributeError) as e:
+            raise ThresholdError(f"{path}: unreadable record of the maps ({e})") from e
+        out.update({str(k): v for k, v in maps.items() if isinstance(v, dict)})
+    return out
+
+
+def check_maps_binding(thresholds: Thresholds, makers: list[dict[str, Any] | None], *,
+                       source: str | Path = THRESHOLDS_FILE, maps: str | Path = "maps",
+                       allow_mismatch: bool = False) -> list[str]:
+    """:func:`check_binding` for maps read from files: ``makers`` holds what made each map
+    (:func:`read_maps_records`; ``None`` where the folder records nothing).
+
+    Raises:
+        ThresholdMismatchError: A map made with other settings or another checkpoint.
+    """
+    out: list[str] = []
+    seen: list[dict[str, Any]] = []
+    for m in makers:
+        if m is not None and m not in seen:
+            seen.append(m)
+            out += _check_maker(thresholds, dict(m.get("inference") or {}),
+                                dict(m.get("checkpoint") or {}), source=source,
+                                allow_mismatch=allow_mismatch)
+    n_unknown = sum(m is None for m in makers)
+    if n_unknown:
+        out.append(f"{maps}: records nothing about what made {n_unknown} of its {len(makers)} "
+                   f"map(s) (maps not written by disyre detect): cannot check that the "
+                   f"thresholds of {source} fit them")
+    return list(dict.fromkeys(out))
 
 
 # ---- from a --threshold value to a number ------------------------------------------------------

@@ -83,10 +83,10 @@ def _centre_pad(size: int, target: int) -> tuple[int, int]:
 
 
 def _validate_cfg(cfg: InferenceConfig) -> None:
-    if cfg.window < 0 or (cfg.window > 0 and not 0 < cfg.stride <= cfg.window):
+    if cfg.window < 0 or cfg.stride < 1 or (cfg.window > 0 and cfg.stride > cfg.window):
         raise ConfigError(
-            f"inference.window={cfg.window}, inference.stride={cfg.stride}: need window = 0 "
-            "(whole slices) or 0 < stride <= window"
+            f"inference.window={cfg.window}, inference.stride={cfg.stride}: need stride >= 1 "
+            "and window = 0 (whole slices) or stride <= window"
         )
     if cfg.batch_size < 1:
         raise ConfigError(f"inference.batch_size must be >= 1, got {cfg.batch_size}")

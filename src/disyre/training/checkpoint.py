@@ -7,13 +7,20 @@ Layout of a run folder::
     checkpoints/step_0001000/      model.safetensors  (weights of the network)
                                    ema.safetensors    (EMA weights, when EMA is on)
                                    config.json        {"run", "codebook", "step",
-                                                       "provenance", "n_parameters"}
+                                                       "provenance", "n_parameters",
+                                                       "weights": {"sha256": {file: hex},
+                                                                   "method": name}}
                                    state.pt           optimizer, scheduler, EMA, RNG, step
     checkpoints/last -> step_0001000
 
 A checkpoint folder is written under a hidden temporary name and renamed into place; ``last``
 is a symbolic link replaced atomically. A failure while saving leaves the previous checkpoint
 and ``last`` untouched.
+
+The weights are bound to their checkpoint: ``config.json`` records the SHA-256 of each weights
+file and the method that made them (``corruption.name``); :func:`load_model` checks both and
+refuses another run's weights (:class:`WeightsMismatchError`) unless told not to check.
+Checkpoints written before the record existed load with a warning.
 
 Example:
     >>> # model, cfg = load_model("runs/t2", device="cpu")   # a run folder or a step folder
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -34,7 +42,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save_file
 from torch import nn
 
 from disyre.config import ConfigError, RunConfig, legacy_filled
@@ -42,8 +51,9 @@ from disyre.io_utils import CheckpointError, file_mode, provenance
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CheckpointError", "latest_checkpoint", "list_checkpoints", "load_model",
-           "read_checkpoint_meta", "save_checkpoint", "step_dir_name"]
+__all__ = ["CheckpointError", "WeightsMismatchError", "check_weights_record", "file_sha256",
+           "latest_checkpoint", "list_checkpoints", "load_model", "read_checkpoint_meta",
+           "save_checkpoint", "step_dir_name"]
 
 _STEP_RE = re.compile(r"^step_(\d+)$")
 MODEL_FILE = "model.safetensors"
@@ -58,6 +68,23 @@ def is_export_folder(path: str | Path) -> bool:
     """Whether ``path`` is an export folder (its manifest and config.json, no weights)."""
     path = Path(path)
     return (path / EXPORT_MANIFEST).is_file() and (path / CONFIG_FILE).is_file()
+
+
+#: Flag of the CLI (``check_weights=False`` in Python) that loads weights failing the check.
+ALLOW_WEIGHTS_FLAG = "--allow-weights-mismatch"
+
+
+class WeightsMismatchError(CheckpointError, ValueError):
+    """A weights file is not the one its checkpoint recorded, or was made by another method."""
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def step_dir_name(step: int) -> str:
@@ -147,6 +174,10 @@ def save_checkpoint(ckpt_root: str | Path, *, step: int, model: nn.Module, cfg: 
             writing = EMA_FILE
             save_file(_state_dict_cpu(ema.module), str(tmp / EMA_FILE),
                       metadata={"step": str(step)})
+        meta["weights"] = {
+            "sha256": {f: file_sha256(tmp / f) for f in (MODEL_FILE, EMA_FILE)
+                       if (tmp / f).is_file()},
+            "method": cfg.corruption.name}
         writing = STATE_FILE
         torch.save(state, tmp / STATE_FILE)
         writing = CONFIG_FILE
@@ -220,8 +251,51 @@ def read_checkpoint_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
     return ckpt, meta
 
 
+_warned_unbound: set[str] = set()
+
+
+def check_weights_record(ckpt: Path, meta: dict[str, Any], file: str, digest: str,
+                         method: str, *, check: bool = True) -> None:
+    """Check that the weights ``file`` of checkpoint ``ckpt`` (SHA-256 ``digest``) are the ones
+    its ``config.json`` (``meta``) recorded, made by the run's ``method``.
+
+    A checkpoint without the record (an earlier release) is warned about once per folder;
+    with ``check=False`` a mismatch is a warning instead of an error.
+
+    Raises:
+        WeightsMismatchError: Another hash, or another method recorded beside it.
+    """
+    rec = meta.get("weights")
+    if not isinstance(rec, dict) or not isinstance(rec.get("sha256"), dict):
+        if str(ckpt) not in _warned_unbound:
+            _warned_unbound.add(str(ckpt))
+            log.warning("%s: %s records no hash of its weights (a checkpoint of an earlier "
+                        "release): cannot check that %s belongs to this run", ckpt,
+                        CONFIG_FILE, file)
+        return
+    problem = ""
+    recorded_method = rec.get("method")
+    if recorded_method is not None and recorded_method != method:
+        problem = (f"the weights were recorded as made by {recorded_method!r} but the run "
+                   f"config's method is {method!r}")
+    elif file not in rec["sha256"]:
+        problem = f"{CONFIG_FILE} records no hash for {file}"
+    elif rec["sha256"][file] != digest:
+        problem = (f"SHA-256 {digest[:12]} is not the {str(rec['sha256'][file])[:12]} recorded "
+                   f"in {CONFIG_FILE} (weights of another run or method?)")
+    if not problem:
+        return
+    if not check:
+        log.warning("%s: %s; loaded anyway (%s)", ckpt / file, problem, ALLOW_WEIGHTS_FLAG)
+        return
+    raise WeightsMismatchError(f"{ckpt / file}: weights do not belong to this checkpoint: "
+                               f"{problem}; pass {ALLOW_WEIGHTS_FLAG} (check_weights=False) "
+                               "to load them anyway")
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu", *,
-               weights: str = "auto") -> tuple[nn.Module, RunConfig]:
+               weights: str = "auto", check_weights: bool = True
+               ) -> tuple[nn.Module, RunConfig]:
     """Rebuild the trained network from a checkpoint's config.json and safetensors alone.
 
     Args:
@@ -229,12 +303,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *,
         device: Where to put the model (``"auto"``: CUDA if available).
         weights: ``"auto"`` (EMA weights when the run kept them, else the raw ones),
             ``"ema"`` or ``"model"``.
+        check_weights: Refuse weights whose SHA-256 or method differs from what the
+            checkpoint recorded (``False``: a warning; :func:`check_weights_record`).
 
     Returns:
         ``(model in eval mode, RunConfig of the run)``.
 
     Raises:
         FileNotFoundError: No checkpoint at ``path``.
+        WeightsMismatchError: The weights are not the ones the checkpoint recorded.
         CheckpointError: The files are unreadable or do not match the stored config.
     """
     from disyre.model import build_model
@@ -258,10 +335,17 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *,
         raise CheckpointError(f"{ckpt / file}: missing")
     model = build_model(cfg.model)
     try:
-        weights_file = load_file(str(ckpt / file))
+        raw = (ckpt / file).read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{ckpt / file}: unreadable weights file ({e})") from e
+    try:
+        weights_file = load_bytes(raw)
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{ckpt / file}: unreadable, truncated or damaged weights file "
                               f"({e})") from e
+    check_weights_record(ckpt, meta, file, hashlib.sha256(raw).hexdigest(),
+                         cfg.corruption.name, check=check_weights)
+    del raw
     try:
         model.load_state_dict(weights_file)
     except RuntimeError as e:
