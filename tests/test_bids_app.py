@@ -84,7 +84,8 @@ def test_bids_app_writes_valid_derivatives(ds, tiny_run_copy, tmp_path, capsys):
         side = json.loads(open(f"{stem}_space-T2w_label-anomaly_probseg.json").read())
         assert side["Sources"] == [f"bids:raw:{rel}"]
         assert side["Model"]["Step"] == meta["step"]
-        assert side["Model"]["WeightsSHA256"] == meta.get("weights_sha256")
+        recorded = meta["weights"]["sha256"]  # the checkpoint records its weights' hashes
+        assert side["Model"]["WeightsSHA256"] == recorded and recorded["model.safetensors"]
         assert side["Thresholds"]["FalsePositiveRate"] == {"0.01": 0.35, "0.05": 0.2}
         assert side["Thresholds"]["File"] == str(th_file.resolve())
         assert side["InferenceSettings"]["levels"] == [0, 50]

@@ -13,8 +13,19 @@ from disyre.training.parallel import TrainJob, train_many
 from tests.helpers import tiny_config
 
 
-def test_decision_follows_device_cores_and_request(monkeypatch: pytest.MonkeyPatch) -> None:
+def _cpu(flags: tuple[str, ...]) -> runtime.CpuInfo:
+    return runtime.CpuInfo(model="Test CPU", arch="x86_64", flags=flags, bf16_native=True,
+                           cores=2)
+
+
+def test_decision_follows_cpu_flags_cores_and_request(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
+    # AVX512-BF16 without AMX: side by side measured no faster, one after the other
+    monkeypatch.setattr(runtime, "cpu_info", lambda: _cpu(("avx512f", "avx512_bf16")))
+    plain = decide_train_jobs(2, "cpu")
+    assert plain.workers == 1 and "no amx_tile" in plain.reason
+    assert decide_train_jobs(2, "cpu", requested=2).workers == 2  # asked for: followed
+    monkeypatch.setattr(runtime, "cpu_info", lambda: _cpu(("avx512_bf16", "amx_tile")))
     two = decide_train_jobs(2, "cpu")
     assert (two.workers, two.threads_each) == (2, 1) and "side by side" in two.reason
     assert decide_train_jobs(3, "cpu").workers == 2  # at most one per core

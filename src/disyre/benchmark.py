@@ -621,10 +621,10 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
         source: What the cache was made from (e.g. the manifest), named in errors (default
             the cache folder).
         title: Heading of the comparison.
-        train_jobs: Learned methods trained at once (``None``: decided from the device and
-            the cores, :func:`disyre.runtime.decide_train_jobs`; side by side on a
-            multi-core CPU). The choice is logged and recorded in ``benchmark.json`` and
-            ``comparison.md``.
+        train_jobs: Learned methods trained at once (``None``: decided from the device, the
+            CPU's flags and the cores, :func:`disyre.runtime.decide_train_jobs`; side by side
+            on a multi-core CPU with AMX). The choice is logged and recorded in
+            ``benchmark.json`` and ``comparison.md``.
         patience: Stop each learned method at the plateau of its validation loss
             (``train.patience``; ``steps`` is the cap). Each method's stopping step, reason
             and validation-loss curve go into ``benchmark.json`` and the comparison.

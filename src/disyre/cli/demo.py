@@ -27,8 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="build a demo cohort, train DISYRE and baselines, detect, evaluate, report",
         description="Generate healthy and lesioned subjects from the MNI152 anatomy bundled "
         "with nilearn, train DISYRE (small) and the denoising autoencoder with the same budget "
-        "(side by side on a multi-core CPU), compare them with the non-learned reference, and "
-        "write the reports into -o/--output. The full comparison: --methods "
+        "(side by side on a multi-core CPU with AMX), compare them with the non-learned "
+        "reference, and write the reports into -o/--output. The full comparison: --methods "
         "dag,dae,anoddpm,pddpm,reference.",
     )
     add_output_argument(p, "demo folder", deprecated=("--out",))

@@ -129,8 +129,8 @@ def add_train_jobs_argument(p: argparse.ArgumentParser) -> None:
     """``--train-jobs N`` (``args.train_jobs``): learned methods trained at once."""
     p.add_argument("--train-jobs", type=positive_int, default=None,
                    help="learned methods trained at once (default: decided from the device: "
-                   "side by side on a multi-core CPU, cores shared evenly; 1 = one after the "
-                   "other with every core)")
+                   "side by side on a multi-core CPU with AMX, cores shared evenly; 1 = one "
+                   "after the other with every core)")
 
 
 def add_weights_mismatch_argument(p: argparse.ArgumentParser) -> None:

@@ -158,7 +158,7 @@ def dataset_description(bids_dir: str | Path, output_dir: str | Path,
 
 def _checkpoint_info(checkpoint: str | Path | None) -> dict[str, Any]:
     """``{"Path", "Step", "WeightsSHA256"}`` as the checkpoint's ``config.json`` records them
-    (``None`` where it does not)."""
+    (``WeightsSHA256``: weights file -> its SHA-256; ``None`` where nothing is recorded)."""
     info: dict[str, Any] = {"Path": None, "Step": None, "WeightsSHA256": None}
     if checkpoint is None:
         return info
@@ -171,7 +171,8 @@ def _checkpoint_info(checkpoint: str | Path | None) -> dict[str, Any]:
         return info
     info["Path"] = str(Path(ckpt).resolve())
     info["Step"] = meta.get("step")
-    info["WeightsSHA256"] = meta.get("weights_sha256")
+    rec = meta.get("weights")  # {"sha256": {file: hex}, "method": ...} (checkpoint.py)
+    info["WeightsSHA256"] = rec.get("sha256") if isinstance(rec, dict) else None
     return info
 
 

@@ -1,10 +1,11 @@
 """Several trainings at once, each in a process of its own with its share of the CPU cores.
 
-On a CPU, the network of the demo and of a benchmark is small enough that one training does
-not keep every core busy: two trainings side by side, one thread each, get more steps done
-per second than the same two one after the other with every thread each (measured in
-docs/demo.md, "Training side by side"). :func:`disyre.runtime.decide_train_jobs` decides how
-many run at once from the device and the core count; :func:`train_many` runs them.
+On some CPUs the network of the demo and of a benchmark is small enough that one training does
+not keep every core busy: two trainings side by side, one thread each, then get more steps
+done per second than the same two one after the other with every thread each (1.29x on a
+2-core Xeon with AMX, 1.00x on a 2-core EPYC with AVX512-BF16: docs/demo.md, "Training side
+by side"). :func:`disyre.runtime.decide_train_jobs` decides how many run at once from the
+device, the CPU's flags and the core count; :func:`train_many` runs them.
 
 Example:
     >>> jobs = [TrainJob(cfg, vols, val, "runs/a"), TrainJob(cfg2, vols, val, "runs/b")]
