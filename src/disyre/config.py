@@ -135,7 +135,10 @@ class CorruptionConfig:
             ``gaussian``, or a baseline of docs/methods.md: ``dae`` (denoising autoencoder,
             coarse noise), ``anoddpm`` (simplex-noise DDPM), ``pddpm`` (patched DDPM).
         window: Side of the square anomaly window in pixels (for ``pddpm``: the noised box).
-        augment: Apply the pre-corruption augmentation of clean patches.
+        augment: Apply the pre-corruption augmentation of clean patches: ``null`` (the
+            default) = the method's own recipe (``Method.augment``: on for DISYRE and its
+            ablations, off for the baselines whose publications do not augment), ``true`` /
+            ``false`` force it for any method (docs/methods.md).
         codebook: Intensity codebook for the bias anomaly; ``None`` = fit to the training
             data (falling back to the authors' values).
         shapes: Anomaly shape sizes: ``authors`` (the authors' size distribution) or
@@ -148,7 +151,7 @@ class CorruptionConfig:
 
     name: str = "dag"
     window: int = 64
-    augment: bool = True
+    augment: bool | None = None
     codebook: list[float] | None = None
     shapes: ShapeRecipe = "authors"
     bias_selection: BiasSelection = "authors"
@@ -291,7 +294,10 @@ class InferenceConfig:
         stride: Sliding-window stride in pixels (with whole slices: the spacing of the
             foreground weighting's windows).
         batch_size: Network inputs per pass (window x level pairs for the v2 ensemble).
-        foreground_weighting: Multiply each window's map by its foreground fraction.
+        foreground_weighting: Multiply each window's map by its foreground fraction:
+            ``null`` (the default) = the method's own recipe (``Method.foreground_weighting``:
+            on for DISYRE, off for the baselines, whose publications do not weight),
+            ``true`` / ``false`` force it.
         median_filter: Size in voxels of a 3D median filter applied to the brain's map
             (0 = off). Default 3: it raised pixel AP on both demo contrasts beyond the paired
             bootstrap interval and cut false-positive blobs about tenfold
@@ -309,7 +315,7 @@ class InferenceConfig:
     window: int = 0
     stride: int = 32
     batch_size: int = 32
-    foreground_weighting: bool = True
+    foreground_weighting: bool | None = None
     median_filter: int = 3
     precision: Precision = "auto"
     device: str = "auto"

@@ -139,8 +139,12 @@ class Detector:
 
     @property
     def inference(self) -> InferenceConfig:
-        """The inference settings in use."""
-        return self.cfg.inference
+        """The inference settings in use: the config's ``inference`` section with the
+        settings it leaves to the method (``null``) resolved
+        (:meth:`disyre.methods.Method.resolved_inference`)."""
+        from disyre.methods import get_method
+
+        return get_method(self.cfg.corruption.name).resolved_inference(self.cfg.inference)
 
     @property
     def precision(self) -> PrecisionDecision:

@@ -94,6 +94,12 @@ def _validate_cfg(cfg: InferenceConfig) -> None:
         raise ConfigError(f"inference.median_filter must be >= 0, got {cfg.median_filter}")
 
 
+def _weighting(cfg: InferenceConfig) -> bool:
+    """``cfg.foreground_weighting``; ``None`` (left to the method, which the
+    :class:`~disyre.inference.Detector` resolves) counts as on, the shared default."""
+    return cfg.foreground_weighting is None or bool(cfg.foreground_weighting)
+
+
 def _size_multiple(model: nn.Module) -> int:
     m = getattr(model, "min_size", None)
     if isinstance(m, int) and m > 0:
@@ -161,7 +167,7 @@ def _windowed(
             for ix, x in enumerate(xs):
                 f = float(fr_cpu[iy, ix, k])
                 if f > 0:
-                    jobs.append((k, y, x, f if cfg.foreground_weighting else 1.0))
+                    jobs.append((k, y, x, f if _weighting(cfg) else 1.0))
     num = torch.zeros((n, h, w), device=vol.device)
     rnum = torch.zeros((n, h, w), device=vol.device)
     per = _inputs_per_pass(cfg)
@@ -200,7 +206,7 @@ def _whole_slices(
         if progress is not None:
             progress(a.shape[0])
     amap = torch.cat(amaps)
-    if cfg.foreground_weighting:
+    if _weighting(cfg):
         # the authors' per-window weighting, applied as its Gaussian-blended field
         win = min(WEIGHTING_WINDOW, *vol.shape[1:])
         stride = min(cfg.stride, win) if cfg.stride > 0 else win // 4

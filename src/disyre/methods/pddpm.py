@@ -114,6 +114,9 @@ PDDPM = register(Method(
     restorations=("patched",),
     inference={"method": "patched", "levels": [499]},
     own_inference=True,
+    # the public code's IXI config has every augmentation flag off; no foreground weighting
+    augment=False,
+    foreground_weighting=False,
     max_level=999,
     inference_input=True,
     validate=box_rule,
