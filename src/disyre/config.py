@@ -46,6 +46,10 @@ BIAS_SELECTIONS: tuple[str, ...] = typing.get_args(BiasSelection)
 AugmentRecipeName = Literal["authors", "legacy"]
 #: pre-corruption augmentation recipes (:mod:`disyre.corruption.augment`)
 AUGMENT_RECIPES: tuple[str, ...] = typing.get_args(AugmentRecipeName)
+PostProcessingName = Literal["published", "shared"]
+#: map post-processing protocols (``inference.postprocessing``,
+#: :mod:`disyre.inference.postprocess`): each method's published recipe, or the shared one
+POSTPROCESSINGS: tuple[str, ...] = typing.get_args(PostProcessingName)
 Precision = Literal["auto", "fp32", "bf16"]
 #: autocast precisions of training and inference (``auto``: bf16 where the hardware has it)
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
@@ -165,19 +169,26 @@ LEGACY_SWITCHES: dict[str, dict[str, str]] = {
     "corruption": {"shapes": "legacy", "bias_selection": "single", "augment_recipe": "legacy"},
 }
 
+#: The same for the switches that make the baselines run as published (docs/methods.md): a
+#: saved config without them trained and detected the shared way.
+LEGACY_PUBLISHED_SWITCHES: dict[str, dict[str, Any]] = {
+    "inference": {"postprocessing": "shared"},
+}
+
 
 def legacy_filled(saved: dict[str, Any]) -> dict[str, Any]:
     """A saved run-config dict with the fidelity switches it lacks set to their legacy values.
 
     Every saved config holds all fields of its version, so a section without one of the
-    switches of :data:`LEGACY_SWITCHES` comes from before that switch existed.
+    switches of :data:`LEGACY_SWITCHES` or :data:`LEGACY_PUBLISHED_SWITCHES` comes from
+    before that switch existed.
 
     Example:
         >>> legacy_filled({"intensity": {"upper_percentile": 98.0}})["intensity"]["scaling"]
         'brain'
     """
     out = dict(saved)
-    for sec, keys in LEGACY_SWITCHES.items():
+    for sec, keys in (*LEGACY_SWITCHES.items(), *LEGACY_PUBLISHED_SWITCHES.items()):
         if isinstance(out.get(sec), dict):
             out[sec] = {**keys, **out[sec]}
     return out
@@ -301,7 +312,14 @@ class InferenceConfig:
         median_filter: Size in voxels of a 3D median filter applied to the brain's map
             (0 = off). Default 3: it raised pixel AP on both demo contrasts beyond the paired
             bootstrap interval and cut false-positive blobs about tenfold
-            (docs/detection.md, "Median filter").
+            (docs/detection.md, "Median filter"). The filter of the ``shared`` protocol.
+        postprocessing: ``published`` (the default): the method's own published
+            post-processing (:data:`disyre.inference.postprocess.PUBLISHED`: brain-mask
+            erosion, median filter size and dimension, and after thresholding the removal
+            of small connected components); for DISYRE and the methods without a published
+            recipe of their own it is the shared one. ``shared``: every method the same
+            (``median_filter`` in 3D inside the brain mask, nothing after thresholding); a
+            checkpoint saved before this setting existed reads as ``shared``.
         precision: ``auto`` | ``fp32`` | ``bf16``.
         compile: ``torch.compile`` the network (compiles at the first pass).
         channels_last: Allow the channels-last layout where it helps (CUDA; the CPU
@@ -317,6 +335,7 @@ class InferenceConfig:
     batch_size: int = 32
     foreground_weighting: bool | None = None
     median_filter: int = 3
+    postprocessing: PostProcessingName = "published"
     precision: Precision = "auto"
     device: str = "auto"
     compile: bool = False
@@ -435,6 +454,8 @@ class RunConfig:
              f"in [1, inference.window={f.window}]", f.stride)
         need(f.batch_size >= 1, "inference.batch_size", ">= 1", f.batch_size)
         need(f.median_filter >= 0, "inference.median_filter", ">= 0 (0 = off)", f.median_filter)
+        need(f.postprocessing in POSTPROCESSINGS, "inference.postprocessing",
+             _choice(POSTPROCESSINGS), f.postprocessing)
         need(f.precision in PRECISIONS, "inference.precision", _choice(PRECISIONS),
              f.precision)
         need(isinstance(f.device, str) and valid_device(f.device), "inference.device",

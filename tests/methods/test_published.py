@@ -78,3 +78,149 @@ def test_an_old_checkpoints_explicit_settings_keep_their_behaviour() -> None:
     cfg = RunConfig.from_dict(d)
     assert get_method("dae").augments(cfg.corruption)
     assert get_method("dae").resolved_inference(cfg.inference).foreground_weighting is True
+
+
+# ---- post-processing through the detector --------------------------------------------------
+
+def _brain() -> np.ndarray:
+    z, y, x = np.mgrid[:12, :40, :40]
+    return ((z - 5.5) / 7) ** 2 + ((y - 19.5) / 17) ** 2 + ((x - 19.5) / 17) ** 2 < 1
+
+
+def _crafted(brain: np.ndarray) -> np.ndarray:
+    """A raw map: 0.1 in the brain, a bright rim voxel, a bright 5 x 5 patch one slice thick,
+    and a bright single voxel."""
+    m = np.where(brain, 0.1, 0).astype(np.float32)
+    ys, xs = np.nonzero(brain[6])
+    m[6, ys[0], xs[0]] = 0.9  # on the brain's edge (the first row of the slice)
+    m[6, 16:21, 16:21] = 0.8  # an in-plane blob, one slice thick
+    m[3, 26, 26] = 0.7  # one isolated voxel
+    return m
+
+
+@pytest.mark.parametrize("name", ("dag", *BASELINES))
+def test_each_published_post_processing_step_changes_what_it_should(name: str) -> None:
+    brain = _brain()
+    raw = _crafted(brain)
+    ys, xs = np.nonzero(brain[6])
+    edge = (6, ys[0], xs[0])
+    pub, shared = (_detector(name, f"inference.postprocessing={p}").post_process(raw, brain)
+                   for p in ("published", "shared"))
+    # the shared protocol: a 3D 3-voxel median filter: edge voxel, the one-slice blob and the
+    # single voxel all go
+    assert shared[edge] < 0.2 and shared[6, 18, 18] < 0.2 and shared[3, 26, 26] < 0.2
+    if name == "dag":  # DISYRE's published recipe is the shared one
+        np.testing.assert_array_equal(pub, shared)
+    elif name == "anoddpm":  # none: the map as it is
+        np.testing.assert_array_equal(pub, raw)
+    elif name == "dae":  # eroded mask (edge gone), 2D 5 x 5 median (the in-plane blob's
+        assert pub[edge] == 0  # centre stays, the single voxel goes)
+        assert pub[6, 18, 18] == pytest.approx(0.8) and pub[3, 26, 26] < 0.2
+        assert not (pub[~brain] != 0).any()
+    else:  # pddpm: eroded mask, 3D 5 x 5 x 5 median: the one-slice blob goes too
+        assert pub[edge] == 0 and pub[6, 18, 18] < 0.2 and pub[3, 26, 26] < 0.2
+        eroded = pub[6][brain[6]] == 0
+        assert eroded.sum() > (brain[6] & ~np.roll(brain[6], 3, 0)).sum()  # 3 px of rim
+
+
+def test_pddpm_removes_components_of_at_most_7_voxels_after_thresholding() -> None:
+    det = _detector("pddpm")
+    b = np.zeros((6, 20, 20), bool)
+    b[1, 2:4, 2:5] = True  # 6 voxels
+    b[1, 3, 5] = True  # 7
+    b[3:5, 10:12, 10:12] = True  # 8 voxels
+    kept = det.postprocessing().apply_binary(b)
+    assert not kept[1].any() and kept[3:5, 10:12, 10:12].all()
+    np.testing.assert_array_equal(
+        _detector("pddpm", "inference.postprocessing=shared").postprocessing().apply_binary(b),
+        b)
+
+
+def test_the_detector_post_processes_its_maps_as_its_recipe_says() -> None:
+    """``map_preprocessed`` = the raw map post-processed (one network run, two protocols)."""
+    vol = synthetic_cohort(1, seed=2)[0]
+    mask = vol > 0
+    det = _detector("dae")
+    raw = det.map_preprocessed(vol, mask, raw=True)
+    np.testing.assert_allclose(det.map_preprocessed(vol, mask), det.post_process(raw, mask),
+                               atol=0)
+    shared = _detector("dae", "inference.postprocessing=shared")
+    np.testing.assert_allclose(shared.map_preprocessed(vol, mask),
+                               det.post_process(raw, mask, "shared"), atol=0)
+    assert not np.array_equal(det.post_process(raw, mask), det.post_process(raw, mask,
+                                                                            "shared"))
+
+
+def test_a_saved_mask_loses_the_small_components_of_a_published_recipe(tmp_path) -> None:
+    from disyre.inference.result import DetectionResult
+
+    m = np.zeros((6, 20, 20), np.float32)
+    m[1, 2, 2] = 1.0  # one voxel
+    m[3:5, 10:12, 10:12] = 1.0  # 8 voxels
+    brain = np.ones(m.shape, bool)
+    captured = {}
+
+    class _R(DetectionResult):
+        def full(self, arr):
+            captured["mask"] = arr
+            raise StopIteration
+
+    for det, expect in ((_detector("pddpm"), 8), (_detector("dae"), 9)):
+        r = _R(anomaly_map=m, restored=m, score=0.0, map_cropped=m, restored_cropped=m,
+               image_cropped=m, mask_cropped=brain, scan=None, pre=None,
+               postprocessing=det.postprocessing())
+        with pytest.raises(StopIteration):
+            r.save_mask(tmp_path / "x.nii.gz", 0.5)
+        assert int(captured["mask"].sum()) == expect
+
+
+def test_the_evaluation_counts_after_the_component_step() -> None:
+    from disyre.evaluation import evaluate_cases
+
+    rng = np.random.default_rng(0)
+    brain = _brain()
+    lab = np.zeros(brain.shape, bool)
+    lab[4:7, 18:21, 18:21] = True  # 27 voxels
+    healthy = [(np.where(brain, rng.random(brain.shape) * 0.5, 0), brain) for _ in range(2)]
+
+    def cases():
+        m = np.where(brain, 0.1, 0.0)
+        m[lab] = 0.9
+        m[2, 10, 20] = 0.95  # a one-voxel false positive
+        yield "s", m.astype(np.float32), lab, brain
+
+    step = _detector("pddpm").postprocessing().apply_binary
+    plain = evaluate_cases(cases(), healthy, fprs=(0.01,), n_boot=0, viewer=False)
+    cc = evaluate_cases(cases(), healthy, fprs=(0.01,), n_boot=0, viewer=False,
+                        binary_step=step)
+    assert plain.calibrated[0.01]["fp"] == 1 and cc.calibrated[0.01]["fp"] == 0
+    assert plain.calibrated[0.01]["tp"] == cc.calibrated[0.01]["tp"] == 27
+    assert plain.thresholds.fpr == cc.thresholds.fpr
+    assert cc.lesion_wise["at"]["0.01"]["fp_per_lesioned_scan"] < plain.lesion_wise["at"][
+        "0.01"]["fp_per_lesioned_scan"]
+
+
+def test_a_checkpoint_saved_before_the_setting_keeps_the_shared_protocol() -> None:
+    from disyre.config import legacy_filled
+    from disyre.inference.thresholds import (
+        ThresholdMismatchError,
+        Thresholds,
+        check_binding,
+        map_settings,
+    )
+
+    d = _config("pddpm").to_dict()
+    del d["inference"]["postprocessing"]
+    cfg = RunConfig.from_dict(legacy_filled(d))
+    assert cfg.inference.postprocessing == "shared"
+    assert RunConfig().inference.postprocessing == "published"
+    # thresholds fitted before the setting existed were fitted on shared maps
+    det = Detector(reinit_tiny_net(3), cfg, device="cpu", channels_last=False)
+    fitted = map_settings(det.inference)
+    del fitted["postprocessing"]
+    th = Thresholds(fpr={0.01: 0.5}, n_volumes=1, n_voxels=100, inference=fitted)
+    assert not any("postprocessing" in w for w in check_binding(th, det, None,
+                                                                 source="t.json"))
+    new = Detector(reinit_tiny_net(3), _config("pddpm"), device="cpu", channels_last=False)
+    with pytest.raises(ThresholdMismatchError, match="postprocessing"):
+        check_binding(th, new, None, source="t.json")

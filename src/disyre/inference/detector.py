@@ -16,6 +16,7 @@ from torch import nn
 from disyre.config import ConfigError, InferenceConfig, RunConfig
 from disyre.data.intensity import intensity_signature
 from disyre.data.nifti import voxel_size_text
+from disyre.inference.postprocess import IDENTITY, PostProcessing, recipe_for
 from disyre.inference.restoration import InferenceInput
 from disyre.inference.result import DetectionResult
 from disyre.inference.scoring import volume_score
@@ -146,6 +147,21 @@ class Detector:
 
         return get_method(self.cfg.corruption.name).resolved_inference(self.cfg.inference)
 
+    def postprocessing(self, protocol: str | None = None) -> PostProcessing:
+        """The post-processing of this model's maps under ``protocol`` (default
+        ``inference.postprocessing``): :func:`~disyre.inference.postprocess.recipe_for`."""
+        f = self.cfg.inference
+        return recipe_for(self.cfg.corruption.name, protocol or f.postprocessing,
+                          f.median_filter)
+
+    def post_process(self, raw: np.ndarray, mask: np.ndarray, protocol: str | None = None
+                     ) -> np.ndarray:
+        """A raw map (:meth:`map_preprocessed` with ``raw=True``) post-processed under
+        ``protocol`` (default ``inference.postprocessing``): equal to the map
+        :meth:`map_preprocessed` makes with that protocol, without running the network
+        again."""
+        return self.postprocessing(protocol).apply(raw, np.asarray(mask, bool))
+
     @property
     def precision(self) -> PrecisionDecision:
         """The precision the network runs in (``inference.precision`` resolved), and why."""
@@ -225,7 +241,8 @@ class Detector:
             anomaly_map=np.empty(0, np.float32), restored=np.empty(0, np.float32),
             score=volume_score(amap[pre.mask], voxel_mm3=float(np.prod(scan.spacing))),
             map_cropped=amap, restored_cropped=rest,
-            image_cropped=pre.image, mask_cropped=pre.mask, scan=scan, pre=pre, warnings=msgs)
+            image_cropped=pre.image, mask_cropped=pre.mask, scan=scan, pre=pre, warnings=msgs,
+            postprocessing=self.postprocessing())
         from disyre.data.nifti import to_native
 
         res.anomaly_map = to_native(res.full(amap), scan).astype(np.float32)
@@ -234,9 +251,11 @@ class Detector:
 
     def map_preprocessed(self, image: np.ndarray, mask: np.ndarray,
                          progress: Callable[[int], None] | None = None,
-                         return_restored: bool = False
+                         return_restored: bool = False, raw: bool = False
                          ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """Map of an already preprocessed, cropped axial-first volume (see :func:`predict_volume`).
+        """Map of an already preprocessed, cropped axial-first volume (see :func:`predict_volume`),
+        post-processed as :meth:`postprocessing` says (``raw=True``: not at all, for
+        :meth:`post_process`).
 
         Noising corruptions (the Gaussian and diffusion baselines) draw from a generator
         seeded with ``self.seed``, so the same volume always gets the same map.
@@ -251,7 +270,8 @@ class Detector:
             gen.manual_seed(self.seed)
         return predict_volume(self.model, image, mask, self.inference, self.corruption, gen,
                               self.device, self.channels_last, progress,
-                              return_restored=return_restored)
+                              return_restored=return_restored,
+                              post=IDENTITY if raw else self.postprocessing())
 
     def work(self, pre_mask: np.ndarray) -> int:
         """Number of network inputs (windows or slices) :meth:`predict` runs for a brain mask."""

@@ -56,7 +56,9 @@ THRESHOLDS_FILE = "thresholds.json"
 RULE = "score > threshold"
 #: ``inference`` settings that change a map (those of the other method are left out).
 MAP_SETTINGS: tuple[str, ...] = ("method", "levels", "steps", "window", "stride",
-                                 "foreground_weighting", "median_filter")
+                                 "foreground_weighting", "median_filter", "postprocessing")
+#: the value of a map setting in a thresholds file written before it existed
+LEGACY_MAP_SETTINGS: dict[str, Any] = {"postprocessing": "shared"}
 #: Flag (and keyword) that applies thresholds to maps made otherwise.
 ALLOW_FLAG = "--allow-threshold-mismatch"
 
@@ -287,7 +289,7 @@ def check_binding(thresholds: Thresholds, detector: Any, checkpoint: str | Path 
         unknown.append("inference settings")
     else:
         now = map_settings(detector.inference)
-        fitted = thresholds.inference
+        fitted = {**LEGACY_MAP_SETTINGS, **thresholds.inference}
         keys = [k for k in MAP_SETTINGS if (k in now or k in fitted) and
                 fitted.get(k) != now.get(k)]
         if keys:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from disyre.config import ConfigError, InferenceConfig
-from disyre.inference.postprocess import median_filter_map
+from disyre.inference.postprocess import PostProcessing, median_filter_map
 from disyre.inference.restoration import InferenceInput, restore
 from disyre.runtime import resolve_device
 
@@ -334,8 +334,10 @@ def predict_volume(
     channels_last: bool = False,
     progress: Callable[[int], None] | None = None,
     return_restored: bool = False,
+    post: PostProcessing | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Anomaly map of a whole volume: :func:`predict_slices` plus the optional median filter.
+    """Anomaly map of a whole volume: :func:`predict_slices` plus its post-processing: the
+    optional median filter, or ``post``.
 
     Args:
         model: Network with ``forward(x, level)``.
@@ -349,17 +351,21 @@ def predict_volume(
         channels_last: Feed the network channels-last tensors.
         progress: Called with the number of windows (or slices) done after each batch.
         return_restored: Also return the restored volume.
+        post: The map's post-processing (:meth:`PostProcessing.apply
+            <disyre.inference.postprocess.PostProcessing.apply>`: erosion of the brain mask,
+            median filter) in place of ``cfg.median_filter``; ``IDENTITY`` gives the raw map.
 
     Returns:
         The float32 ``(D, H, W)`` map in [0, 1] (and the restored volume if asked).
     """
     amap, rest = predict_slices(model, image_dhw, mask_dhw, cfg, corruption, generator, device,
                                 channels_last, progress)
-    if cfg.median_filter > 0:
+    if cfg.median_filter > 0 or post is not None:
         cpu = torch.device("cpu")
         fg = (_tensor(image_dhw, torch.float32, cpu) != 0 if mask_dhw is None
               else _tensor(mask_dhw, torch.bool, cpu)).numpy()
-        amap = median_filter_map(amap, fg, cfg.median_filter)
+        amap = (median_filter_map(amap, fg, cfg.median_filter) if post is None
+                else post.apply(amap, fg))
     return (amap, rest) if return_restored else amap
 
 
