@@ -53,9 +53,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_bootstrap_argument(p)
     add_device_argument(p)
     add_train_jobs_argument(p)
+    add_post_processing_argument(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing benchmark")
     add_progress_argument(p)
     p.set_defaults(func=run)
+
+
+def add_post_processing_argument(p: argparse.ArgumentParser) -> None:
+    """``--post-processing shared|published|both`` (docs/methods.md, "Two protocols")."""
+    from disyre.benchmark import POST_PROCESSING_CHOICES
+
+    p.add_argument("--post-processing", choices=POST_PROCESSING_CHOICES, default="both",
+                   help="post-process every method's maps alike (shared), each as its "
+                   "publication did (published), or both side by side (default); the maps "
+                   "are computed once")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     res = run_benchmark(methods, cache, args.output, cfg=cfg, steps=args.steps, seed=args.seed,
                         device=args.device, n_boot=args.bootstrap, overwrite=args.overwrite,
                         progress=not args.no_progress, title=f"Benchmark on {args.manifest}",
-                        source=args.manifest, train_jobs=args.train_jobs)
+                        source=args.manifest, train_jobs=args.train_jobs,
+                        post_processing=args.post_processing)
     print(res.table())
     print(f"comparison: {res.comparison}")
     return 0
