@@ -39,7 +39,9 @@ def test_every_method_declares_its_whole_recipe(name: str) -> None:
     m = get_method(name)
     assert m.name == name and m.title and m.publication and m.sources
     assert all(isinstance(s, str) and s for s in m.sources)
-    assert m.target in ("clean", "noise") and (m.loss, m.loss_region) == ("mse", "patch")
+    from disyre.training.batches import TRAINING_LOSSES
+
+    assert m.target in ("clean", "noise") and (m.loss, m.loss_region) in TRAINING_LOSSES
     assert m.network == "preset" and m.max_level in (99, 999)
     assert isinstance(m.augment, bool) and isinstance(m.foreground_weighting, bool)
     assert m.restorations and all(get_restoration(r) for r in m.restorations)

@@ -50,6 +50,9 @@ PostProcessingName = Literal["published", "shared"]
 #: map post-processing protocols (``inference.postprocessing``,
 #: :mod:`disyre.inference.postprocess`): each method's published recipe, or the shared one
 POSTPROCESSINGS: tuple[str, ...] = typing.get_args(PostProcessingName)
+ObjectiveName = Literal["published", "shared"]
+#: training objectives (``train.objective``): the method's own loss, or the shared MSE
+OBJECTIVES: tuple[str, ...] = typing.get_args(ObjectiveName)
 Precision = Literal["auto", "fp32", "bf16"]
 #: autocast precisions of training and inference (``auto``: bf16 where the hardware has it)
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
@@ -173,6 +176,7 @@ LEGACY_SWITCHES: dict[str, dict[str, str]] = {
 #: saved config without them trained and detected the shared way.
 LEGACY_PUBLISHED_SWITCHES: dict[str, dict[str, Any]] = {
     "inference": {"postprocessing": "shared"},
+    "train": {"objective": "shared"},
 }
 
 
@@ -283,6 +287,9 @@ class TrainConfig:
     # (training.auto_grad_accum; measured in docs/training.md, "Speed levers")
     grad_accum: int = 0
     tensorboard: bool = False
+    # ``published``: the method's own loss where it applies (Method.loss, Method.loss_region;
+    # pddpm: L1 on the noised box); ``shared``: squared error over the patch for every method
+    objective: ObjectiveName = "published"
 
 
 @dataclass
@@ -446,6 +453,7 @@ class RunConfig:
         for k in ("val_every", "ckpt_every", "log_every"):
             need(getattr(t, k) >= 1, f"train.{k}", ">= 1", getattr(t, k))
         need(t.grad_accum >= 0, "train.grad_accum", ">= 0 (0 = auto)", t.grad_accum)
+        need(t.objective in OBJECTIVES, "train.objective", _choice(OBJECTIVES), t.objective)
         need(t.val_batches >= 0, "train.val_batches", ">= 0", t.val_batches)
         need(t.num_threads is None or t.num_threads >= 1, "train.num_threads", "null or >= 1",
              t.num_threads)

@@ -288,7 +288,7 @@ def test_pddpm_learns_to_restore_its_box(pddpm_run, tiny_cohort) -> None:
     ident = from_signed((res.corrupted / a ** 0.5).clamp(-1, 1))
     err_model = float(((y - x)[box] ** 2).mean())
     err_identity = float(((ident - x)[box] ** 2).mean())
-    assert err_model < 0.7 * err_identity, (err_model, err_identity)  # measured 0.42 at t_test
+    assert err_model < 0.7 * err_identity, (err_model, err_identity)  # measured 0.32 at t_test
 
 
 @pytest.mark.parametrize("run", ["anoddpm_run", "pddpm_run"])

@@ -224,3 +224,48 @@ def test_a_checkpoint_saved_before_the_setting_keeps_the_shared_protocol() -> No
     new = Detector(reinit_tiny_net(3), _config("pddpm"), device="cpu", channels_last=False)
     with pytest.raises(ThresholdMismatchError, match="postprocessing"):
         check_binding(th, new, None, source="t.json")
+
+
+# ---- pDDPM's objective: L1 on the noised box ---------------------------------------------
+
+def test_the_box_loss_is_the_mean_absolute_error_inside_the_box_only() -> None:
+    from disyre.training.batches import Batch, batch_loss
+
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(3, 1, 16, 16, generator=g)
+    pred = torch.rand(3, 1, 16, 16, generator=g)
+    box = torch.zeros(3, 1, 16, 16)
+    box[0, :, :8, :8] = 1
+    box[1, :, 8:, :8] = 1
+    box[2, :, 8:, 8:] = 1
+    b = Batch(clean, clean, torch.zeros(3, dtype=torch.long), region=box, loss="l1")
+    inside = (pred - clean).abs()[box > 0]
+    assert float(batch_loss(pred, b)) == pytest.approx(float(inside.mean()), rel=1e-6)
+    moved = torch.where(box > 0, pred, pred + 5.0)  # outside the box: not in the loss
+    assert float(batch_loss(moved, b)) == pytest.approx(float(inside.mean()), rel=1e-6)
+    shared = Batch(clean, clean, torch.zeros(3, dtype=torch.long))
+    assert float(batch_loss(pred, shared)) == pytest.approx(
+        float(((pred - clean) ** 2).mean()), rel=1e-6)
+
+
+def test_pddpm_batches_carry_the_noised_box_and_the_shared_objective_restores_mse() -> None:
+    from disyre.training import BatchSource
+
+    cohort = synthetic_cohort(4, seed=1)
+    b = BatchSource(cohort, _config("pddpm")).shard(0, 1, 0)
+    assert b.loss == "l1" and b.region is not None
+    changed = (b.corrupted != (2 * b.clean - 1)).float()  # the signed patch, noised in the box
+    assert bool((changed <= b.region).all()) and float(b.region.sum()) == 16 * 16 * len(b)
+    old = BatchSource(cohort, _config("pddpm", "train.objective=shared")).shard(0, 1, 0)
+    assert old.loss == "mse" and old.region is None
+    assert BatchSource(cohort, _config("dae")).shard(0, 1, 0).region is None
+
+
+def test_an_old_pddpm_checkpoint_trains_on_with_the_shared_objective() -> None:
+    from disyre.config import legacy_filled
+
+    d = _config("pddpm").to_dict()
+    del d["train"]["objective"]
+    cfg = RunConfig.from_dict(legacy_filled(d))
+    assert get_method("pddpm").objective(cfg) == ("mse", "patch")
+    assert get_method("pddpm").objective(_config("pddpm")) == ("l1", "box")

@@ -110,8 +110,12 @@ class Method:
             current ``inference.method`` is not one of :attr:`restorations`.
         target: What the network learns to output: ``clean`` (the clean patch) or ``noise``
             (the corruption's ``CorruptionResult.target``).
-        loss: The training loss: ``mse`` (mean squared error).
-        loss_region: Where the loss applies: ``patch`` (every pixel of the patch).
+        loss: The training loss: ``mse`` (mean squared error) or ``l1`` (mean absolute
+            error).
+        loss_region: Where the loss applies: ``patch`` (every pixel of the patch) or ``box``
+            (the pixels of the corruption's mask, ``CorruptionResult.mask``: ``pddpm``'s
+            noised box). ``train.objective=shared`` trains any method with ``mse`` over the
+            ``patch`` instead.
         augment: Whether training augments the clean patches by default (its publication's
             recipe): used when the run's ``corruption.augment`` is ``null``; an explicit
             ``true``/``false`` there (every checkpoint saved before the switch existed
@@ -143,8 +147,8 @@ class Method:
     inference: Mapping[str, Any]
     own_inference: bool = False
     target: Literal["clean", "noise"] = "clean"
-    loss: Literal["mse"] = "mse"
-    loss_region: Literal["patch"] = "patch"
+    loss: Literal["mse", "l1"] = "mse"
+    loss_region: Literal["patch", "box"] = "patch"
     augment: bool = True
     network: Literal["preset"] = "preset"
     max_level: int = 99
@@ -166,6 +170,23 @@ class Method:
             True
         """
         return self.augment if cfg.augment is None else bool(cfg.augment)
+
+    def objective(self, cfg: RunConfig) -> tuple[str, str]:
+        """``(loss, region)`` that training uses for a run with config ``cfg``: the method's
+        own (``train.objective=published``) or ``("mse", "patch")`` (``shared``).
+
+        Example:
+            >>> import disyre.methods
+            >>> rc = RunConfig()
+            >>> get_method("pddpm").objective(rc)
+            ('l1', 'box')
+            >>> rc.train.objective = "shared"
+            >>> get_method("pddpm").objective(rc)
+            ('mse', 'patch')
+        """
+        if cfg.train.objective == "shared":
+            return ("mse", "patch")
+        return (self.loss, self.loss_region)
 
     def weights_foreground(self, cfg: InferenceConfig) -> bool:
         """Whether detection weights the maps by foreground with inference settings ``cfg``:

@@ -117,6 +117,9 @@ PDDPM = register(Method(
     # the public code's IXI config has every augmentation flag off; no foreground weighting
     augment=False,
     foreground_weighting=False,
+    # x0 prediction, L1 on the noised box only (the clean context is not in the loss)
+    loss="l1",
+    loss_region="box",
     max_level=999,
     inference_input=True,
     validate=box_rule,
