@@ -126,11 +126,17 @@ class IntensityConfig:
 
 @dataclass
 class SamplerConfig:
-    """Training batches: ``n_volumes`` x ``n_slices`` random axial slices -> patches."""
+    """Training batches: ``n_volumes`` x ``n_slices`` random axial slices -> patches.
+
+    ``whole_slices``: draw whole slices, padded as detection pads them, instead of
+    ``patch_size`` patches; ``null`` (the default) = the method's own
+    (``Method.whole_slices``: ``pddpm``, whose publication trains on whole slices).
+    """
 
     n_volumes: int = 8
     n_slices: int = 12
     patch_size: int = 128
+    whole_slices: bool | None = None
 
 
 @dataclass
@@ -177,6 +183,7 @@ LEGACY_SWITCHES: dict[str, dict[str, str]] = {
 LEGACY_PUBLISHED_SWITCHES: dict[str, dict[str, Any]] = {
     "inference": {"postprocessing": "shared"},
     "train": {"objective": "shared"},
+    "sampler": {"whole_slices": False},
 }
 
 

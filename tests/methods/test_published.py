@@ -255,7 +255,8 @@ def test_pddpm_batches_carry_the_noised_box_and_the_shared_objective_restores_ms
     b = BatchSource(cohort, _config("pddpm")).shard(0, 1, 0)
     assert b.loss == "l1" and b.region is not None
     changed = (b.corrupted != (2 * b.clean - 1)).float()  # the signed patch, noised in the box
-    assert bool((changed <= b.region).all()) and float(b.region.sum()) == 16 * 16 * len(b)
+    per = b.region.sum((1, 2, 3))  # one box of 16 x 16 each (cut at the slice's edge)
+    assert bool((changed <= b.region).all()) and bool(((per > 0) & (per <= 16 * 16)).all())
     old = BatchSource(cohort, _config("pddpm", "train.objective=shared")).shard(0, 1, 0)
     assert old.loss == "mse" and old.region is None
     assert BatchSource(cohort, _config("dae")).shard(0, 1, 0).region is None
@@ -269,3 +270,73 @@ def test_an_old_pddpm_checkpoint_trains_on_with_the_shared_objective() -> None:
     cfg = RunConfig.from_dict(legacy_filled(d))
     assert get_method("pddpm").objective(cfg) == ("mse", "patch")
     assert get_method("pddpm").objective(_config("pddpm")) == ("l1", "box")
+
+
+# ---- pDDPM's geometry: whole slices, one box of detection's grid -------------------------
+
+class _Recorder(torch.nn.Module):
+    """A network that records its inputs and returns them (detection's boxes are noised in
+    the inputs it gets)."""
+
+    min_size = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros(()))
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.detach().clone())
+        return x
+
+
+def _detection_boxes(vol: np.ndarray, box: int) -> tuple[set, tuple[int, int], np.ndarray]:
+    """The boxes pDDPM's detection noises on the slices of ``vol`` (corners in the padded
+    frame), the frame size and the padded slices."""
+    from disyre.config import InferenceConfig
+    from disyre.corruption.diffusion import PatchedDiffusion, to_signed
+    from disyre.inference.windows import predict_slices
+
+    net = _Recorder()
+    cfg = InferenceConfig(method="patched", levels=[499], window=0, batch_size=64,
+                          foreground_weighting=False)
+    predict_slices(net, vol, vol > 0, cfg, PatchedDiffusion(box=box), torch.Generator())
+    d, h, w = vol.shape
+    fh, fw = -(-h // 8) * 8, -(-w // 8) * 8
+    py, px = (fh - h) // 2, (fw - w) // 2
+    padded = np.zeros((d, fh, fw), np.float32)
+    padded[:, py:py + h, px:px + w] = vol
+    base = to_signed(torch.from_numpy(padded)[:, None])
+    corners = set()
+    for inp in net.inputs:
+        diff = (inp != base[: len(inp)]).any(1)
+        for sl in diff:
+            ys, xs = np.nonzero(sl.numpy())
+            if len(ys):
+                corners.add((int(ys.min()) // box * box, int(xs.min()) // box * box))
+    return corners, (fh, fw), padded
+
+
+def test_pddpm_trains_on_detections_slices_and_boxes() -> None:
+    from disyre.training import BatchSource
+
+    vol = synthetic_cohort(1, seed=3, shape=(6, 37, 45))[0]
+    seen, (fh, fw), padded = _detection_boxes(vol, 16)
+    assert len(seen) >= 4  # the grid of 16 px boxes on the 40 x 48 frame, those with brain
+    cfg = _config("pddpm")
+    src = BatchSource([vol], cfg)
+    corners = set()
+    for step in range(12):
+        b = src.shard(0, step, 0)
+        assert b.clean.shape[-2:] == (fh, fw)  # whole slices, padded as detection pads them
+        for clean, region in zip(b.clean[:, 0].numpy(), b.region[:, 0].numpy(), strict=True):
+            assert any(np.array_equal(clean, s) for s in padded)
+            ys, xs = np.nonzero(region)
+            corner = (int(ys.min()), int(xs.min()))
+            assert region.sum() == 16 * 16 or (ys.max() + 1 == fh or xs.max() + 1 == fw)
+            corners.add(corner)
+    assert corners <= seen  # every training box is a box detection noises on that frame
+    assert len(corners) >= 3
+    # the switch restores the old geometry: patches, a box among the patch's quadrants
+    old = BatchSource([vol], _config("pddpm", "sampler.whole_slices=false")).shard(0, 1, 0)
+    assert old.clean.shape[-2:] == (32, 32)

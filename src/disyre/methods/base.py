@@ -116,6 +116,9 @@ class Method:
             (the pixels of the corruption's mask, ``CorruptionResult.mask``: ``pddpm``'s
             noised box). ``train.objective=shared`` trains any method with ``mse`` over the
             ``patch`` instead.
+        whole_slices: Training draws whole slices padded as detection pads them (and a
+            ``box`` region among the grid boxes holding brain) instead of patches: used
+            where the run's ``sampler.whole_slices`` is ``null``.
         augment: Whether training augments the clean patches by default (its publication's
             recipe): used when the run's ``corruption.augment`` is ``null``; an explicit
             ``true``/``false`` there (every checkpoint saved before the switch existed
@@ -149,6 +152,7 @@ class Method:
     target: Literal["clean", "noise"] = "clean"
     loss: Literal["mse", "l1"] = "mse"
     loss_region: Literal["patch", "box"] = "patch"
+    whole_slices: bool = False
     augment: bool = True
     network: Literal["preset"] = "preset"
     max_level: int = 99
@@ -187,6 +191,12 @@ class Method:
         if cfg.train.objective == "shared":
             return ("mse", "patch")
         return (self.loss, self.loss_region)
+
+    def trains_on_whole_slices(self, cfg: RunConfig) -> bool:
+        """Whether training draws whole slices: ``sampler.whole_slices`` when set, else
+        :attr:`whole_slices`."""
+        w = cfg.sampler.whole_slices
+        return self.whole_slices if w is None else bool(w)
 
     def weights_foreground(self, cfg: InferenceConfig) -> bool:
         """Whether detection weights the maps by foreground with inference settings ``cfg``:

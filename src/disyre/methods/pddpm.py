@@ -120,6 +120,8 @@ PDDPM = register(Method(
     # x0 prediction, L1 on the noised box only (the clean context is not in the loss)
     loss="l1",
     loss_region="box",
+    # trained on whole slices with one box of detection's grid, as published
+    whole_slices=True,
     max_level=999,
     inference_input=True,
     validate=box_rule,

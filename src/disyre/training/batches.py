@@ -207,12 +207,19 @@ class BatchSource:
         self.shard_cfg = SamplerConfig(n_volumes=cfg.sampler.n_volumes, n_slices=1,
                                        patch_size=cfg.sampler.patch_size)
         self.n_shards = cfg.sampler.n_slices
+        whole = method.trains_on_whole_slices(cfg)
         if sampler_factory is None:
+            from functools import partial
+
             from disyre.data.sampler import PatchSampler
 
-            sampler_factory = PatchSampler
+            sampler_factory = (partial(PatchSampler, whole_slices=True,
+                                       size_multiple=2 ** (len(cfg.model.channels) - 1))
+                               if whole else PatchSampler)
         if corruption is None:
             corruption = training_corruption(cfg, codebook)
+            if whole and hasattr(corruption, "on_brain"):
+                corruption.on_brain = True  # a box of detection's grid that holds brain
         self.sampler_factory = sampler_factory
         # built once (it indexes the brain slices of every volume); reseeded per shard
         if self.masks is None:
