@@ -121,8 +121,9 @@ def test_evaluate_run_reevaluates_a_trained_run_with_other_inference_settings(co
                                 device="cpu", progress=False)
     filt, _ = evaluate_run(tiny_run.path, cache, inference={"median_filter": 3}, n_boot=20,
                            device="cpu", progress=False)
-    assert plain.to_dict()["post_processing"] == {"median_filter": 0}
-    assert filt.to_dict()["post_processing"] == {"median_filter": 3}
+    assert plain.to_dict()["post_processing"]["median_filter"] == 0
+    assert filt.to_dict()["post_processing"]["median_filter"] == 3
+    assert filt.to_dict()["post_processing"]["protocol"] == "published"  # DISYRE's: shared
     assert plain.thresholds is not None and "healthy_transfer" in extra
     assert filt.pixel.ap != plain.pixel.ap  # the filter reached the maps
     n_lesioned = sum(c.n_lesion > 0 for c in plain.cases)

@@ -23,6 +23,8 @@ BAD = [
     ("benchmarks.experiments.transfer_fpr", ["--demo", "{tmp}", "--out", "{tmp}/out",
                                              "--extra-train", "-2"]),
     ("benchmarks.experiments.resample_check", ["--manifest", "{tmp}", "--run", "{tmp}/none"]),
+    ("benchmarks.experiments.demo_budget", ["--out", "{tmp}/out", "--jobs", "0"]),
+    ("benchmarks.speed.bench_side_by_side", ["--cache", "{tmp}/none"]),
     ("benchmarks.speed.bench_corruption", ["--repeats", "0"]),
     ("benchmarks.speed.bench_detect", ["--json", "{tmp}/x.json", "--batch", "0"]),
     ("benchmarks.speed.bench_detect_memory", ["--scans", "0"]),

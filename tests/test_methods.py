@@ -40,9 +40,11 @@ def test_every_method_declares_its_whole_recipe(name: str) -> None:
     m = get_method(name)
     assert m.name == name and m.title and m.publication and m.sources
     assert all(isinstance(s, str) and s for s in m.sources)
-    assert m.target in ("clean", "noise") and (m.loss, m.loss_region) == ("mse", "patch")
+    from disyre.training.batches import TRAINING_LOSSES
+
+    assert m.target in ("clean", "noise") and (m.loss, m.loss_region) in TRAINING_LOSSES
     assert m.network == "preset" and m.max_level in (99, 999)
-    assert set(m.postprocessing) <= {"foreground_weighting", "median_filter"}
+    assert isinstance(m.augment, bool) and isinstance(m.foreground_weighting, bool)
     assert m.restorations and all(get_restoration(r) for r in m.restorations)
     assert m.inference["method"] == m.restorations[0]
     # its defaults make a valid run, and its corruption is a Corruption of that name
@@ -156,14 +158,15 @@ def test_a_method_registered_in_one_place_validates_corrupts_trains_and_detects(
     from disyre.training.batches import shard_seed
 
     cfg = apply_overrides(tiny_config(steps=2), ["corruption.name=dim", "inference.window=0",
-                                                 "corruption.augment=true"])
+                                                 "corruption.augment=null"])
     assert cfg.inference.levels == [0, 30]  # its inference recipe
     with pytest.raises(ConfigError, match="inference.levels must be <= 50 for dim"):
         RunConfig.from_dict({**cfg.to_dict(), "inference": {
             **cfg.to_dict()["inference"], "levels": [0, 80]}})
     assert isinstance(make_corruption(cfg.corruption), Dim)
     cohort = synthetic_cohort(6, seed=0)
-    # batches: its corruption, and no augmentation although the config asks for it
+    # batches: its corruption, and no augmentation (its recipe has none; the config
+    # leaves it to the method)
     src = BatchSource(cohort[:4], cfg)
     s = shard_seed(0, 1, 0)
     clean, b = src.sample_shard(s), src.shard(0, 1, 0)
@@ -180,9 +183,12 @@ def test_a_method_registered_in_one_place_validates_corrupts_trains_and_detects(
     assert amap.shape == cohort[5].shape and np.isfinite(amap).all()
 
 
-def test_a_methods_augment_field_follows_the_config_unless_set(dim_method) -> None:
-    on, off = CorruptionConfig(augment=True), CorruptionConfig(augment=False)
+def test_a_methods_augment_field_is_its_default_and_the_config_overrides_it(dim_method
+                                                                            ) -> None:
+    on, off, own = (CorruptionConfig(augment=True), CorruptionConfig(augment=False),
+                    CorruptionConfig())
+    assert own.augment is None
+    assert get_method("dag").augments(own) and not dim_method.augments(own)
     assert get_method("dag").augments(on) and not get_method("dag").augments(off)
-    assert not dim_method.augments(on)
-    forced = dataclasses.replace(dim_method, augment=True)
-    assert forced.augments(off)
+    assert dim_method.augments(on) and not dim_method.augments(off)
+    assert not dataclasses.replace(get_method("dag"), augment=False).augments(own)

@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.args import at_least, new_file
+
 log = logging.getLogger("demo_budget")
 
 KEYS = ("lr", "warmup", "steps", "volumes", "slices", "patch", "levels", "name")
@@ -242,13 +244,16 @@ def main(argv: list[str] | None = None) -> int:
                     "are kept, unfinished runs resume)")
     ap.add_argument("--candidate", action="append", default=[],
                     help="key=value[,key=value...] (repeat)")
-    ap.add_argument("--steps", type=int, default=1300, help="training steps (default 1300)")
-    ap.add_argument("--eval-every", type=int, default=325, help="evaluate every N steps")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads per training")
-    ap.add_argument("--jobs", type=int, default=1, help="trainings at once")
+    ap.add_argument("--steps", type=at_least(1), default=1300,
+                    help="training steps (default 1300)")
+    ap.add_argument("--eval-every", type=at_least(1), default=325,
+                    help="evaluate every N steps")
+    ap.add_argument("--threads", type=at_least(1), default=None,
+                    help="torch threads per training")
+    ap.add_argument("--jobs", type=at_least(1), default=1, help="trainings at once")
     ap.add_argument("--seconds-per-step", action="append", default=[],
                     help="NAME=SECONDS measured apart (the plot's time axis)")
-    ap.add_argument("--plot", type=Path, help="write the AP-vs-seconds figure here")
+    ap.add_argument("--plot", type=new_file, help="write the AP-vs-seconds figure here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -261,10 +266,6 @@ def main(argv: list[str] | None = None) -> int:
             sps[k] = float(v)
     except ValueError as e:
         ap.error(str(e))
-    if args.steps < 1 or args.eval_every < 1 or args.jobs < 1:
-        ap.error("--steps, --eval-every and --jobs must be >= 1")
-    if args.threads is not None and args.threads < 1:
-        ap.error("--threads must be >= 1")
     if cands and not (args.cache and Path(args.cache, "index.json").is_file()):
         ap.error(f"--cache {args.cache}: not a disyre cache folder (no index.json)")
     if cands:

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.args import at_least, existing_dir, new_file
+
 
 def _jobs(cache_dir: Path, steps: int, root: Path) -> list[Any]:
     from disyre.data.cache import VolumeCache
@@ -72,13 +74,13 @@ def measure(cache_dir: Path, steps: int, reps: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cache", type=Path, required=True, help="a demo cache (demo_out/cache)")
-    ap.add_argument("--steps", type=int, default=60, help="training steps of each method")
-    ap.add_argument("--reps", type=int, default=3, help="repetitions of each way")
-    ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--cache", type=existing_dir, required=True,
+                    help="a demo cache (demo_out/cache)")
+    ap.add_argument("--steps", type=at_least(1), default=60,
+                    help="training steps of each method")
+    ap.add_argument("--reps", type=at_least(1), default=3, help="repetitions of each way")
+    ap.add_argument("--json", type=new_file, help="also write the figures here")
     args = ap.parse_args(argv)
-    if args.steps < 1 or args.reps < 1:
-        ap.error("--steps and --reps must be >= 1")
     if not (args.cache / "index.json").is_file():
         ap.error(f"--cache {args.cache}: not a disyre cache folder (no index.json)")
     res = measure(args.cache, args.steps, args.reps)

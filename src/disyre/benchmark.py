@@ -107,6 +107,42 @@ def normalise_methods(methods: Sequence[str] | str) -> list[str]:
     return out
 
 
+#: values of ``post_processing`` (``--post-processing``)
+POST_PROCESSING_CHOICES = ("both", "published", "shared")
+
+
+def benchmark_protocols(post_processing: str) -> list[str]:
+    """The post-processing protocols of a benchmark (``inference.postprocessing`` values).
+
+    Example:
+        >>> benchmark_protocols("both"), benchmark_protocols("shared")
+        (['published', 'shared'], ['shared'])
+
+    Raises:
+        ConfigError: Another value.
+    """
+    if post_processing not in POST_PROCESSING_CHOICES:
+        raise ConfigError(f"post-processing must be one of {', '.join(POST_PROCESSING_CHOICES)}"
+                          f", got {post_processing!r}")
+    return ["published", "shared"] if post_processing == "both" else [post_processing]
+
+
+def protocol_rows(name: str, mapper: Any, protocols: Sequence[str]
+                  ) -> list[tuple[str, str, str]]:
+    """``(row label, protocol, report folder)`` of a method in the comparison.
+
+    One protocol: the method's name and ``report``. Both: ``<name> (published)`` in
+    ``report`` and ``<name> (shared)`` in ``report_shared``, unless the two recipes are the
+    same (DISYRE, the reference): then one row, the method's name.
+    """
+    if len(protocols) == 1:
+        return [(name, protocols[0], "report")]
+    if mapper.recipe("published") == mapper.recipe("shared"):
+        return [(name, "published", "report")]
+    return [(f"{name} (published)", "published", "report"),
+            (f"{name} (shared)", "shared", "report_shared")]
+
+
 @dataclass
 class BenchmarkResult:
     """What :func:`run_benchmark` produced.
@@ -213,52 +249,108 @@ def _full(entry: Any, arr: np.ndarray) -> np.ndarray:
 
 
 class _Mapper:
-    """Computes a method's map for a cache entry (cropped grid)."""
+    """Computes a method's map for a cache entry (cropped grid) under one post-processing
+    protocol (:attr:`protocol`); the raw maps (before post-processing) are kept in
+    ``raw_dir`` when one is given, so that a second protocol does not run the network
+    again."""
 
     def __init__(self, name: str, *, run_dir: Path | None = None, reference: Any = None,
-                 device: str = "auto", seed: int = 0, median_filter: int = 0) -> None:
+                 device: str = "auto", seed: int = 0, median_filter: int = 0,
+                 raw_dir: Path | None = None) -> None:
         self.name = name
         self.reference = reference
         self.median_filter = median_filter  # the reference's post-processing (a run: its own)
         self.detector = None
+        self.raw_dir = raw_dir
+        self.raw_s = 0.0  # seconds spent making raw maps
+        self._raw: dict[str, Path] = {}
         if run_dir is not None:
             from disyre.inference import Detector
 
             self.detector = Detector.from_checkpoint(run_dir, device=device)
             self.detector.seed = seed
+        self.protocol = (self.detector.cfg.inference.postprocessing
+                         if self.detector is not None else "shared")
+
+    def set_protocol(self, protocol: str) -> None:
+        """Post-process the maps under ``protocol`` from now on (``shared`` | ``published``)."""
+        self.protocol = protocol
+        if self.detector is not None:
+            from disyre.inference.detector import with_inference_overrides
+
+            self.detector.cfg = with_inference_overrides(self.detector.cfg,
+                                                         {"postprocessing": protocol})
+
+    def recipe(self, protocol: str | None = None) -> Any:
+        """The :class:`~disyre.inference.postprocess.PostProcessing` of the maps under
+        ``protocol`` (default: the current one)."""
+        from disyre.inference.postprocess import recipe_for
+
+        if self.detector is not None:
+            return self.detector.postprocessing(protocol or self.protocol)
+        return recipe_for(REFERENCE, protocol or self.protocol, self.median_filter)
+
+    def post_processing(self) -> dict[str, Any]:
+        """What the current protocol does to the maps (``metrics.json``'s record)."""
+        from disyre.inference.postprocess import describe
+
+        return describe(self.recipe(), self.protocol)
 
     def work(self, entry: Any) -> int:
+        if entry.subject in self._raw:
+            return 0
         if self.detector is None:
             return 1
         return self.detector.work(np.asarray(entry.mask()))
 
-    def __call__(self, entry: Any, progress: Callable[[int], None] | None = None) -> np.ndarray:
+    def raw(self, entry: Any, progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """The map before post-processing (kept in ``raw_dir``: computed once)."""
+        if entry.subject in self._raw:
+            return np.load(self._raw[entry.subject])
+        t0 = time.perf_counter()
         image = np.array(entry.image(), dtype=np.float32)  # writable copy of the memmap
         mask = np.array(entry.mask(), dtype=bool)
         if self.detector is None:
-            from disyre.inference.windows import median_filter_map
-
             amap = self.reference.predict(_full(entry, image), _full(entry, mask) > 0)
             if progress:
                 progress(1)
-            return median_filter_map(np.asarray(amap[entry.slices], np.float32) * mask, mask,
-                                     self.median_filter)
-        return self.detector.map_preprocessed(image, mask, progress)
+            amap = np.asarray(amap[entry.slices], np.float32) * mask
+        else:
+            amap = self.detector.map_preprocessed(image, mask, progress, raw=True)
+        self.raw_s += time.perf_counter() - t0
+        if self.raw_dir is not None:
+            self.raw_dir.mkdir(parents=True, exist_ok=True)
+            path = self.raw_dir / f"{len(self._raw):05d}.npy"
+            np.save(path, amap)
+            self._raw[entry.subject] = path
+        return amap
+
+    def __call__(self, entry: Any, progress: Callable[[int], None] | None = None) -> np.ndarray:
+        mask = np.array(entry.mask(), dtype=bool)
+        return self.recipe().apply(self.raw(entry, progress), mask)
 
 
-def _fpr_at(volumes: list[np.ndarray], thresholds: dict[float, float]
+def _fpr_at(volumes: list[tuple[np.ndarray, np.ndarray]], thresholds: dict[float, float],
+            binary_step: Callable[[np.ndarray], np.ndarray] | None = None
             ) -> dict[str, dict[str, Any]]:
-    """Pooled and per-volume voxel FPR of healthy brain scores at each threshold."""
+    """Pooled and per-volume voxel FPR of healthy ``(map, brain mask)`` pairs at each
+    threshold (``binary_step``: applied to each thresholded volume first)."""
     from disyre.evaluation.thresholds import fpr_key
 
-    n = int(sum(v.size for v in volumes))
+    sizes = [int(m.sum()) for _, m in volumes]
+    n = sum(sizes)
     out: dict[str, dict[str, Any]] = {}
     for f, t in sorted(thresholds.items()):
-        fp = [int((v > t).sum()) for v in volumes]
+        fp = []
+        for amap, mask in volumes:
+            pred = (amap > t) & mask
+            if binary_step is not None:
+                pred = np.asarray(binary_step(pred), bool) & mask
+            fp.append(int(pred.sum()))
         out[fpr_key(f)] = {"threshold": t, "fpr": sum(fp) / n if n else float("nan"),
                            "n_volumes": len(volumes), "n_voxels": n,
-                           "per_volume": [round(a / max(v.size, 1), 6)
-                                          for a, v in zip(fp, volumes, strict=True)]}
+                           "per_volume": [round(a / max(k, 1), 6)
+                                          for a, k in zip(fp, sizes, strict=True)]}
     return out
 
 
@@ -292,9 +384,11 @@ def _evaluate(mapper: _Mapper, val: list, lesioned: list, healthy_test: list, *,
     from disyre.evaluation import evaluate_cases
 
     transfer = transfer or []
+    recipe = mapper.recipe()
     total = sum(mapper.work(e) for e in (*val, *lesioned, *healthy_test, *transfer))
     bar = tqdm(total=total, desc=f"detect {label}", unit="win", disable=not progress)
-    scores: dict[str, list[np.ndarray]] = {"val": [], "test": [], "transfer": []}
+    scores: dict[str, list[np.ndarray]] = {"val": []}
+    kept: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"test": [], "transfer": []}
 
     def healthy(entries: list, key: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for e in entries:
@@ -309,7 +403,7 @@ def _evaluate(mapper: _Mapper, val: list, lesioned: list, healthy_test: list, *,
             voxel_mm3 = float(abs(np.linalg.det(np.asarray(e.affine, float)[:3, :3])))
             amap = mapper(e, bar.update)
             if key is not None:
-                scores[key].append(np.asarray(amap)[mask])
+                kept[key].append((np.asarray(amap), mask))
             yield (e.subject, amap, None if key else np.asarray(e.lesion(), bool), mask,
                    np.asarray(e.image()), voxel_mm3, tuple(e.spacing))
 
@@ -321,20 +415,23 @@ def _evaluate(mapper: _Mapper, val: list, lesioned: list, healthy_test: list, *,
                              else None,
                              n_boot=n_boot, seed=seed,
                              source=f"{len(val)} healthy validation scans",
-                             post_processing={"median_filter": mapper.median_filter
-                                              if mapper.detector is None
-                                              else mapper.detector.cfg.inference.median_filter})
+                             post_processing=mapper.post_processing(),
+                             binary_step=recipe.apply_binary if recipe.cc_max_voxels else None)
+        step = recipe.apply_binary if recipe.cc_max_voxels else None
         extra: dict[str, Any] = {}
         if res.thresholds is not None:
             if transfer:
-                extra["healthy_transfer"] = _fpr_at(scores["transfer"], res.thresholds.fpr)
-            if scores["test"]:
+                extra["healthy_transfer"] = _fpr_at(kept["transfer"], res.thresholds.fpr, step)
+            if kept["test"]:
                 extra["healthy_heldout_volumes"] = {
-                    k: v["per_volume"] for k, v in _fpr_at(scores["test"],
-                                                           res.thresholds.fpr).items()}
+                    k: v["per_volume"] for k, v in _fpr_at(kept["test"], res.thresholds.fpr,
+                                                           step).items()}
             if n_boot > 0:
+                # the thresholds' spread; the FPR intervals count voxels before any step
+                # after thresholding
                 extra["threshold_bootstrap"] = _threshold_bootstrap(
-                    scores["val"], scores["test"], scores["transfer"],
+                    scores["val"], [a[m] for a, m in kept["test"]],
+                    [a[m] for a, m in kept["transfer"]],
                     sorted(res.thresholds.fpr), n_boot=n_boot, seed=seed)
         return res, extra
     finally:
@@ -584,6 +681,7 @@ def evaluate_run(run_dir: str | Path, cache: Any, *,
         mapper = _Mapper("run", run_dir=run_dir, device=device, seed=seed)
         assert mapper.detector is not None
         mapper.detector.cfg = with_inference_overrides(mapper.detector.cfg, inference or {})
+        mapper.protocol = mapper.detector.cfg.inference.postprocessing
     return _evaluate(mapper, val_e, lesioned, healthy_test, n_boot=n_boot, seed=seed,
                      progress=progress, label=run_dir.parent.name or "run",
                      transfer=_transfer_entries(cache, transfer_split))
@@ -598,7 +696,8 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
                   source: str | Path | None = None,
                   train_jobs: int | None = None, patience: int | None = None,
                   min_delta: float | None = None,
-                  eval_steps: Sequence[int] | str | None = None) -> BenchmarkResult:
+                  eval_steps: Sequence[int] | str | None = None,
+                  post_processing: str = "both") -> BenchmarkResult:
     """Train, detect and evaluate several methods the same way; write reports + a comparison.
 
     Args:
@@ -631,6 +730,13 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
         min_delta: ``train.min_delta`` of the plateau rule (needs ``patience``).
         eval_steps: Steps whose checkpoints are kept (``train.keep_steps``) and evaluated as
             well (pixel AP by budget, :func:`evaluate_kept_steps`), e.g. ``"650,1300,2600"``.
+        post_processing: ``shared`` (every method's maps post-processed alike),
+            ``published`` (each method's own published recipe) or ``both`` (side by side:
+            rows ``<method> (published)`` and ``<method> (shared)``, reports in
+            ``<method>/report/`` and ``<method>/report_shared/``; a method whose recipe is
+            the same under both gets one row). Each method's maps are computed once and
+            post-processed each way; thresholds are calibrated per protocol
+            (:func:`protocol_rows`).
 
     Returns:
         A :class:`BenchmarkResult`.
@@ -641,6 +747,7 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
     from disyre.inference.thresholds import bind_thresholds
 
     names = normalise_methods(methods)
+    protocols = benchmark_protocols(post_processing)
     base = copy.deepcopy(cfg) if cfg is not None else RunConfig()
     if steps is not None:
         if steps < 1:
@@ -678,6 +785,7 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
     timings: dict[str, dict[str, float]] = {}
     stopping: dict[str, dict[str, Any]] = {}  # learned method -> stop_record
     budget: dict[str, dict[str, float | None]] = {}  # learned method -> step -> pixel AP
+    first_label: dict[str, str] = {}  # learned method -> the label of its first protocol row
     from disyre.runtime import decide_train_jobs
     from disyre.training.parallel import TrainJob, train_many
 
@@ -686,6 +794,7 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
     if learned:
         log.info("training %s: %s", ", ".join(learned), jobs_plan.reason)
     trained_s: dict[str, float] = {}
+    same: list[str] = []  # methods whose two protocols post-process alike
     if jobs_plan.workers > 1:
         # the learned methods side by side first; each is then evaluated in turn
         done = train_many([
@@ -699,13 +808,15 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
     for name in names:
         t0 = time.perf_counter()
         mdir = out / name
+        raw_dir = mdir / "raw_maps" if len(protocols) > 1 else None
         if name == "reference":
             from disyre.evaluation.baselines import fit_reference
 
             ref = fit_reference(_full(e, np.asarray(e.image())) for e in train_e)
             ref.save(mdir / "reference.npz")
             # the learned methods' post-processing, so that every map is filtered alike
-            mapper = _Mapper(name, reference=ref, median_filter=base.inference.median_filter)
+            mapper = _Mapper(name, reference=ref, median_filter=base.inference.median_filter,
+                             raw_dir=raw_dir)
             run_cfg: dict[str, Any] = {"method": "reference", "n_train": len(train_e),
                                        "inference": {"median_filter":
                                                      base.inference.median_filter}}
@@ -718,43 +829,71 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
                       overwrite=overwrite, codebook=codebooks[name], progress=progress,
                       data_info=cache.describe(train_split),
                       train_masks=train_masks, val_masks=[e.mask() for e in val_e])
-            mapper = _Mapper(name, run_dir=mdir / "run", device=device, seed=seed)
+            mapper = _Mapper(name, run_dir=mdir / "run", device=device, seed=seed,
+                             raw_dir=raw_dir)
             run_cfg = {"method": name, "run": rc.to_dict()}
         t1 = time.perf_counter()
-        res, extra = _evaluate(mapper, val_e, lesioned, healthy_test, n_boot=n_boot, seed=seed,
-                               progress=progress, label=name, transfer=transfer_e)
-        t2 = time.perf_counter()
+        train_s = trained_s.get(name, t1 - t0)
+        eval_s: dict[str, float] = {}
+        try:
+            for label, protocol, folder in protocol_rows(name, mapper, protocols):
+                mapper.set_protocol(protocol)
+                ta, raw0 = time.perf_counter(), mapper.raw_s
+                res, extra = _evaluate(mapper, val_e, lesioned, healthy_test, n_boot=n_boot,
+                                       seed=seed, progress=progress, label=label,
+                                       transfer=transfer_e)
+                eval_s[label] = time.perf_counter() - ta - (mapper.raw_s - raw0)
+                config = {**run_cfg, "cache": str(cache.directory), "n_val": len(val_e),
+                          "n_test_lesion": len(lesioned), "n_test_healthy": len(healthy_test),
+                          "post_processing_protocol": protocol}
+                if mapper.detector is not None:
+                    config["precision"] = mapper.detector.precision.to_dict()
+                if transfer_e:
+                    config["n_test_transfer"] = len(transfer_e)
+                reports[label] = write_report(mdir / folder, res, config=config,
+                                              overwrite=overwrite, title=f"{title}: {label}",
+                                              extra=extra)
+                if res.thresholds is not None:
+                    if mapper.detector is not None:  # record the maps they fit, for detect
+                        bind_thresholds(res.thresholds, mapper.detector, mdir / "run")
+                    save_thresholds(mdir / folder / "thresholds.json", res.thresholds)
+                metrics[label] = {**res.to_dict(), **extra}
+                evaluated[label] = res
+        finally:
+            if raw_dir is not None and raw_dir.exists():
+                import shutil
+
+                shutil.rmtree(raw_dir)
+        for label, e_s in eval_s.items():
+            timings[label] = {"train_s": round(train_s, 2),
+                              "detect_s": round(mapper.raw_s + e_s, 2)}
+            log.info("%s: pixel AP %.4f (train %.0f s, detect+evaluate %.0f s)", label,
+                     metrics[label]["pixel"]["ap"], train_s, mapper.raw_s + e_s)
+        if len(eval_s) < len(protocols):
+            same.append(name)
         if mapper.detector is not None:
+            first_label[name] = next(iter(eval_s))
             stopping[name] = stop_record(mdir / "run")
             if kept_steps:
                 budget[name] = evaluate_kept_steps(name, mdir / "run", kept_steps, val_e,
                                                    lesioned, device=device, seed=seed,
                                                    progress=progress)
-        config = {**run_cfg, "cache": str(cache.directory), "n_val": len(val_e),
-                  "n_test_lesion": len(lesioned), "n_test_healthy": len(healthy_test)}
-        if mapper.detector is not None:
-            config["precision"] = mapper.detector.precision.to_dict()
-        if transfer_e:
-            config["n_test_transfer"] = len(transfer_e)
-        reports[name] = write_report(mdir / "report", res, config=config, overwrite=overwrite,
-                                     title=f"{title}: {name}", extra=extra)
-        if res.thresholds is not None:
-            if mapper.detector is not None:  # record the maps they fit, for detect to check
-                bind_thresholds(res.thresholds, mapper.detector, mdir / "run")
-            save_thresholds(mdir / "report" / "thresholds.json", res.thresholds)
-        metrics[name] = {**res.to_dict(), **extra}
-        evaluated[name] = res
-        train_s = trained_s.get(name, t1 - t0)
-        timings[name] = {"train_s": round(train_s, 2), "detect_s": round(t2 - t1, 2)}
-        log.info("%s: pixel AP %.4f (train %.0f s, detect+evaluate %.0f s)", name,
-                 res.pixel.ap, train_s, t2 - t1)
     notes = []
+    if len(protocols) > 1:
+        notes.append("*Post-processing: `(published)` rows: each method's maps post-processed "
+                     "as its publication did (erosion, median filter, small components "
+                     "removed after thresholding); `(shared)` rows: every method the same (a "
+                     f"{base.inference.median_filter}-voxel 3D median filter). The maps are "
+                     "computed once; thresholds are calibrated per protocol on the healthy "
+                     "validation maps of that protocol."
+                     + (f" {', '.join(same)}: the same post-processing under both protocols "
+                        "(one row)." if same else "") + "*")
     if len(learned) > 1:
         notes.append(f"*Training: {', '.join(learned)} "
                      + ("side by side" if jobs_plan.workers > 1 else "one after the other")
                      + f" ({jobs_plan.reason}); train seconds are each method's own wall "
                      "time.*")
-    final_ap = {n: metrics[n]["pixel"]["ap"] for n in stopping}
+    final_ap = {n: metrics[first_label[n]]["pixel"]["ap"] for n in stopping}
     notes += plateau_notes(stopping, budget, final_ap)
     comparison = write_comparison(out / "comparison", metrics, title=title, overwrite=overwrite,
                                   notes=notes)
@@ -765,6 +904,7 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
                              training=jobs_plan.to_dict())
     atomic_write_json(out / MARKER, {
         "methods": names, "steps": base.train.steps, "seed": seed, "device": device,
+        "post_processing": protocols,
         "splits": {"train": len(train_e), "val": len(val_e), "test_lesion": len(lesioned),
                    "test_healthy": len(healthy_test),
                    **({"test_transfer": len(transfer_e)} if transfer_e else {})},

@@ -49,6 +49,13 @@ AUGMENT_RECIPES: tuple[str, ...] = typing.get_args(AugmentRecipeName)
 SimplexLattice = Literal["opensimplex", "perlin"]
 #: simplex-noise lattices of the diffusion baselines (:mod:`disyre.corruption.simplex`)
 SIMPLEX_LATTICES: tuple[str, ...] = typing.get_args(SimplexLattice)
+PostProcessingName = Literal["published", "shared"]
+#: map post-processing protocols (``inference.postprocessing``,
+#: :mod:`disyre.inference.postprocess`): each method's published recipe, or the shared one
+POSTPROCESSINGS: tuple[str, ...] = typing.get_args(PostProcessingName)
+ObjectiveName = Literal["published", "shared"]
+#: training objectives (``train.objective``): the method's own loss, or the shared MSE
+OBJECTIVES: tuple[str, ...] = typing.get_args(ObjectiveName)
 Precision = Literal["auto", "fp32", "bf16"]
 #: autocast precisions of training and inference (``auto``: bf16 where the hardware has it)
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
@@ -122,11 +129,17 @@ class IntensityConfig:
 
 @dataclass
 class SamplerConfig:
-    """Training batches: ``n_volumes`` x ``n_slices`` random axial slices -> patches."""
+    """Training batches: ``n_volumes`` x ``n_slices`` random axial slices -> patches.
+
+    ``whole_slices``: draw whole slices, padded as detection pads them, instead of
+    ``patch_size`` patches; ``null`` (the default) = the method's own
+    (``Method.whole_slices``: ``pddpm``, whose publication trains on whole slices).
+    """
 
     n_volumes: int = 8
     n_slices: int = 12
     patch_size: int = 128
+    whole_slices: bool | None = None
 
 
 @dataclass
@@ -138,7 +151,10 @@ class CorruptionConfig:
             ``gaussian``, or a baseline of docs/methods.md: ``dae`` (denoising autoencoder,
             coarse noise), ``anoddpm`` (simplex-noise DDPM), ``pddpm`` (patched DDPM).
         window: Side of the square anomaly window in pixels (for ``pddpm``: the noised box).
-        augment: Apply the pre-corruption augmentation of clean patches.
+        augment: Apply the pre-corruption augmentation of clean patches: ``null`` (the
+            default) = the method's own recipe (``Method.augment``: on for DISYRE and its
+            ablations, off for the baselines whose publications do not augment), ``true`` /
+            ``false`` force it for any method (docs/methods.md).
         codebook: Intensity codebook for the bias anomaly; ``None`` = fit to the training
             data (falling back to the authors' values).
         shapes: Anomaly shape sizes: ``authors`` (the authors' size distribution) or
@@ -154,7 +170,7 @@ class CorruptionConfig:
 
     name: str = "dag"
     window: int = 64
-    augment: bool = True
+    augment: bool | None = None
     codebook: list[float] | None = None
     shapes: ShapeRecipe = "authors"
     bias_selection: BiasSelection = "authors"
@@ -170,19 +186,28 @@ LEGACY_SWITCHES: dict[str, dict[str, str]] = {
                    "simplex": "perlin"},
 }
 
+#: The same for the switches that make the baselines run as published (docs/methods.md): a
+#: saved config without them trained and detected the shared way.
+LEGACY_PUBLISHED_SWITCHES: dict[str, dict[str, Any]] = {
+    "inference": {"postprocessing": "shared"},
+    "train": {"objective": "shared"},
+    "sampler": {"whole_slices": False},
+}
+
 
 def legacy_filled(saved: dict[str, Any]) -> dict[str, Any]:
     """A saved run-config dict with the fidelity switches it lacks set to their legacy values.
 
     Every saved config holds all fields of its version, so a section without one of the
-    switches of :data:`LEGACY_SWITCHES` comes from before that switch existed.
+    switches of :data:`LEGACY_SWITCHES` or :data:`LEGACY_PUBLISHED_SWITCHES` comes from
+    before that switch existed.
 
     Example:
         >>> legacy_filled({"intensity": {"upper_percentile": 98.0}})["intensity"]["scaling"]
         'brain'
     """
     out = dict(saved)
-    for sec, keys in LEGACY_SWITCHES.items():
+    for sec, keys in (*LEGACY_SWITCHES.items(), *LEGACY_PUBLISHED_SWITCHES.items()):
         if isinstance(out.get(sec), dict):
             out[sec] = {**keys, **out[sec]}
     return out
@@ -277,6 +302,9 @@ class TrainConfig:
     # (training.auto_grad_accum; measured in docs/training.md, "Speed levers")
     grad_accum: int = 0
     tensorboard: bool = False
+    # ``published``: the method's own loss where it applies (Method.loss, Method.loss_region;
+    # pddpm: L1 on the noised box); ``shared``: squared error over the patch for every method
+    objective: ObjectiveName = "published"
 
 
 @dataclass
@@ -299,11 +327,21 @@ class InferenceConfig:
         stride: Sliding-window stride in pixels (with whole slices: the spacing of the
             foreground weighting's windows).
         batch_size: Network inputs per pass (window x level pairs for the v2 ensemble).
-        foreground_weighting: Multiply each window's map by its foreground fraction.
+        foreground_weighting: Multiply each window's map by its foreground fraction:
+            ``null`` (the default) = the method's own recipe (``Method.foreground_weighting``:
+            on for DISYRE, off for the baselines, whose publications do not weight),
+            ``true`` / ``false`` force it.
         median_filter: Size in voxels of a 3D median filter applied to the brain's map
             (0 = off). Default 3: it raised pixel AP on both demo contrasts beyond the paired
             bootstrap interval and cut false-positive blobs about tenfold
-            (docs/detection.md, "Median filter").
+            (docs/detection.md, "Median filter"). The filter of the ``shared`` protocol.
+        postprocessing: ``published`` (the default): the method's own published
+            post-processing (:data:`disyre.inference.postprocess.PUBLISHED`: brain-mask
+            erosion, median filter size and dimension, and after thresholding the removal
+            of small connected components); for DISYRE and the methods without a published
+            recipe of their own it is the shared one. ``shared``: every method the same
+            (``median_filter`` in 3D inside the brain mask, nothing after thresholding); a
+            checkpoint saved before this setting existed reads as ``shared``.
         precision: ``auto`` | ``fp32`` | ``bf16``.
         compile: ``torch.compile`` the network (compiles at the first pass).
         channels_last: Allow the channels-last layout where it helps (CUDA; the CPU
@@ -317,8 +355,9 @@ class InferenceConfig:
     window: int = 0
     stride: int = 32
     batch_size: int = 32
-    foreground_weighting: bool = True
+    foreground_weighting: bool | None = None
     median_filter: int = 3
+    postprocessing: PostProcessingName = "published"
     precision: Precision = "auto"
     device: str = "auto"
     compile: bool = False
@@ -431,6 +470,7 @@ class RunConfig:
         for k in ("val_every", "ckpt_every", "log_every"):
             need(getattr(t, k) >= 1, f"train.{k}", ">= 1", getattr(t, k))
         need(t.grad_accum >= 0, "train.grad_accum", ">= 0 (0 = auto)", t.grad_accum)
+        need(t.objective in OBJECTIVES, "train.objective", _choice(OBJECTIVES), t.objective)
         need(t.val_batches >= 0, "train.val_batches", ">= 0", t.val_batches)
         need(t.num_threads is None or t.num_threads >= 1, "train.num_threads", "null or >= 1",
              t.num_threads)
@@ -439,6 +479,8 @@ class RunConfig:
              f"in [1, inference.window={f.window}]" if f.window else ">= 1", f.stride)
         need(f.batch_size >= 1, "inference.batch_size", ">= 1", f.batch_size)
         need(f.median_filter >= 0, "inference.median_filter", ">= 0 (0 = off)", f.median_filter)
+        need(f.postprocessing in POSTPROCESSINGS, "inference.postprocessing",
+             _choice(POSTPROCESSINGS), f.postprocessing)
         need(f.precision in PRECISIONS, "inference.precision", _choice(PRECISIONS),
              f.precision)
         need(isinstance(f.device, str) and valid_device(f.device), "inference.device",

@@ -278,8 +278,14 @@ def test_pddpm_learns_to_restore_its_box(pddpm_run, tiny_cohort) -> None:
 
     model, cfg = load_model(pddpm_run, "cpu")
     assert cfg.corruption.name == "pddpm" and cfg.corruption.window == 16
-    x = _held_out(tiny_cohort)
-    res = PatchedDiffusion(box=16)(x, torch.Generator().manual_seed(5), alpha=0.5)
+    from disyre.config import SamplerConfig
+    from disyre.data.sampler import PatchSampler
+
+    # held-out whole slices and boxes of detection's grid: the geometry pddpm trains on
+    x = PatchSampler(tiny_cohort[4:], SamplerConfig(2, 8, 32), seed=123, whole_slices=True,
+                     size_multiple=model.min_size).sample()
+    res = PatchedDiffusion(box=16, on_brain=True)(x, torch.Generator().manual_seed(5),
+                                                  alpha=0.5)
     with torch.no_grad():
         y = model(res.corrupted, res.level)
     box = res.mask > 0.5
@@ -288,7 +294,7 @@ def test_pddpm_learns_to_restore_its_box(pddpm_run, tiny_cohort) -> None:
     ident = from_signed((res.corrupted / a ** 0.5).clamp(-1, 1))
     err_model = float(((y - x)[box] ** 2).mean())
     err_identity = float(((ident - x)[box] ** 2).mean())
-    assert err_model < 0.7 * err_identity, (err_model, err_identity)  # measured 0.42 at t_test
+    assert err_model < 0.7 * err_identity, (err_model, err_identity)  # measured 0.34 at t_test
 
 
 @pytest.mark.parametrize("run", ["anoddpm_run", "pddpm_run"])

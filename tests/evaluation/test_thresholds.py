@@ -121,7 +121,8 @@ def test_binding_round_trip_and_old_files(tmp_path) -> None:
     p = T.save_thresholds(tmp_path / "thresholds.json", th)
     d = json.loads(p.read_text())
     assert d["inference"] == {"method": "ensemble", "levels": [0, 25, 50, 75], "window": 0,
-                              "stride": 32, "foreground_weighting": True, "median_filter": 3}
+                              "stride": 32, "foreground_weighting": None, "median_filter": 3,
+                              "postprocessing": "published"}
     assert len(d["checkpoint"]["weights_sha256"]) == 64
     back = T.load_thresholds(p)
     assert back.inference == d["inference"] and back.checkpoint == d["checkpoint"]

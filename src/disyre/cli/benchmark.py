@@ -68,9 +68,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_bootstrap_argument(p)
     add_device_argument(p)
     add_train_jobs_argument(p)
+    add_post_processing_argument(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing benchmark")
     add_progress_argument(p)
     p.set_defaults(func=run)
+
+
+def add_post_processing_argument(p: argparse.ArgumentParser) -> None:
+    """``--post-processing shared|published|both`` (docs/methods.md, "Two protocols")."""
+    from disyre.benchmark import POST_PROCESSING_CHOICES
+
+    p.add_argument("--post-processing", choices=POST_PROCESSING_CHOICES, default="both",
+                   help="post-process every method's maps alike (shared), each as its "
+                   "publication did (published), or both side by side (default); the maps "
+                   "are computed once")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                         progress=not args.no_progress, title=f"Benchmark on {args.manifest}",
                         source=args.manifest, train_jobs=args.train_jobs,
                         patience=args.patience, min_delta=args.min_delta,
-                        eval_steps=args.eval_steps)
+                        eval_steps=args.eval_steps, post_processing=args.post_processing)
     print(res.table())
     print(f"comparison: {res.comparison}")
     return 0

@@ -146,13 +146,15 @@ def run(args: argparse.Namespace) -> int:
     print(summary.report())
     if args.html:
         from disyre.evaluation.html import write_detect_report
+        from disyre.inference.postprocess import describe
 
         rank, world = summary.shard
         print("report: " + str(write_detect_report(
             args.output, summary.assigned, checkpoint=args.checkpoint,
             thresholds_file=(summary.threshold.path if summary.threshold is not None
                              and summary.threshold.path is not None else args.thresholds_file),
-            post_processing=({"median_filter": loaded[0].cfg.inference.median_filter}
+            post_processing=(describe(loaded[0].postprocessing(),
+                                      loaded[0].cfg.inference.postprocessing)
                              if loaded else None),  # every scan skipped: not known
             overwrite=args.overwrite or args.continue_run,
             name="report.html" if world == 1 else f"report_shard{rank}of{world}.html")))

@@ -165,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
     from disyre.evaluation.harness import Case
     from disyre.evaluation.report import write_report
     from disyre.evaluation.thresholds import load_thresholds, save_thresholds
+    from disyre.inference.postprocess import describe
     from disyre.inference.thresholds import (
         bind_thresholds,
         check_binding,
@@ -236,12 +237,14 @@ def run(args: argparse.Namespace) -> int:
             yield (amap, mask)
 
     hsrc = str(args.healthy_manifest or args.manifest)
-    post = (None if source.detector is None  # maps read from files: not known
-            else {"median_filter": source.detector.cfg.inference.median_filter})
+    recipe = None if source.detector is None else source.detector.postprocessing()
+    post = (None if recipe is None or source.detector is None  # maps read from files
+            else describe(recipe, source.detector.cfg.inference.postprocessing))
     res = evaluate_cases(cases(), healthy_maps() if healthy and thresholds is None else None,
                          tuple(args.fpr), thresholds=thresholds, n_boot=args.bootstrap,
                          seed=args.seed, source=f"{hsrc} ({len(healthy)} healthy scans)",
-                         post_processing=post)
+                         post_processing=post,
+                         binary_step=None if recipe is None else recipe.apply_binary)
     if res.thresholds is not None and thresholds is None and source.detector is not None:
         # fitted here on this model's maps: record what made them, for detect to check
         bind_thresholds(res.thresholds, source.detector, args.checkpoint)

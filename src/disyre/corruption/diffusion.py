@@ -186,11 +186,15 @@ class PatchedDiffusion(_Diffusion):
     name = "pddpm"
     schedule = "cosine"
 
-    def __init__(self, box: int = BOX, lattice: str = "opensimplex") -> None:
+    def __init__(self, box: int = BOX, on_brain: bool = False,
+                 lattice: str = "opensimplex") -> None:
         super().__init__(lattice)
         if box < 1:
             raise ValueError(f"box must be >= 1, got {box}")
         self.box = int(box)
+        #: draw the noised box among the grid boxes holding brain (detection runs those
+        #: only); ``False``: among every grid box of the patch
+        self.on_brain = bool(on_brain)
 
     def __repr__(self) -> str:
         return f"PatchedDiffusion(box={self.box})"
@@ -224,7 +228,7 @@ class PatchedDiffusion(_Diffusion):
             x: (B, 1, H, W) clean patches in [0, 1].
             generator: Source of randomness.
             alpha: Fix the step as a fraction of ``T - 1`` (scalar or (B,)).
-            brain: Accepted for the common interface.
+            brain: The patches' brain mask (``on_brain``; default the non-zero pixels).
 
         Returns:
             The :class:`CorruptionResult`: ``corrupted`` the signed patch with one box noised,
@@ -234,7 +238,15 @@ class PatchedDiffusion(_Diffusion):
         b, _, h, w = x.shape
         t = self._steps(b, T, generator, x.device, alpha)
         grid = torch.as_tensor(self.boxes(h, w), device=x.device)
-        pick = (rand((b,), generator, x.device) * len(grid)).long().clamp(max=len(grid) - 1)
+        if self.on_brain:
+            fg = (x > 0) if brain is None else brain.bool()
+            k = self.box
+            has = torch.stack([fg[:, 0, y0:y0 + k, x0:x0 + k].flatten(1).any(1)
+                               for y0, x0 in self.boxes(h, w)], 1)  # (B, n_boxes)
+            score = rand((b, len(grid)), generator, x.device) + has.float()
+            pick = score.argmax(1)  # uniform among the boxes with brain
+        else:
+            pick = (rand((b,), generator, x.device) * len(grid)).long().clamp(max=len(grid) - 1)
         eps = self.noise(x, generator)
         xt, box = self.noise_box(x, t, eps, grid[pick])
         sev = (1 - self.abar(t, x)).sqrt().reshape(-1)

@@ -70,6 +70,13 @@ class PatchSampler:
             is given).
         generator: An explicit ``numpy.random.Generator``.
         masks: Brain masks of the volumes (same shapes); default: the non-zero voxels.
+        whole_slices: Draw whole slices instead of patches, as detection sees them with
+            whole slices (``inference.window=0``): each slice of a volume of ``h x w`` is
+            zero-padded, centred, to ``ceil(h / m) * m x ceil(w / m) * m`` (``m`` =
+            ``size_multiple``) and that frame sits at the top-left corner of a canvas of the
+            largest frame of all volumes (zeros elsewhere), so that a grid of boxes from the
+            canvas's corner is detection's grid on that slice. ``patch_size`` is ignored.
+        size_multiple: The network's size step (``RestorationNet.min_size``).
 
     Raises:
         ValueError: No volumes, a volume that is not 3D, a mask of another shape, or a
@@ -78,8 +85,13 @@ class PatchSampler:
 
     def __init__(self, volumes: Sequence[np.ndarray], cfg: SamplerConfig | None = None,
                  seed: int | None = 0, generator: np.random.Generator | None = None,
-                 masks: Sequence[np.ndarray] | None = None) -> None:
+                 masks: Sequence[np.ndarray] | None = None, whole_slices: bool = False,
+                 size_multiple: int = 1) -> None:
         self.cfg = cfg or SamplerConfig()
+        self.whole_slices = bool(whole_slices)
+        if size_multiple < 1:
+            raise ValueError(f"size_multiple must be >= 1, got {size_multiple}")
+        self.size_multiple = int(size_multiple)
         if self.cfg.patch_size < 1 or self.cfg.n_volumes < 1 or self.cfg.n_slices < 1:
             raise ValueError(f"invalid sampler config {self.cfg}")
         if len(volumes) == 0:
@@ -104,6 +116,19 @@ class PatchSampler:
                 raise ValueError(f"volume {i}: no slice contains brain (all zero)")
             self._slices.append(idx)
             self._boxes.append(b[idx, 1:])
+        m = self.size_multiple
+        #: per volume: the padded frame (rows, cols) and the slice's offset in it
+        self.frames = [(-(-v.shape[1] // m) * m, -(-v.shape[2] // m) * m)
+                       for v in self.volumes]
+        self.offsets = [((fh - v.shape[1]) // 2, (fw - v.shape[2]) // 2)
+                        for (fh, fw), v in zip(self.frames, self.volumes, strict=True)]
+        self.canvas = (max(f[0] for f in self.frames), max(f[1] for f in self.frames))
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(rows, cols)`` of the samples: the patch, or the canvas of whole slices."""
+        p = self.cfg.patch_size
+        return self.canvas if self.whole_slices else (p, p)
 
     @property
     def batch_size(self) -> int:
@@ -125,16 +150,20 @@ class PatchSampler:
         cfg, p = self.cfg, self.cfg.patch_size
         nv = len(self.volumes)
         vids = self.rng.choice(nv, size=cfg.n_volumes, replace=nv < cfg.n_volumes)
-        out = np.zeros((self.batch_size, 1, p, p), dtype=np.float32)
-        brain = np.zeros((self.batch_size, 1, p, p), dtype=bool) if with_masks else None
+        out = np.zeros((self.batch_size, 1, *self.size), dtype=np.float32)
+        brain = np.zeros((self.batch_size, 1, *self.size), dtype=bool) if with_masks else None
         k = 0
         for v in vids:
             vol, idx, boxes = self.volumes[v], self._slices[v], self._boxes[v]
             mk = None if self.masks is None else self.masks[v]
             pick = self.rng.choice(idx.size, size=cfg.n_slices, replace=idx.size < cfg.n_slices)
             bx = boxes[pick]
-            tops = self._start(bx[:, 0], bx[:, 1])
-            lefts = self._start(bx[:, 2], bx[:, 3])
+            if self.whole_slices:  # the slice centred in its frame, at the canvas's corner
+                tops = np.full(len(pick), -self.offsets[v][0])
+                lefts = np.full(len(pick), -self.offsets[v][1])
+            else:
+                tops = self._start(bx[:, 0], bx[:, 1])
+                lefts = self._start(bx[:, 2], bx[:, 3])
             for z, t, left in zip(idx[pick], tops, lefts, strict=True):
                 sl_brain = vol[z] if mk is None else mk[z]
                 if brain is not None:  # a bool window: non-zero (or masked) pixels
@@ -142,7 +171,7 @@ class PatchSampler:
                     has = brain[k, 0].any()
                 else:
                     has = self._has_brain(sl_brain, t, left, p)
-                if not has:  # rare: the box holds brain but the window missed it
+                if not has and not self.whole_slices:  # rare: the window missed the brain
                     t, left = self._on_brain(sl_brain, p)
                     if brain is not None:
                         self._fill(brain[k, 0], sl_brain, t, left)
@@ -175,10 +204,10 @@ class PatchSampler:
     @staticmethod
     def _fill(dst: np.ndarray, sl: np.ndarray, t: int, left: int) -> None:
         """Copy the window of slice ``sl`` starting at (t, left) into ``dst``, zero-padded."""
-        p = dst.shape[0]
+        p, q = dst.shape
         h, w = sl.shape
         r0, r1 = max(t, 0), min(t + p, h)
-        c0, c1 = max(left, 0), min(left + p, w)
+        c0, c1 = max(left, 0), min(left + q, w)
         dst[:] = 0
         dst[r0 - t:r1 - t, c0 - left:c1 - left] = sl[r0:r1, c0:c1]
 

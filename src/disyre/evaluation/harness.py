@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -263,6 +263,7 @@ def evaluate_cases(
     lesion_dilation: int = 0,
     viewer: bool | int = True,
     post_processing: dict[str, Any] | None = None,
+    binary_step: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> EvaluationResult:
     """Evaluate anomaly maps against lesion labels, streaming one volume at a time.
 
@@ -293,6 +294,12 @@ def evaluate_cases(
             ``False`` for none. The others are listed on the page without their volume.
         post_processing: What was applied to the maps (e.g. ``{"median_filter": 3}``),
             recorded in ``metrics.json`` and the report.
+        binary_step: Applied to every thresholded volume before it is counted (Dice, FPR,
+            lesion recall, false-positive blobs at the calibrated thresholds): the step
+            after thresholding of a published post-processing
+            (:meth:`~disyre.inference.postprocess.PostProcessing.apply_binary`, the removal
+            of small connected components). ``None``: none. The thresholds are still the
+            healthy maps' quantiles.
 
     Returns:
         An :class:`EvaluationResult`.
@@ -369,7 +376,8 @@ def evaluate_cases(
             score=vs[M.VOLUME_SCORE], dice=dice, slice_index=z,
             slice_map=amap[z].astype(np.float16), slice_label=lab[z].copy(),
             slice_mask=mask[z].copy(), slice_image=img, group=group, lesioned=lesioned,
-            lesions=(case_lesions(amap, lab, mask, th_values, vox, lesion_dilation)
+            lesions=(case_lesions(amap, lab, mask, th_values, vox, lesion_dilation,
+                                  binary_step)
                      if th_items else None),
             viewer=(pack_volume(amap, lab if group == "test" else None, mask, image=c.image,
                                 spacing=c.spacing) if keep else None))
@@ -381,7 +389,7 @@ def evaluate_cases(
             for msg in label_warnings(c, lab, mask):
                 log.warning("%s", msg)
             acc.update(amap, lab, mask)  # lesion voxels outside the brain stay lesion: misses
-            cnt = counts_at(amap, lab, mask, th_values) if th_items else None
+            cnt = counts_at(amap, lab, mask, th_values, binary_step) if th_items else None
             if cnt is not None:
                 pooled += cnt
             ss, sl = M.slice_scores(amap, lab, mask, top_k)
@@ -412,7 +420,7 @@ def evaluate_cases(
         for i, obj in enumerate(items or []):
             c = _as_healthy(obj, group, i)
             amap, lab, mask = check(c)
-            cnt = counts_at(amap, None, mask, th_values) if th_items else None
+            cnt = counts_at(amap, None, mask, th_values, binary_step) if th_items else None
             if group == "heldout" and cnt is not None:
                 hc += cnt
                 n_heldout += 1

@@ -32,7 +32,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,7 +119,9 @@ class CaseLesions:
 
 def case_lesions(amap: np.ndarray, label: np.ndarray | None, mask: np.ndarray | None,
                  thresholds: Sequence[float], voxel_mm3: float = 1.0,
-                 dilation: int = 0) -> CaseLesions:
+                 dilation: int = 0,
+                 binary_step: Callable[[np.ndarray], np.ndarray] | None = None
+                 ) -> CaseLesions:
     """Lesion-wise counts of one scan (see the module docstring for the protocol).
 
     Args:
@@ -130,6 +132,8 @@ def case_lesions(amap: np.ndarray, label: np.ndarray | None, mask: np.ndarray | 
         thresholds: Thresholds ``t`` (a voxel is anomalous when ``map > t``).
         voxel_mm3: Voxel volume (for the lesion volumes).
         dilation: BraTS's tolerance in voxels (0: the map must overlap the lesion itself).
+        binary_step: Applied to each thresholded volume before its blobs are counted (the
+            removal of small connected components of a published post-processing).
 
     Returns:
         A :class:`CaseLesions`.
@@ -156,6 +160,8 @@ def case_lesions(amap: np.ndarray, label: np.ndarray | None, mask: np.ndarray | 
     n_fp = np.zeros(len(thresholds), np.int64)
     for j, t in enumerate(thresholds):
         pred = (amap > t) & where
+        if binary_step is not None:
+            pred = np.asarray(binary_step(pred), bool)
         blobs, nb = label_components(pred)
         n_blobs[j] = nb
         if n == 0:

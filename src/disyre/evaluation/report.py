@@ -265,9 +265,13 @@ def post_processing_text(pp: Any) -> str:
     if pp is None:
         return "Post-processing of the maps: not known (maps read from files)."
     size = pp.get("median_filter")
-    what = (f"a 3D median filter of size {size}" if size else "none (no median filter)")
-    return f"Post-processing of the maps: {what}" + (f" ({pp['note']})" if pp.get("note")
-                                                     else "") + "."
+    if pp.get("steps") and size is None:
+        what = str(pp["steps"])
+    else:
+        what = (f"a 3D median filter of size {size}" if size else "none (no median filter)")
+    head = "Post-processing of the maps" + (f" ({pp['protocol']} protocol)"
+                                            if pp.get("protocol") else "")
+    return f"{head}: {what}" + (f" ({pp['note']})" if pp.get("note") else "") + "."
 
 
 def lesion_wise_lines(lw: Mapping[str, Any]) -> list[str]:

@@ -28,7 +28,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -135,19 +135,43 @@ def fit_thresholds(healthy: Iterable[tuple[np.ndarray, np.ndarray | None]],
 
 
 def counts_at(score: np.ndarray, label: np.ndarray | None, mask: np.ndarray | None,
-              thresholds: Sequence[float]) -> np.ndarray:
+              thresholds: Sequence[float],
+              binary_step: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """TP, FP, FN, TN of ``score > t`` inside the brain at each threshold.
 
-    ``label=None`` means a healthy scan (every brain voxel negative).
+    ``label=None`` means a healthy scan (every brain voxel negative). ``binary_step`` (e.g.
+    :meth:`~disyre.inference.postprocess.PostProcessing.apply_binary`, the removal of small
+    connected components) is applied to each thresholded volume (``score > t`` on the brain
+    and the lesion voxels) before counting.
 
     Returns:
         int64 array ``(len(thresholds), 4)``.
+
+    Example:
+        >>> s = np.zeros((3, 5, 5)); s[1, 2, 2] = 1.0  # one voxel above 0.5
+        >>> counts_at(s, None, None, [0.5])[0].tolist()
+        [0, 1, 0, 74]
+        >>> drop = lambda b: np.zeros_like(b)  # a step that removes every blob
+        >>> counts_at(s, None, None, [0.5], binary_step=drop)[0].tolist()
+        [0, 0, 0, 75]
     """
     from disyre.evaluation.metrics import binary_counts
 
     if label is None:
         label = np.zeros(np.shape(score), bool)
-    return binary_counts(score, label, mask, thresholds, strict=True)
+    if binary_step is None:
+        return binary_counts(score, label, mask, thresholds, strict=True)
+    score = np.asarray(score)
+    lab = np.asarray(label) != 0
+    brain = np.ones(score.shape, bool) if mask is None else np.asarray(mask) != 0
+    where, neg = lab | brain, brain & ~lab
+    n_pos, n_neg = int(lab.sum()), int(neg.sum())
+    out = np.zeros((len(thresholds), 4), np.int64)
+    for i, t in enumerate(thresholds):
+        pred = np.asarray(binary_step((score > t) & where), bool)
+        tp, fp = int(np.count_nonzero(pred & lab)), int(np.count_nonzero(pred & neg))
+        out[i] = (tp, fp, n_pos - tp, n_neg - fp)
+    return out
 
 
 def summarize_counts(counts: np.ndarray) -> dict[str, float]:

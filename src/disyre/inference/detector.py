@@ -17,6 +17,7 @@ from torch import nn
 from disyre.config import ConfigError, InferenceConfig, RunConfig
 from disyre.data.intensity import intensity_signature
 from disyre.data.nifti import voxel_size_text
+from disyre.inference.postprocess import IDENTITY, PostProcessing, recipe_for
 from disyre.inference.resampling import needs_resampling, resampled_shape, zoom_to_shape
 from disyre.inference.restoration import InferenceInput
 from disyre.inference.result import DetectionResult
@@ -149,8 +150,27 @@ class Detector:
 
     @property
     def inference(self) -> InferenceConfig:
-        """The inference settings in use."""
-        return self.cfg.inference
+        """The inference settings in use: the config's ``inference`` section with the
+        settings it leaves to the method (``null``) resolved
+        (:meth:`disyre.methods.Method.resolved_inference`)."""
+        from disyre.methods import get_method
+
+        return get_method(self.cfg.corruption.name).resolved_inference(self.cfg.inference)
+
+    def postprocessing(self, protocol: str | None = None) -> PostProcessing:
+        """The post-processing of this model's maps under ``protocol`` (default
+        ``inference.postprocessing``): :func:`~disyre.inference.postprocess.recipe_for`."""
+        f = self.cfg.inference
+        return recipe_for(self.cfg.corruption.name, protocol or f.postprocessing,
+                          f.median_filter)
+
+    def post_process(self, raw: np.ndarray, mask: np.ndarray, protocol: str | None = None
+                     ) -> np.ndarray:
+        """A raw map (:meth:`map_preprocessed` with ``raw=True``) post-processed under
+        ``protocol`` (default ``inference.postprocessing``): equal to the map
+        :meth:`map_preprocessed` makes with that protocol, without running the network
+        again."""
+        return self.postprocessing(protocol).apply(raw, np.asarray(mask, bool))
 
     @property
     def precision(self) -> PrecisionDecision:
@@ -255,7 +275,8 @@ class Detector:
         res = DetectionResult(
             anomaly_map=np.empty(0, np.float32), restored=np.empty(0, np.float32),
             score=score, map_cropped=amap, restored_cropped=rest,
-            image_cropped=pre.image, mask_cropped=pre.mask, scan=scan, pre=pre, warnings=msgs)
+            image_cropped=pre.image, mask_cropped=pre.mask, scan=scan, pre=pre, warnings=msgs,
+            postprocessing=self.postprocessing())
         from disyre.data.nifti import to_native
 
         res.anomaly_map = to_native(res.full(amap), scan).astype(np.float32)
@@ -307,9 +328,11 @@ class Detector:
 
     def map_preprocessed(self, image: np.ndarray, mask: np.ndarray,
                          progress: Callable[[int], None] | None = None,
-                         return_restored: bool = False
+                         return_restored: bool = False, raw: bool = False
                          ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """Map of an already preprocessed, cropped axial-first volume (see :func:`predict_volume`).
+        """Map of an already preprocessed, cropped axial-first volume (see :func:`predict_volume`),
+        post-processed as :meth:`postprocessing` says (``raw=True``: not at all, for
+        :meth:`post_process`).
 
         Noising corruptions (the Gaussian and diffusion baselines) draw from a generator
         seeded with ``self.seed``, so the same volume always gets the same map.
@@ -324,7 +347,8 @@ class Detector:
             gen.manual_seed(self.seed)
         return predict_volume(self.model, image, mask, self.inference, self.corruption, gen,
                               self.device, self.channels_last, progress,
-                              return_restored=return_restored)
+                              return_restored=return_restored,
+                              post=IDENTITY if raw else self.postprocessing())
 
     def work(self, pre_mask: np.ndarray) -> int:
         """Number of network inputs (windows or slices) :meth:`predict` runs for a brain mask."""

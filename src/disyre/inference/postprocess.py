@@ -214,3 +214,86 @@ ANDI = PostProcessing(median_size=5, median_dim=3)
 #: the published recipe of each method name
 PUBLISHED: dict[str, PostProcessing] = {"dag": DISYRE, "dae": DAE, "pddpm": PDDPM,
                                         "anoddpm": ANODDPM, "andi": ANDI}
+
+
+def shared_recipe(median_filter: int) -> PostProcessing:
+    """The shared protocol: ``median_filter`` voxels in 3D inside the brain mask, nothing
+    after thresholding (``inference.median_filter``; DISYRE's published recipe at 3).
+
+    Example:
+        >>> shared_recipe(3) == PostProcessing(median_size=3, median_dim=3)
+        True
+    """
+    return PostProcessing(median_size=median_filter, median_dim=3)
+
+
+def recipe_for(method: str, protocol: str, median_filter: int = 3) -> PostProcessing:
+    """The post-processing of ``method``'s maps under ``protocol``
+    (``inference.postprocessing``).
+
+    ``shared``: :func:`shared_recipe`. ``published``: the method's recipe of
+    :data:`PUBLISHED`; a method whose published recipe is DISYRE's, or that has none of its
+    own (the ablations, the Gaussian foil, the reference), gets the shared one, so that its
+    maps follow ``inference.median_filter`` under both protocols.
+
+    Args:
+        method: ``corruption.name`` of the run (or ``reference``).
+        protocol: ``published`` or ``shared``.
+        median_filter: ``inference.median_filter`` (the shared recipe's size).
+
+    Example:
+        >>> recipe_for("pddpm", "published") is PDDPM, recipe_for("pddpm", "shared").median_size
+        (True, 3)
+        >>> recipe_for("dag", "published", median_filter=0).median_size
+        0
+    """
+    if protocol not in ("published", "shared"):
+        raise ValueError(f"post-processing protocol must be published or shared, got "
+                         f"{protocol!r}")
+    own = PUBLISHED.get(method, DISYRE)
+    if protocol == "shared" or own is DISYRE:
+        return shared_recipe(median_filter)
+    return own
+
+
+def recipe_text(recipe: PostProcessing) -> str:
+    """The steps of ``recipe`` in words.
+
+    Example:
+        >>> recipe_text(PDDPM)  # doctest: +NORMALIZE_WHITESPACE
+        'the brain mask eroded 3 steps per axial slice, a 5 x 5 x 5 median filter, connected
+        components of at most 7 voxels removed after thresholding'
+        >>> recipe_text(IDENTITY)
+        'none'
+    """
+    parts = []
+    if recipe.erosion_iterations:
+        where = "per axial slice" if recipe.erosion_dim == 2 else "in 3D"
+        parts.append(f"the brain mask eroded {recipe.erosion_iterations} steps {where}")
+    if recipe.median_size > 1:
+        k = recipe.median_size
+        parts.append(f"a {' x '.join([str(k)] * recipe.median_dim)} median filter"
+                     + (" per axial slice" if recipe.median_dim == 2 else ""))
+    if recipe.cc_max_voxels:
+        parts.append(f"connected components of at most {recipe.cc_max_voxels} voxels "
+                     "removed after thresholding")
+    return ", ".join(parts) or "none"
+
+
+def describe(recipe: PostProcessing, protocol: str) -> dict[str, object]:
+    """What a report records of a map's post-processing (``metrics.json``'s
+    ``post_processing``): the protocol, the recipe's fields, its steps in words, and
+    ``median_filter`` (the 3D filter's size when the recipe is the shared one, else
+    ``None``).
+
+    Example:
+        >>> describe(shared_recipe(3), "shared")["median_filter"]
+        3
+        >>> describe(DAE, "published")["median_filter"] is None
+        True
+    """
+    from dataclasses import asdict
+
+    shared = recipe == shared_recipe(recipe.median_size)
+    return {"protocol": protocol, "median_filter": recipe.median_size if shared else None,
+            "steps": recipe_text(recipe), **asdict(recipe)}

@@ -43,6 +43,9 @@ class DetectionResult:
         scan: The loaded :class:`~disyre.data.nifti.Scan`.
         pre: The :class:`~disyre.data.intensity.NormalizedVolume` volume (holds the crop box).
         warnings: Sanity-check messages (contrast, orientation) raised for this scan.
+        postprocessing: The :class:`~disyre.inference.postprocess.PostProcessing` the map
+            went through; its step after thresholding applies to :meth:`save_mask`
+            (``None``: none).
     """
 
     anomaly_map: np.ndarray
@@ -55,6 +58,7 @@ class DetectionResult:
     scan: Any
     pre: Any
     warnings: list[str] = field(default_factory=list)
+    postprocessing: Any = None
 
     def full(self, arr_cropped: np.ndarray) -> np.ndarray:
         """Put a cropped ``(d, h, w)`` array back on the scan's full axial-first grid."""
@@ -77,9 +81,13 @@ class DetectionResult:
     def save_mask(self, path: str | Path, threshold: float) -> None:
         """Write ``map > threshold`` (brain only) as a uint8 NIfTI on the input's grid.
 
-        The rule ``score > threshold`` is the one of :mod:`disyre.evaluation.thresholds`.
+        The rule ``score > threshold`` is the one of :mod:`disyre.evaluation.thresholds`;
+        then the step of :attr:`postprocessing` after thresholding (the removal of small
+        connected components, where the method's published recipe has it).
         """
         from disyre.data.nifti import save_like
 
         m = (self.map_cropped > threshold) & self.mask_cropped
+        if self.postprocessing is not None:  # its step after thresholding (small components)
+            m = self.postprocessing.apply_binary(m)
         save_like(self.full(m.astype(np.uint8)), self.scan, path, dtype=np.uint8)

@@ -56,7 +56,9 @@ THRESHOLDS_FILE = "thresholds.json"
 RULE = "score > threshold"
 #: ``inference`` settings that change a map (those of the other method are left out).
 MAP_SETTINGS: tuple[str, ...] = ("method", "levels", "steps", "window", "stride",
-                                 "foreground_weighting", "median_filter")
+                                 "foreground_weighting", "median_filter", "postprocessing")
+#: the value of a map setting in a thresholds file written before it existed
+LEGACY_MAP_SETTINGS: dict[str, Any] = {"postprocessing": "shared"}
 #: Flag (and keyword) that applies thresholds to maps made otherwise.
 ALLOW_FLAG = "--allow-threshold-mismatch"
 
@@ -299,7 +301,7 @@ def _check_maker(thresholds: Thresholds, now: dict[str, Any], now_ck: dict[str, 
     if thresholds.inference is None:
         unknown.append("inference settings")
     else:
-        fitted = thresholds.inference
+        fitted = {**LEGACY_MAP_SETTINGS, **thresholds.inference}
         keys = [k for k in MAP_SETTINGS if (k in now or k in fitted) and
                 fitted.get(k) != now.get(k)]
         if keys:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from disyre.config import ConfigError, InferenceConfig
-from disyre.inference.postprocess import median_filter_map
+from disyre.inference.postprocess import PostProcessing, median_filter_map
 from disyre.inference.restoration import InferenceInput, restore
 from disyre.runtime import resolve_device
 
@@ -94,6 +94,12 @@ def _validate_cfg(cfg: InferenceConfig) -> None:
         raise ConfigError(f"inference.median_filter must be >= 0, got {cfg.median_filter}")
 
 
+def _weighting(cfg: InferenceConfig) -> bool:
+    """``cfg.foreground_weighting``; ``None`` (left to the method, which the
+    :class:`~disyre.inference.Detector` resolves) counts as on, the shared default."""
+    return cfg.foreground_weighting is None or bool(cfg.foreground_weighting)
+
+
 def _size_multiple(model: nn.Module) -> int:
     m = getattr(model, "min_size", None)
     if isinstance(m, int) and m > 0:
@@ -161,7 +167,7 @@ def _windowed(
             for ix, x in enumerate(xs):
                 f = float(fr_cpu[iy, ix, k])
                 if f > 0:
-                    jobs.append((k, y, x, f if cfg.foreground_weighting else 1.0))
+                    jobs.append((k, y, x, f if _weighting(cfg) else 1.0))
     num = torch.zeros((n, h, w), device=vol.device)
     rnum = torch.zeros((n, h, w), device=vol.device)
     per = _inputs_per_pass(cfg)
@@ -200,7 +206,7 @@ def _whole_slices(
         if progress is not None:
             progress(a.shape[0])
     amap = torch.cat(amaps)
-    if cfg.foreground_weighting:
+    if _weighting(cfg):
         # the authors' per-window weighting, applied as its Gaussian-blended field
         win = min(WEIGHTING_WINDOW, *vol.shape[1:])
         stride = min(cfg.stride, win) if cfg.stride > 0 else win // 4
@@ -328,8 +334,10 @@ def predict_volume(
     channels_last: bool = False,
     progress: Callable[[int], None] | None = None,
     return_restored: bool = False,
+    post: PostProcessing | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Anomaly map of a whole volume: :func:`predict_slices` plus the optional median filter.
+    """Anomaly map of a whole volume: :func:`predict_slices` plus its post-processing: the
+    optional median filter, or ``post``.
 
     Args:
         model: Network with ``forward(x, level)``.
@@ -343,17 +351,21 @@ def predict_volume(
         channels_last: Feed the network channels-last tensors.
         progress: Called with the number of windows (or slices) done after each batch.
         return_restored: Also return the restored volume.
+        post: The map's post-processing (:meth:`PostProcessing.apply
+            <disyre.inference.postprocess.PostProcessing.apply>`: erosion of the brain mask,
+            median filter) in place of ``cfg.median_filter``; ``IDENTITY`` gives the raw map.
 
     Returns:
         The float32 ``(D, H, W)`` map in [0, 1] (and the restored volume if asked).
     """
     amap, rest = predict_slices(model, image_dhw, mask_dhw, cfg, corruption, generator, device,
                                 channels_last, progress)
-    if cfg.median_filter > 0:
+    if cfg.median_filter > 0 or post is not None:
         cpu = torch.device("cpu")
         fg = (_tensor(image_dhw, torch.float32, cpu) != 0 if mask_dhw is None
               else _tensor(mask_dhw, torch.bool, cpu)).numpy()
-        amap = median_filter_map(amap, fg, cfg.median_filter)
+        amap = (median_filter_map(amap, fg, cfg.median_filter) if post is None
+                else post.apply(amap, fg))
     return (amap, rest) if return_restored else amap
 
 

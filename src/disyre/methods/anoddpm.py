@@ -121,6 +121,9 @@ ANODDPM = register(Method(
     restorations=("walk",),
     inference={"method": "walk", "levels": [249], "steps": 25},
     own_inference=True,
+    # neither the paper nor the authors' code augments or weights maps by foreground
+    augment=False,
+    foreground_weighting=False,
     target="noise",
     max_level=999,
     inference_input=True,

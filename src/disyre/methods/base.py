@@ -110,10 +110,19 @@ class Method:
             current ``inference.method`` is not one of :attr:`restorations`.
         target: What the network learns to output: ``clean`` (the clean patch) or ``noise``
             (the corruption's ``CorruptionResult.target``).
-        loss: The training loss: ``mse`` (mean squared error).
-        loss_region: Where the loss applies: ``patch`` (every pixel of the patch).
-        augment: Pre-corruption augmentation of clean patches: ``None`` follows the run's
-            ``corruption.augment``; ``True``/``False`` force it.
+        loss: The training loss: ``mse`` (mean squared error) or ``l1`` (mean absolute
+            error).
+        loss_region: Where the loss applies: ``patch`` (every pixel of the patch) or ``box``
+            (the pixels of the corruption's mask, ``CorruptionResult.mask``: ``pddpm``'s
+            noised box). ``train.objective=shared`` trains any method with ``mse`` over the
+            ``patch`` instead.
+        whole_slices: Training draws whole slices padded as detection pads them (and a
+            ``box`` region among the grid boxes holding brain) instead of patches: used
+            where the run's ``sampler.whole_slices`` is ``null``.
+        augment: Whether training augments the clean patches by default (its publication's
+            recipe): used when the run's ``corruption.augment`` is ``null``; an explicit
+            ``true``/``false`` there (every checkpoint saved before the switch existed
+            records ``true``) overrides it.
         network: The network: ``preset`` (the run's ``model`` section).
         max_level: The largest level (99 on the level table of
             :mod:`disyre.corruption.schedule`; 999 for 1000-step diffusion schedules).
@@ -121,8 +130,11 @@ class Method:
             (noising) instead of the scan itself.
         anomaly_window: ``corruption.window`` is a synthetic anomaly's window (at least
             ``config.MIN_CORRUPTION_WINDOW``, at most the patch).
-        postprocessing: The shared post-processing steps it uses, set by the ``inference``
-            section: ``foreground_weighting``, ``median_filter``.
+        foreground_weighting: Whether detection weights the windows' maps by their
+            foreground fraction by default (DISYRE's step; the baselines' publications do
+            not): used when the run's ``inference.foreground_weighting`` is ``null``. Its
+            published map post-processing (erosion, median filter, connected components) is
+            :data:`disyre.inference.postprocess.PUBLISHED` (``inference.postprocessing``).
         codebook: Its corruption uses the intensity codebook fitted to the training data
             (:func:`~disyre.corruption.bias.fit_codebook`).
         validate: Its own config rules: ``cfg -> [problems]``, each ``"section.key must be
@@ -138,20 +150,79 @@ class Method:
     inference: Mapping[str, Any]
     own_inference: bool = False
     target: Literal["clean", "noise"] = "clean"
-    loss: Literal["mse"] = "mse"
-    loss_region: Literal["patch"] = "patch"
-    augment: bool | None = None
+    loss: Literal["mse", "l1"] = "mse"
+    loss_region: Literal["patch", "box"] = "patch"
+    whole_slices: bool = False
+    augment: bool = True
     network: Literal["preset"] = "preset"
     max_level: int = 99
     inference_input: bool = False
     anomaly_window: bool = False
-    postprocessing: tuple[str, ...] = ("foreground_weighting", "median_filter")
+    foreground_weighting: bool = True
     codebook: bool = False
     validate: Callable[[RunConfig], list[str]] = field(default=_no_rules)
 
     def augments(self, cfg: CorruptionConfig) -> bool:
-        """Whether training augments the clean patches of a run with corruption ``cfg``."""
-        return cfg.augment if self.augment is None else self.augment
+        """Whether training augments the clean patches of a run with corruption ``cfg``:
+        ``cfg.augment`` when set, else the method's own :attr:`augment`.
+
+        Example:
+            >>> import disyre.methods
+            >>> get_method("dae").augments(CorruptionConfig(name="dae"))
+            False
+            >>> get_method("dae").augments(CorruptionConfig(name="dae", augment=True))
+            True
+        """
+        return self.augment if cfg.augment is None else bool(cfg.augment)
+
+    def objective(self, cfg: RunConfig) -> tuple[str, str]:
+        """``(loss, region)`` that training uses for a run with config ``cfg``: the method's
+        own (``train.objective=published``) or ``("mse", "patch")`` (``shared``).
+
+        Example:
+            >>> import disyre.methods
+            >>> rc = RunConfig()
+            >>> get_method("pddpm").objective(rc)
+            ('l1', 'box')
+            >>> rc.train.objective = "shared"
+            >>> get_method("pddpm").objective(rc)
+            ('mse', 'patch')
+        """
+        if cfg.train.objective == "shared":
+            return ("mse", "patch")
+        return (self.loss, self.loss_region)
+
+    def trains_on_whole_slices(self, cfg: RunConfig) -> bool:
+        """Whether training draws whole slices: ``sampler.whole_slices`` when set, else
+        :attr:`whole_slices`."""
+        w = cfg.sampler.whole_slices
+        return self.whole_slices if w is None else bool(w)
+
+    def weights_foreground(self, cfg: InferenceConfig) -> bool:
+        """Whether detection weights the maps by foreground with inference settings ``cfg``:
+        ``cfg.foreground_weighting`` when set, else the method's own
+        :attr:`foreground_weighting`.
+
+        Example:
+            >>> import disyre.methods
+            >>> get_method("pddpm").weights_foreground(InferenceConfig()), get_method(
+            ...     "dag").weights_foreground(InferenceConfig())
+            (False, True)
+        """
+        if cfg.foreground_weighting is None:
+            return self.foreground_weighting
+        return bool(cfg.foreground_weighting)
+
+    def resolved_inference(self, cfg: InferenceConfig) -> InferenceConfig:
+        """A copy of ``cfg`` with the settings left to the method (``null``) resolved:
+        what detection runs with.
+
+        Example:
+            >>> import disyre.methods
+            >>> get_method("dae").resolved_inference(InferenceConfig()).foreground_weighting
+            False
+        """
+        return dataclasses.replace(cfg, foreground_weighting=self.weights_foreground(cfg))
 
     def inference_recipe(self, current: Mapping[str, Any]) -> dict[str, Any]:
         """The ``inference`` fields that switching a config to this method sets, given the

@@ -41,5 +41,8 @@ DAE = register(Method(
     restorations=("ensemble",),
     inference={"method": "ensemble", "levels": [0]},
     own_inference=True,
+    # the authors' code augments nothing and weights no map by foreground
+    augment=False,
+    foreground_weighting=False,
     validate=one_restoration_rule,
 ))

@@ -114,6 +114,14 @@ PDDPM = register(Method(
     restorations=("patched",),
     inference={"method": "patched", "levels": [499]},
     own_inference=True,
+    # the public code's IXI config has every augmentation flag off; no foreground weighting
+    augment=False,
+    foreground_weighting=False,
+    # x0 prediction, L1 on the noised box only (the clean context is not in the loss)
+    loss="l1",
+    loss_region="box",
+    # trained on whole slices with one box of detection's grid, as published
+    whole_slices=True,
     max_level=999,
     inference_input=True,
     validate=box_rule,

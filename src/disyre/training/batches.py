@@ -108,12 +108,17 @@ class Batch:
         level: Corruption levels ``(B,)`` int64.
         noise: The noise, where the method's network learns to predict it
             (``Method.target == "noise"``: ``anoddpm``); else ``None``.
+        region: Where the loss applies, ``(B, 1, P, P)`` weights (the corruption's mask,
+            for ``Method.loss_region == "box"``); ``None``: every pixel.
+        loss: The loss (``Method.loss``): ``mse`` or ``l1``.
     """
 
     corrupted: torch.Tensor
     clean: torch.Tensor
     level: torch.Tensor
     noise: torch.Tensor | None = None
+    region: torch.Tensor | None = None
+    loss: str = "mse"
 
     def __len__(self) -> int:
         return int(self.clean.shape[0])
@@ -125,7 +130,32 @@ class Batch:
 
 
 #: the losses the training loop implements: (``Method.loss``, ``Method.loss_region``)
-TRAINING_LOSSES: tuple[tuple[str, str], ...] = (("mse", "patch"),)
+TRAINING_LOSSES: tuple[tuple[str, str], ...] = (("mse", "patch"), ("l1", "patch"),
+                                                ("mse", "box"), ("l1", "box"))
+
+
+def batch_loss(pred: torch.Tensor, batch: Batch, target: torch.Tensor | None = None
+               ) -> torch.Tensor:
+    """The training loss of ``pred`` on ``batch``: the mean of the squared (``mse``) or
+    absolute (``l1``) error over every pixel, or over the pixels of ``batch.region``
+    (weighted by it) when set.
+
+    Example:
+        >>> x = torch.zeros(1, 1, 2, 2)
+        >>> box = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+        >>> b = Batch(x, x, torch.zeros(1, dtype=torch.long), region=box, loss="l1")
+        >>> float(batch_loss(torch.tensor([[[[0.5, 9.0], [9.0, 9.0]]]]), b))
+        0.5
+    """
+    y = (batch.target if target is None else target).float()
+    pred = pred.float()
+    if batch.region is None and batch.loss == "mse":
+        return torch.nn.functional.mse_loss(pred, y)  # the shared objective, as it always was
+    err = (pred - y).abs() if batch.loss == "l1" else (pred - y) ** 2
+    if batch.region is None:
+        return err.mean()
+    w = batch.region.to(err.device, err.dtype)
+    return (err * w).sum() / w.sum().clamp_min(1.0)
 
 
 def training_corruption(cfg: RunConfig, codebook: Sequence[float] | None = None) -> Any:
@@ -166,9 +196,10 @@ class BatchSource:
         if len(volumes) == 0:
             raise ConfigError("no volumes to draw training patches from")
         method = get_method(cfg.corruption.name)
-        if (method.loss, method.loss_region) not in TRAINING_LOSSES:
-            raise ConfigError(f"method {method.name}: training has no {method.loss} loss over "
-                              f"the {method.loss_region}")
+        self.loss, self.loss_region = method.objective(cfg)
+        if (self.loss, self.loss_region) not in TRAINING_LOSSES:
+            raise ConfigError(f"method {method.name}: training has no {self.loss} loss over "
+                              f"the {self.loss_region}")
         self.target = method.target
         self.volumes = list(volumes)
         self.masks = None if masks is None else list(masks)
@@ -176,12 +207,19 @@ class BatchSource:
         self.shard_cfg = SamplerConfig(n_volumes=cfg.sampler.n_volumes, n_slices=1,
                                        patch_size=cfg.sampler.patch_size)
         self.n_shards = cfg.sampler.n_slices
+        whole = method.trains_on_whole_slices(cfg)
         if sampler_factory is None:
+            from functools import partial
+
             from disyre.data.sampler import PatchSampler
 
-            sampler_factory = PatchSampler
+            sampler_factory = (partial(PatchSampler, whole_slices=True,
+                                       size_multiple=2 ** (len(cfg.model.channels) - 1))
+                               if whole else PatchSampler)
         if corruption is None:
             corruption = training_corruption(cfg, codebook)
+            if whole and hasattr(corruption, "on_brain"):
+                corruption.on_brain = True  # a box of detection's grid that holds brain
         self.sampler_factory = sampler_factory
         # built once (it indexes the brain slices of every volume); reseeded per shard
         if self.masks is None:
@@ -224,7 +262,9 @@ class BatchSource:
                 raise ValueError("a noise-predicting method needs a corruption that returns "
                                  "its noise (CorruptionResult.target)")
             noise = r.target
-        return Batch(r.corrupted, r.clean, r.level.to(self.device).long(), noise)
+        region = r.mask if self.loss_region == "box" else None
+        return Batch(r.corrupted, r.clean, r.level.to(self.device).long(), noise, region,
+                     self.loss)
 
     def shard(self, seed: int, step: int, index: int, stream: int = TRAIN_STREAM) -> Batch:
         """Shard ``index`` of step ``step`` of the run with seed ``seed``."""
@@ -239,6 +279,9 @@ class BatchSource:
         if len(parts) == 1:
             return parts[0]
         noise = [p.noise for p in parts]
+        region = [p.region for p in parts]
         return Batch(torch.cat([p.corrupted for p in parts]), torch.cat([p.clean for p in parts]),
                      torch.cat([p.level for p in parts]),
-                     None if noise[0] is None else torch.cat(noise))  # type: ignore[arg-type]
+                     None if noise[0] is None else torch.cat(noise),  # type: ignore[arg-type]
+                     None if region[0] is None else torch.cat(region),  # type: ignore[arg-type]
+                     parts[0].loss)

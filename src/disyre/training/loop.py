@@ -50,6 +50,7 @@ from disyre.training.batches import (
     Batch,
     BatchSource,
     auto_grad_accum,
+    batch_loss,
     micro_batch_shards,
 )
 from disyre.training.checkpoint import (
@@ -229,7 +230,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
             with record_function("forward"):
                 with autocast(device, precision):
                     pred = model(x, lvl)
-                loss = torch.nn.functional.mse_loss(pred.float(), y.float())
+                loss = batch_loss(pred, b, y)
                 weighted = loss * (len(b) / local_size)
             t2 = tick()
             with record_function("backward"):
@@ -261,7 +262,8 @@ class _null:
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Sequence[Batch], device: torch.device,
              precision: str = "auto", channels_last: bool = False) -> float:
-    """Mean MSE of ``model``'s restorations over fixed ``batches`` (patch-weighted)."""
+    """Mean loss of ``model``'s restorations over fixed ``batches`` (patch-weighted): the
+    MSE, or the batches' own loss where they carry another (:func:`batch_loss`)."""
     was_training = model.training
     model.eval()
     tot, n = 0.0, 0
@@ -269,8 +271,11 @@ def evaluate(model: nn.Module, batches: Sequence[Batch], device: torch.device,
         x = _to_input(b.corrupted.to(device), channels_last)
         with autocast(device, precision):
             pred = model(x, b.level.to(device))
-        tot += float(torch.nn.functional.mse_loss(pred.float(), b.target.to(device).float(),
-                                                  reduction="sum")) / b.target[0].numel()
+        if b.region is None and b.loss == "mse":
+            tot += float(torch.nn.functional.mse_loss(
+                pred.float(), b.target.to(device).float(), reduction="sum")) / b.target[0].numel()
+        else:
+            tot += float(batch_loss(pred, b, b.target.to(device))) * len(b)
         n += len(b)
     model.train(was_training)
     return tot / max(n, 1)
