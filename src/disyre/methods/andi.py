@@ -290,7 +290,9 @@ ANDI = register(Method(
                "steps": SCORE_LAST - SCORE_FIRST + 1},
     own_inference=True,
     target="noise",
+    # the authors' code augments nothing and weights no map by foreground
     augment=False,
+    foreground_weighting=False,
     max_level=999,
     inference_input=True,
 ))
