@@ -300,12 +300,7 @@ class Detector:
         target = tuple(float(v) for v in target)
         shape = resampled_shape(scan.data.shape, scan.spacing, target)
         data = zoom_to_shape(scan.data, shape, order=1)
-        # the brain at the training spacing: the scan's own (its mask, else its non-zero
-        # voxels) resampled by nearest neighbour, so that interpolation does not widen it by a
-        # rim of partial-volume voxels (darker than any brain voxel of the training data)
-        own = np.asarray(mask, bool) if mask is not None else scan.data != 0
-        brain = zoom_to_shape(own, shape, order=0)
-        data = np.where(brain, data, 0).astype(data.dtype, copy=False)
+        brain = None if mask is None else zoom_to_shape(np.asarray(mask, bool), shape, order=0)
         try:
             pre_t = normalize(data, brain, self.cfg.intensity, spacing=target)
         except ValueError as e:
