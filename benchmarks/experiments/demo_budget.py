@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -180,10 +181,15 @@ def run(cands: list[Candidate], cache_dir: str, out: str, *, steps: int, eval_ev
                            else {"candidates": {}})
     if threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)
-    with ProcessPoolExecutor(max_workers=jobs) as ex:
-        futs = [ex.submit(train_candidate, c, cache_dir, out, steps, eval_every, threads)
-                for c in cands]
-        trained = [f.result() for f in futs]
+    if jobs == 1:
+        trained = [train_candidate(c, cache_dir, out, steps, eval_every, threads)
+                   for c in cands]
+    else:  # fresh processes: a fork would inherit this process's thread pools
+        with ProcessPoolExecutor(max_workers=jobs,
+                                 mp_context=multiprocessing.get_context("spawn")) as ex:
+            futs = [ex.submit(train_candidate, c, cache_dir, out, steps, eval_every, threads)
+                    for c in cands]
+            trained = [f.result() for f in futs]
     from disyre.io_utils import atomic_write_json
 
     for c, tr in zip(cands, trained, strict=True):
