@@ -5,9 +5,12 @@ The reference numbers below were measured from that package (0.4.5.1) with
 
     PYTHONPATH=src python -m tests.corruption.test_simplex
 
-(128 images of 192 x 192 px for one octave, 64 for the six-octave sum; seeds 0, 1, ...;
-about 10 minutes in pure Python). ``test_reference_numbers_recomputed_from_opensimplex``
-(``slow``) repeats that measurement; a smaller one runs whenever the package is installed.
+(``pip install opensimplex==0.4.5.1`` first; 128 images of 192 x 192 px for one octave, 64
+for the six-octave sum; seeds 0, 1, ...; about 10 minutes in pure Python).
+``test_reference_numbers_recomputed_from_opensimplex`` (``slow``) repeats that measurement; a
+smaller one runs whenever the package is installed. It is not a dependency of the project:
+its wheel installs a top-level ``tests`` package, which hides this repository's ``tests`` from
+the subprocesses that import ``tests.helpers``.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def results_block(demo: dict[str, Any], img_rel: str) -> str:
         ap = f"{r['pixel_ap']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] is not None
                                        else "")
         lines.append(
-            f"| {names.get(r['method'], r['method'])} | {ap} | "
+            f"| {_label(r['method'], names)} | {ap} | "
             f"{r['best_dice_oracle']:.3f} | {r['dice_at_1pct']:.3f} | "
             f"{_frac(r.get('lesion_recall_at_1pct'), r.get('lesion_recall_at_1pct_ci'))} | "
             f"{_pct(r.get('heldout_fpr_at_1pct'), r.get('heldout_fpr_at_1pct_boot'))} | "
@@ -89,6 +89,19 @@ def _machine(runtime: dict[str, Any]) -> str:
         return "CPU"
     where = runtime.get("cpu") if runtime.get("device", "cpu") == "cpu" else runtime.get("device")
     return f"{runtime.get('precision', '?')} on {where or runtime.get('device', '?')}"
+
+
+def _label(row: str, names: dict[str, str]) -> str:
+    """A comparison row's name in words: ``dae (published)`` -> the method's title and the
+    post-processing protocol.
+
+    Example:
+        >>> _label("dae (shared)", {"dae": "denoising autoencoder"})
+        'denoising autoencoder, shared post-processing'
+    """
+    method, _, protocol = row.partition(" (")
+    title = names.get(method, method)
+    return f"{title}, {protocol.rstrip(')')} post-processing" if protocol else title
 
 
 def _training(demo: dict[str, Any]) -> str:
