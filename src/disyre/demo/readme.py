@@ -116,9 +116,16 @@ def _training(demo: dict[str, Any]) -> str:
 def _post(demo: dict[str, Any]) -> str:
     """``"; every method's maps through a 3-voxel median filter"`` from the methods'
     ``post_processing`` (``update_readme`` reads it from their metrics.json), else ``""``."""
-    sizes = {(p or {}).get("median_filter") for p in demo.get("post_processing", {}).values()}
+    posts = demo.get("post_processing", {})
+    sizes = {(p or {}).get("median_filter") for p in posts.values()}
     if len(sizes) != 1 or None in sizes:
-        return ""
+        own = [n for n, p in posts.items() if (p or {}).get("median_filter") is None]
+        shared = sorted(sizes - {None})
+        if not own or len(shared) != 1:
+            return ""
+        return (f"; maps through a {shared[0]}-voxel 3D median filter (the shared "
+                "post-processing) except the rows marked published, post-processed as their "
+                "publication did (docs/methods.md)")
     (k,) = sizes
     return "; no post-processing of the maps" if not k else (
         f"; every method's maps through a {k}-voxel 3D median filter")
@@ -155,8 +162,10 @@ def update_readme(demo_dir: str | Path, readme: str | Path = "README.md",
     if "runtime" not in demo and run_json.is_file():  # precision and machine of the run
         demo["runtime"] = json.loads(run_json.read_text()).get("runtime") or {}
     demo["post_processing"] = {}  # what each method's maps went through
-    for name in demo.get("reports", {}):
-        metrics = bench / name / "report" / "metrics.json"
+    for name, md in demo.get("reports", {}).items():
+        parts = Path(md).parts  # <...>/benchmark/<method>/<report folder>/report.md
+        rel = parts[parts.index("benchmark") + 1:-1] if "benchmark" in parts else (name,)
+        metrics = bench.joinpath(*rel) / "metrics.json"
         if metrics.is_file():
             demo["post_processing"][name] = json.loads(metrics.read_text()).get("post_processing")
     img_dir.mkdir(parents=True, exist_ok=True)
