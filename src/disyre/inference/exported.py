@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import warnings
@@ -28,7 +27,7 @@ from torch import nn
 
 from disyre.config import ConfigError, RunConfig, legacy_filled
 from disyre.training.checkpoint import EXPORT_MANIFEST as MANIFEST_FILE
-from disyre.training.checkpoint import is_export_folder
+from disyre.training.checkpoint import file_sha256, is_export_folder
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +44,6 @@ EXPORT_VERSION: int = 1
 #: Input and output names of the graphs.
 INPUT_NAMES: tuple[str, str] = ("image", "level")
 OUTPUT_NAME: str = "restored"
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class ExportError(ValueError):
