@@ -199,9 +199,11 @@ class BenchmarkResult:
                 "older FPR@1%", "slice AUROC", "lesion rec@1%"]
         keys = ["pixel_ap", "best_dice_oracle", "dice_at_1pct", "heldout_fpr_at_1pct",
                 "transfer_fpr_at_1pct", "slice_auroc", "lesion_recall_at_1pct"]
-        lines = ["  ".join(f"{h:>14}" if i else f"{h:<10}" for i, h in enumerate(head))]
-        for r in self.rows():
-            cells = [f"{r['method']:<10}"]
+        rows = self.rows()
+        w = max([10, *(len(r["method"]) for r in rows)])  # "dae (published)" rows too
+        lines = ["  ".join(f"{h:>14}" if i else f"{h:<{w}}" for i, h in enumerate(head))]
+        for r in rows:
+            cells = [f"{r['method']:<{w}}"]
             for k in keys:
                 v = r[k]
                 if v is None:
