@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -263,15 +263,9 @@ class Detector:
             amap, rest, score, msgs = self._map_resampled(scan, mask, pre, target, progress,
                                                           on_total)
         else:
-            msgs = sanity_warnings(scan, pre.image, pre.mask, self.reference)
-            for m in msgs:
-                warnings.warn(m, stacklevel=2)
-            if on_total is not None:
-                on_total(self.work(pre.mask))
-            amap, rest = self.map_preprocessed(pre.image, pre.mask, progress,
-                                               return_restored=True)
-            _check_finite(amap, scan)
-            score = volume_score(amap[pre.mask], voxel_mm3=float(np.prod(scan.spacing)))
+            amap, rest, score, msgs = self._map_checked(scan, pre, self.reference,
+                                                        scan.spacing, progress, on_total,
+                                                        stacklevel=3)
         res = DetectionResult(
             anomaly_map=np.empty(0, np.float32), restored=np.empty(0, np.float32),
             score=score, map_cropped=amap, restored_cropped=rest,
@@ -282,6 +276,22 @@ class Detector:
         res.anomaly_map = to_native(res.full(amap), scan).astype(np.float32)
         res.restored = to_native(res.full(rest), scan).astype(np.float32)
         return res
+
+    def _map_checked(self, scan: Any, pre: Any, reference: dict[str, Any],
+                     spacing: Sequence[float], progress: Callable[[int], None] | None,
+                     on_total: Callable[[int], None] | None, stacklevel: int = 4
+                     ) -> tuple[np.ndarray, np.ndarray, float, list[str]]:
+        """The sanity warnings of ``pre`` (a preprocessed ``scan`` at voxel size ``spacing``),
+        its map and restoration (cropped), checked finite, and its volume score."""
+        msgs = sanity_warnings(scan, pre.image, pre.mask, reference)
+        for m in msgs:
+            warnings.warn(m, stacklevel=stacklevel)
+        if on_total is not None:
+            on_total(self.work(pre.mask))
+        amap, rest = self.map_preprocessed(pre.image, pre.mask, progress, return_restored=True)
+        _check_finite(amap, scan)
+        score = volume_score(amap[pre.mask], voxel_mm3=float(np.prod(spacing)))
+        return amap, rest, score, msgs
 
     def _map_resampled(self, scan: Any, mask: np.ndarray | None, pre: Any,
                        target: Any, progress: Callable[[int], None] | None,
@@ -311,15 +321,8 @@ class Detector:
                  voxel_size_text(scan.affine, target), "x".join(map(str, scan.data.shape)),
                  "x".join(map(str, shape)))
         reference = {k: v for k, v in self.reference.items() if k != "spacing"}
-        msgs = sanity_warnings(scan, pre_t.image, pre_t.mask, reference)
-        for m in msgs:
-            warnings.warn(m, stacklevel=3)
-        if on_total is not None:
-            on_total(self.work(pre_t.mask))
-        amap_t, rest_t = self.map_preprocessed(pre_t.image, pre_t.mask, progress,
-                                               return_restored=True)
-        _check_finite(amap_t, scan)
-        score = volume_score(amap_t[pre_t.mask], voxel_mm3=float(np.prod(target)))
+        amap_t, rest_t, score, msgs = self._map_checked(scan, pre_t, reference, target,
+                                                        progress, on_total)
         full = scan.data.shape
         amap = zoom_to_shape(uncrop(amap_t, pre_t), full, order=1)[pre.bbox]
         rest = zoom_to_shape(uncrop(rest_t, pre_t), full, order=1)[pre.bbox]
