@@ -32,7 +32,11 @@ log = logging.getLogger("resample_check")
 
 def upsampled_copy(src: Path, dst: Path, mm: float, order: int) -> Path:
     """Write ``src`` resampled to ``mm`` voxels over the same field of view (``order`` 1:
-    trilinear, 0: nearest neighbour); the affine keeps its orientation and outer edges."""
+    trilinear, 0: nearest neighbour); the affine keeps its orientation and outer edges.
+
+    A trilinear copy keeps the scan's brain (its non-zero voxels, nearest neighbour) and is
+    zero outside it, as a scan of the same head at ``mm`` would be: interpolation alone
+    would add a rim of half-bright voxels around the brain that the original never had."""
     import nibabel as nib
     from scipy import ndimage
 
@@ -42,6 +46,8 @@ def upsampled_copy(src: Path, dst: Path, mm: float, order: int) -> Path:
     sizes = np.sqrt((aff[:3, :3] ** 2).sum(0))
     factors = sizes / mm
     out = ndimage.zoom(data, factors, order=order, grid_mode=True, mode="nearest")
+    if order > 0:
+        out *= ndimage.zoom(data > 0, factors, order=0, grid_mode=True, mode="nearest")
     new = aff.copy()
     new[:3, :3] = aff[:3, :3] / factors
     # the first voxel's centre moves half a new voxel inwards from the old grid's edge

@@ -18,7 +18,12 @@ from disyre.config import ConfigError, InferenceConfig, RunConfig
 from disyre.data.intensity import intensity_signature
 from disyre.data.nifti import voxel_size_text
 from disyre.inference.postprocess import IDENTITY, PostProcessing, recipe_for
-from disyre.inference.resampling import needs_resampling, resampled_shape, zoom_to_shape
+from disyre.inference.resampling import (
+    image_and_brain_to_shape,
+    needs_resampling,
+    resampled_shape,
+    zoom_to_shape,
+)
 from disyre.inference.restoration import InferenceInput
 from disyre.inference.result import DetectionResult
 from disyre.inference.scoring import volume_score
@@ -304,13 +309,12 @@ class Detector:
             volume score (at the training spacing, as the network saw the scan) and the
             sanity warnings.
         """
-        from disyre.data.intensity import normalize, uncrop
+        from disyre.data.intensity import brain_mask, normalize, uncrop
         from disyre.data.nifti import InputError, voxel_size_text
 
         target = tuple(float(v) for v in target)
         shape = resampled_shape(scan.data.shape, scan.spacing, target)
-        data = zoom_to_shape(scan.data, shape, order=1)
-        brain = None if mask is None else zoom_to_shape(np.asarray(mask, bool), shape, order=0)
+        data, brain = image_and_brain_to_shape(scan.data, brain_mask(scan.data, mask), shape)
         try:
             pre_t = normalize(data, brain, self.cfg.intensity, spacing=target)
         except ValueError as e:

@@ -2,8 +2,9 @@
 
 A network trained on 2 mm slices sees structures twice as large in a 1 mm scan, and its map
 changes with it. As nnU-Net does, :class:`~disyre.inference.Detector` resamples such a scan
-to the training spacing (trilinear for the image, nearest neighbour for a brain mask), maps
-it there and interpolates the map back onto the scan's own grid (trilinear). Grids are
+to the training spacing (cubic splines for the image; the brain mask resampled as the share of
+each new voxel inside it, the image zero outside it), maps it there and interpolates the map
+back onto the scan's own grid (trilinear). Grids are
 aligned by their outer edges (``scipy.ndimage.zoom(..., grid_mode=True)``): the resampled
 volume covers the scan's field of view.
 
@@ -23,7 +24,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["RESAMPLE_TOLERANCE", "needs_resampling", "resampled_shape", "zoom_to_shape"]
+__all__ = ["RESAMPLE_TOLERANCE", "image_and_brain_to_shape", "needs_resampling",
+           "resampled_shape", "zoom_to_shape"]
 
 #: A scan is resampled when a voxel side differs from the training data's by more than this
 #: fraction (a 2.1 mm scan for a 2 mm model is mapped as it is).
@@ -53,7 +55,8 @@ def zoom_to_shape(arr: np.ndarray, shape: Sequence[int], order: int = 1) -> np.n
     Args:
         arr: A ``(D, H, W)`` volume.
         shape: The output shape.
-        order: 1 (trilinear: images, maps) or 0 (nearest neighbour: masks).
+        order: 3 (cubic splines: images), 1 (trilinear: maps, shares of masks) or 0
+            (nearest neighbour: labels).
 
     Returns:
         The resampled volume, of ``arr``'s dtype (bool stays bool).
@@ -70,3 +73,28 @@ def zoom_to_shape(arr: np.ndarray, shape: Sequence[int], order: int = 1) -> np.n
         out = np.pad(out, [(0, s - o) for s, o in zip(shape, out.shape, strict=True)],
                      mode="edge")
     return out > 0.5 if arr.dtype == bool else out.astype(arr.dtype, copy=False)
+
+
+def image_and_brain_to_shape(image: np.ndarray, brain: np.ndarray, shape: Sequence[int]
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """A skull-stripped ``image`` and its ``brain`` mask resampled to ``shape``.
+
+    The image is resampled with cubic splines (nnU-Net's order for images: a trilinear round
+    trip 2 mm -> 1 mm -> 2 mm blurs the demo's brains to an error of 0.45 of their intensity
+    spread, cubic to 0.18), clipped to its range. The brain there is the voxels more than
+    half inside ``brain`` (its trilinear resampling above 1/2) and the image is zero outside
+    it. Interpolating the image alone would spread the brain's edge over a rim of dim
+    background voxels, which the default brain mask (the non-zero voxels) would then count
+    as brain.
+
+    Example:
+        >>> brain = np.zeros((8, 8, 8), bool); brain[2:6, 2:6, 2:6] = True
+        >>> img, b = image_and_brain_to_shape(brain * 1.0, brain, (4, 4, 4))
+        >>> int(b.sum()), float(img[~b].max())
+        (8, 0.0)
+    """
+    inside = zoom_to_shape(np.asarray(brain, np.float32), shape, order=1) > 0.5
+    # splines overshoot at edges: kept within the image's range (a new maximum would move
+    # intensity scalings that use it)
+    out = np.clip(zoom_to_shape(image, shape, order=3), np.min(image), np.max(image))
+    return np.where(inside, out, 0).astype(out.dtype, copy=False), inside
