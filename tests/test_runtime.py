@@ -262,3 +262,36 @@ def test_cuda_auto_precision_and_bf16_autocast() -> None:
     _, ref = _conv_dtypes(net, x, dev, "fp32")
     assert dtypes == {torch.bfloat16}
     assert (y - ref).abs().max().item() < 0.05 * ref.abs().max().item()
+
+
+def test_freed_memory_kept_for_reuse_is_handed_back_between_scans() -> None:
+    """With freed memory retained (detection's setting), a freed 400 MB array stays resident
+    until release_freed_memory hands it back (run in a fresh process: the setting is
+    process-wide)."""
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    code = """
+import os, numpy as np
+from disyre.runtime import release_freed_memory, retain_freed_memory
+def rss():
+    return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') >> 20
+retain_freed_memory()
+blocks = [np.ones(1 << 20) for _ in range(50)]  # 50 x 8 MB, below any mmap threshold
+del blocks[::2]  # holes: freed but not at the heap's top
+before = rss()
+del blocks
+after_free = rss()
+release_freed_memory()
+print(before, after_free, rss())
+"""
+    env = {**os.environ, "DISYRE_RETAIN_MEMORY": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env)
+    before, after_free, after_release = map(int, out.stdout.split())
+    assert after_free > before - 50  # retained: freed, still resident
+    assert after_release < after_free - 300  # handed back

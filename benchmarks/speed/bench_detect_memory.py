@@ -2,10 +2,11 @@
 
 Writes ``--scans`` synthetic brains of slightly different sizes (``--shape`` give or take 8
 voxels per axis: a real folder's scans differ) as NIfTI files, then runs the library behind
-``disyre detect`` (:func:`disyre.inference.detect_files`) on the first scan and on all of them,
-each in a fresh process, and prints the peak resident memory (``ru_maxrss``) of each run and
-their ratio, plus the resident memory after each scan of the long run (growth that goes on
-scan after scan is a leak; a plateau is the allocator keeping its peak). The network is the
+``disyre detect`` (:func:`disyre.inference.detect_files`) on all of them in a fresh process,
+recording the resident memory after each scan and each scan's own peak (the peak is reset
+before each scan), then maps the scan with the highest own peak alone in another fresh
+process. It prints both peaks (``VmHWM``) and their ratio: a folder cannot stay below its
+most demanding scan, and a leak would take it further, scan after scan. The network is the
 ``--preset`` network with random weights (memory does not depend on them), or ``--run``.
 
 Usage::
@@ -57,16 +58,36 @@ def write_scans(folder: Path, n: int, shape: tuple[int, int, int], seed: int = 0
     return out
 
 
+def _reset_peak() -> bool:
+    """Reset this process's peak resident memory (Linux: ``clear_refs`` 5); False if not."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_mib() -> float:
+    """Peak resident memory of this process since its start or the last reset, in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")  # pragma: no cover - Linux always has VmHWM
+
+
 def _child(spec: dict[str, Any]) -> dict[str, Any]:
-    """Detect the first ``spec["n"]`` scans of ``spec["folder"]`` (run in a fresh process)."""
+    """Detect ``spec["scans"]`` of ``spec["folder"]`` in order (run in a fresh process),
+    recording the resident memory after each scan and each scan's own peak (the peak is
+    reset before each scan; it covers the scan's mapping and the writing of its outputs)."""
     import logging
 
-    from benchmarks.speed.machine import peak_rss_gib
     from disyre.inference import Detector, detect_files
 
     logging.disable(logging.WARNING)
     src = Path(spec["folder"])
-    scans = sorted(src.glob("*.nii.gz"))[: spec["n"]]
+    scans = [src / name for name in spec["scans"]]
     with tempfile.TemporaryDirectory() as tmp:
         inp = Path(tmp) / "in"
         inp.mkdir()
@@ -74,40 +95,77 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
             (inp / s.name).symlink_to(s)
         det = Detector.from_checkpoint(spec["run"], device=spec["device"])
         trace: list[float] = []
+        peaks: list[float] = []
+        overall = [_peak_mib()]  # loading the model
+        can_reset = [True]
+
+        def close_scan() -> None:
+            if trace:  # the scan before this one: its peak, then a fresh window
+                trace[-1] = round(_rss_mib(), 1)
+                peaks.append(round(_peak_mib(), 1))
 
         def predict(d: Any, scan: Path, **kw: Any) -> Any:
+            close_scan()
+            overall.append(_peak_mib())
+            can_reset[0] = can_reset[0] and _reset_peak()
             res = d.predict(scan, **kw)
-            trace.append(round(_rss_mib(), 1))
+            trace.append(0.0)
             return res
 
         summary = detect_files(inp, Path(tmp) / "out", det, progress=False, predict=predict)
+        close_scan()
+        overall.append(_peak_mib())
         if not summary.ok:
             raise SystemExit(summary.report())
-    return {"n": spec["n"], "peak_rss_gib": peak_rss_gib(), "rss_mib_after_each": trace}
+    return {"n": len(scans), "scans": spec["scans"], "peak_rss_gib": max(overall) / 1024,
+            "rss_mib_after_each": trace, "peak_mib_each": peaks if can_reset[0] else None}
+
+
+def largest_scan(files: list[Path]) -> Path:
+    """The scan with the most voxels (the fallback where a scan's own peak cannot be read)."""
+    import nibabel as nib
+
+    return max(files, key=lambda p: int(np.prod(nib.load(p).shape[:3])))
+
+
+def _run_child(folder: Path, run: Path, names: list[str], device: str) -> dict[str, Any]:
+    spec = {"folder": str(folder), "run": str(run), "scans": names, "device": device}
+    r = subprocess.run([sys.executable, "-m", CHILD, "--child", json.dumps(spec)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"detection of {len(names)} scan(s) failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def measure(folder: Path, run: Path, scans: int, device: str = "cpu") -> list[dict[str, Any]]:
-    """Peak memory of detection on the first scan and on the first ``scans`` scans."""
-    rows = []
-    for n in sorted({1, scans}):
-        spec = {"folder": str(folder), "run": str(run), "n": n, "device": device}
-        r = subprocess.run([sys.executable, "-m", CHILD, "--child", json.dumps(spec)],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            raise SystemExit(f"detection of {n} scan(s) failed:\n{r.stderr[-3000:]}")
-        rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
-    return rows
+    """Peak memory of detection on one scan alone and on the first ``scans`` scans.
+
+    The folder's scans need different peaks (their slice sizes and slice counts differ, and
+    not in the order of their voxel counts), so the one scan is the one whose own peak was
+    the highest in the folder run, mapped alone in a fresh process: the peak a folder cannot
+    stay below. Rows: that scan alone, then the folder.
+    """
+    files = sorted(folder.glob("*.nii.gz"))[:scans]
+    many = _run_child(folder, run, [p.name for p in files], device)
+    each = many.get("peak_mib_each")
+    top = (files[int(np.argmax(each))] if each and len(each) == len(files)
+           else largest_scan(files))
+    one = _run_child(folder, run, [top.name], device)
+    return [one, many] if scans > 1 else [one]
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     """The peaks, their ratio to one scan's, and the memory trace of the longest run."""
     base = rows[0]["peak_rss_gib"]
     lines = ["| scans | peak RSS (GiB) | vs one scan |", "|---|---|---|"]
-    lines += [f"| {r['n']} | {r['peak_rss_gib']:.3f} | {r['peak_rss_gib'] / base:.3f} |"
-              for r in rows]
+    lines += [f"| {r['n']}{' (' + r['scans'][0] + ')' if r['n'] == 1 else ''} | "
+              f"{r['peak_rss_gib']:.3f} | {r['peak_rss_gib'] / base:.3f} |" for r in rows]
     trace = rows[-1]["rss_mib_after_each"]
     lines += ["", "resident MiB after each scan of the longest run: "
               + " ".join(f"{v:.0f}" for v in trace)]
+    each = rows[-1].get("peak_mib_each")
+    if each:
+        lines += ["each scan's own peak (MiB) in that run: " + " ".join(f"{v:.0f}" for v in each)]
     return "\n".join(lines)
 
 

@@ -369,6 +369,25 @@ def retain_freed_memory() -> str:
     return "retained (glibc mallopt)"
 
 
+def release_freed_memory() -> bool:
+    """Give the C allocator's free memory back to the system (glibc ``malloc_trim(0)``).
+
+    :func:`retain_freed_memory` keeps freed memory in the process for the next network pass;
+    between two scans of a folder that memory is free, and a later, larger scan would stack
+    its own peak on top of what the earlier ones left (measured: 30 scans of a folder peaked
+    50 % above the largest one alone). Called once per scan, after its outputs are written.
+
+    Returns:
+        Whether memory was handed back (``False`` off glibc or with nothing to give).
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):  # pragma: no cover - glibc always has malloc_trim
+        return False
+
+
 def usable_cores() -> int:
     """CPU cores this process may run on (its affinity mask; else ``os.cpu_count()``)."""
     try:

@@ -566,5 +566,8 @@ def map_scans(summary: DetectSummary, todo: list[Path], det: Any, predict: Predi
             log.info("[%d/%d] %s: score %.4f -> %s", k, n_mine, scan.name, res.score,
                      ", ".join(p.name for p in written))
             del res, caught  # written: the next scan is mapped without this one's arrays
+            from disyre.runtime import release_freed_memory
+
+            release_freed_memory()  # nor with the memory they held
     finally:
         overall.close()
