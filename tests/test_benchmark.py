@@ -263,3 +263,35 @@ def test_stop_record_without_patience_reads_the_log_and_the_newest_checkpoint(tm
     assert rec["monitor"] == "val_loss_ema" and rec["curve"] == [[4, 0.62], [8, 0.55],
                                                                    [12, 0.57]]
     assert (rec["step"], rec["reason"], rec["best"]) == (12, "cap", {"step": 8, "loss": 0.55})
+
+
+def test_combine_benchmarks_joins_folders_of_one_cohort_and_refuses_others(cohort_cache,
+                                                                           tmp_path):
+    """One benchmark per method, combined: the rows of each, the budget figure; a folder
+    with another seed or a repeated method is refused in one line."""
+    from benchmarks.experiments import combine_benchmarks as cb
+    from tests.helpers import tiny_config
+
+    root, _, cache = cohort_cache
+    cfg = tiny_config(steps=4, val_every=2)
+    cfg.inference.window = 0
+    run_benchmark(["reference"], cache, tmp_path / "ref", cfg=cfg, n_boot=5, progress=False)
+    run_benchmark(["dae"], cache, tmp_path / "dae", cfg=cfg, n_boot=5, device="cpu",
+                  progress=False, patience=3, eval_steps="2", post_processing="published")
+    md = tmp_path / "all_md"
+    assert cb.main(["--bench", str(tmp_path / "dae"), str(tmp_path / "ref"),
+                    "--figures", str(tmp_path / "fig"), "--markdown", str(md)]) == 0
+    text = md.read_text()
+    dae = json.loads((tmp_path / "dae" / "benchmark.json").read_text())
+    ap = dae["summary"][0]["pixel_ap"]
+    assert f"| dae | 4 (cap) | {ap:.3f} [" in text and "| reference | - |" in text
+    assert "](fig/ap_by_step.png)" in text and (tmp_path / "fig" / "ap_by_step.png").is_file()
+    with pytest.raises(SystemExit, match="--markdown .*exists"):
+        cb.main(["--bench", str(tmp_path / "dae"), "--figures", str(tmp_path / "f2"),
+                 "--markdown", str(md)])
+    with pytest.raises(SystemExit, match="method reference is also in"):
+        cb.load([tmp_path / "ref", tmp_path / "ref"])
+    run_benchmark(["reference"], cache, tmp_path / "ref1", cfg=cfg, n_boot=5, seed=1,
+                  progress=False)
+    with pytest.raises(SystemExit, match="ref1: differs from .* in seed"):
+        cb.load([tmp_path / "ref", tmp_path / "ref1"])

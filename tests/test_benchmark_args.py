@@ -14,6 +14,8 @@ BAD = [
                                                 "--out", "{tmp}/out", "--n-boot", "-1"]),
     ("benchmarks.experiments.larger_test_set", ["--cohort", "{tmp}", "--out", "{tmp}/out",
                                                 "--bench", "{tmp}/none"]),
+    ("benchmarks.experiments.combine_benchmarks", ["--figures", "{tmp}/f", "--bench",
+                                                   "{tmp}/none"]),
     ("benchmarks.experiments.median_filter", ["--demo", "{tmp}", "--sizes", "3,-1"]),
     ("benchmarks.experiments.walk_length", ["--run", "{tmp}", "--cache", "{tmp}",
                                             "--scans", "0"]),

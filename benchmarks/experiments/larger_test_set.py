@@ -84,19 +84,27 @@ def larger_cohort(cohort: Path, out: Path, lesioned: int, *, progress: bool = Fa
     return big
 
 
+#: ``--post-processing`` choices: the protocols evaluated (``None``: each run's own setting)
+PROTOCOLS: dict[str, list[str | None]] = {"own": [None], "shared": ["shared"],
+                                          "published": ["published"],
+                                          "both": ["published", "shared"]}
+
+
 def measure(bench: Path, cohort: Path, out: Path, lesioned: int, *,
             methods: list[str] | None = None, median_filter: int | None = None,
-            n_boot: int = 1000, seed: int = 0, device: str = "auto", progress: bool = False
-            ) -> dict[str, Any]:
+            n_boot: int = 1000, seed: int = 0, device: str = "auto", progress: bool = False,
+            post_processing: str = "own") -> dict[str, Any]:
     """Evaluate ``bench``'s methods on ``cohort`` grown to ``lesioned`` lesioned subjects.
 
     ``median_filter`` (voxels, 0 = none) replaces every method's own post-processing filter
-    (``None``: each keeps the benchmark's).
+    (``None``: each keeps the benchmark's). ``post_processing`` (a key of :data:`PROTOCOLS`)
+    picks the protocols; with ``both`` each method has a ``(published)`` and a ``(shared)``
+    row, from maps computed once.
 
     Example:
         >>> measure(Path("bench"), Path("demo_out/cohort"), Path("test48"), 48)  # doctest: +SKIP
     """
-    from disyre.benchmark import evaluate_run
+    from disyre.benchmark import evaluate_run_protocols
     from disyre.config import IntensityConfig
     from disyre.data.cache import prepare_cache
     from disyre.data.manifest import read_manifest
@@ -119,14 +127,19 @@ def measure(bench: Path, cohort: Path, out: Path, lesioned: int, *,
         own = int(b["run"]["inference"]["median_filter"])
         inference = {"median_filter": own if median_filter is None else median_filter}
         target = bench / name / ("reference.npz" if name == "reference" else "run")
+        protocols = PROTOCOLS[post_processing]
         t0 = time.perf_counter()
-        res, extra = evaluate_run(target, cache, inference=inference, n_boot=n_boot,
-                                  seed=seed, device=device, progress=progress)
-        secs = time.perf_counter() - t0
-        rows.append({"method": name, **summary_row(res, extra, secs), "n_scans": n_scans})
-        log.info("%s: AP %.4f (%.0f s)", name, res.pixel.ap, secs)
+        results = evaluate_run_protocols(target, cache, protocols, inference=inference,
+                                         n_boot=n_boot, seed=seed, device=device,
+                                         progress=progress)
+        secs = time.perf_counter() - t0  # every protocol's evaluation: the maps once
+        for protocol, (res, extra) in results.items():
+            label = name if len(protocols) == 1 else f"{name} ({protocol})"
+            rows.append({"method": label, **summary_row(res, extra, secs), "n_scans": n_scans})
+            log.info("%s: AP %.4f (%.0f s)", label, res.pixel.ap, secs)
     return {"bench": str(bench), "cohort": str(big.root), "contrast": big.spec.contrast,
             "steps": b["steps"], "n_boot": n_boot, "rows": rows,
+            "post_processing": post_processing,
             "median_filter": (int(b["run"]["inference"]["median_filter"])
                               if median_filter is None else median_filter)}
 
@@ -139,8 +152,8 @@ def table(result: dict[str, Any]) -> str:
              f"{first['n_scans']} scans mapped per method, median filter "
              f"{result['median_filter'] or 'none'}, {result['n_boot']} resamples", "",
              "| method | pixel AP [95 % CI] | best Dice (oracle) | Dice @ 1 % | lesion recall "
-             "@ 1 % | FP blobs / healthy scan @ 1 % | held-out / older FPR @ 1 % | "
-             "detect+eval s (per scan) |", "|---|---|---|---|---|---|---|---|"]
+             "@ 1 % | FP blobs / healthy scan @ 1 % | held-out / older FPR @ 1 % | scan AUROC | "
+             "detect+eval s (per scan) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         ci = r["ap_ci"]
         rec = r["lesion_recall_1pct_ci"]
@@ -150,6 +163,7 @@ def table(result: dict[str, Any]) -> str:
                      f"{num(r['best_dice_oracle'])} | {num(r['dice_1pct'])} | {rec_s} | "
                      f"{num(r['fp_blobs_per_healthy_scan_1pct'], '.1f')} | "
                      f"{pct(r['heldout_fpr_1pct'])} / {pct(r['transfer_fpr_1pct'])} | "
+                     f"{num(r.get('scan_auroc'))} | "
                      f"{r['seconds']:.0f} ({r['seconds'] / max(r['n_scans'], 1):.1f}) |")
     return "\n".join(lines)
 
@@ -169,13 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--median-filter", type=at_least(0), default=None, help="median filter of every "
                    "method's map in voxels, 0 = none (default: the benchmark's)")
     p.add_argument("--n-boot", type=at_least(0), default=1000, help="bootstrap resamples")
+    p.add_argument("--post-processing", choices=sorted(PROTOCOLS), default="own",
+                   help="each run's own post-processing (default), shared, published, or both "
+                        "(two rows per method, the maps computed once)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", type=new_file, default=None, help="also write the rows here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     methods = args.methods.split(",") if args.methods else None
     result = measure(args.bench, args.cohort, args.out, args.lesioned, methods=methods,
-                     median_filter=args.median_filter, n_boot=args.n_boot, device=args.device)
+                     median_filter=args.median_filter, n_boot=args.n_boot, device=args.device,
+                     post_processing=args.post_processing)
     print(table(result))
     if args.json is not None:
         from disyre.io_utils import atomic_write_json

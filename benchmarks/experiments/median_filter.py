@@ -41,6 +41,7 @@ def summary_row(res: Any, extra: dict[str, Any], seconds: float) -> dict[str, An
             "fp_blobs_per_healthy_scan_1pct": at.get("fp_per_healthy_scan"),
             "heldout_fpr_1pct": res.healthy_heldout.get(0.01, {}).get("fpr"),
             "transfer_fpr_1pct": extra.get("healthy_transfer", {}).get("0.01", {}).get("fpr"),
+            "scan_auroc": (res.volume_level.get("top_1cm3") or {}).get("auroc"),
             "n_lesioned": sum(c.n_lesion > 0 for c in res.cases), "seconds": round(seconds, 1)}
 
 

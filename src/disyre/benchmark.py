@@ -589,10 +589,11 @@ def _line_figure(series: dict[str, list[list[float]]], path: Path, *, xlabel: st
 
 
 def plateau_notes(stopping: dict[str, dict[str, Any]], budget: dict[str, dict[str, Any]],
-                  final_ap: dict[str, float]) -> list[str]:
+                  final_ap: dict[str, float], figures: str = "figures") -> list[str]:
     """Markdown lines for ``comparison.md``: where each method stopped (and why) with its
     validation-loss figure and, with ``--eval-steps``, the budget table (pixel AP of the
-    checkpoints kept at each step) with its figure; ``[]`` when nothing was recorded."""
+    checkpoints kept at each step) with its figure (in the folder ``figures``, relative to
+    the Markdown file); ``[]`` when nothing was recorded."""
     if not stopping:
         return []
     lines = ["## Training: where each method stopped", "",
@@ -604,7 +605,7 @@ def plateau_notes(stopping: dict[str, dict[str, Any]], budget: dict[str, dict[st
                      + (f"{best['loss']:.4g} ({best['step']})" if best else "-") + " |")
     lines += ["", "*reason: `plateau` = the validation loss on healthy patches stopped "
               "improving for the patience set; `cap` = the step cap (`--steps`) reached.*", "",
-              "![validation loss](figures/validation_loss.png)", ""]
+              f"![validation loss]({figures}/validation_loss.png)", ""]
     if budget:
         steps = sorted({int(k) for b in budget.values() for k in b})
         lines += ["## Pixel AP by training budget", "",
@@ -618,7 +619,7 @@ def plateau_notes(stopping: dict[str, dict[str, Any]], budget: dict[str, dict[st
                             f"{stopping.get(n, {}).get('step')})") + " |")
         lines += ["", "*the checkpoints kept at each step (`train.keep_steps`), evaluated "
                   "without retraining; - : the run stopped before that step.*", "",
-                  "![pixel AP by budget](figures/ap_by_step.png)", ""]
+                  f"![pixel AP by budget]({figures}/ap_by_step.png)", ""]
     return lines
 
 
@@ -670,23 +671,54 @@ def evaluate_run(run_dir: str | Path, cache: Any, *,
         >>> res, _ = evaluate_run("demo_out/benchmark/dag/run", VolumeCache.open("demo_out/cache"),
         ...                       inference={"median_filter": 3})  # doctest: +SKIP
     """
+    out = evaluate_run_protocols(run_dir, cache, [None], inference=inference,
+                                 val_split=val_split, test_split=test_split,
+                                 transfer_split=transfer_split, device=device, n_boot=n_boot,
+                                 seed=seed, progress=progress)
+    return out[None]
+
+
+def evaluate_run_protocols(run_dir: str | Path, cache: Any, protocols: Sequence[str | None],
+                           *, inference: dict[str, Any] | None = None, val_split: str = "val",
+                           test_split: str = "test", transfer_split: str | None = "transfer",
+                           device: str = "auto", n_boot: int = 1000, seed: int = 0,
+                           progress: bool = True) -> dict[str | None, tuple[Any, dict[str, Any]]]:
+    """:func:`evaluate_run` under several post-processing ``protocols`` (``shared`` |
+    ``published``; ``None`` = the run's own setting), the network run once per scan.
+
+    Returns:
+        ``{protocol: (EvaluationResult, extras)}``.
+    """
+    import tempfile
+
     from disyre.inference.detector import with_inference_overrides
 
     _train, val_e, lesioned, healthy_test = _split_entries(cache, val_split, test_split, None)
     run_dir = Path(run_dir)
-    if run_dir.suffix == ".npz":
-        from disyre.evaluation.baselines import ReferenceModel
+    out: dict[str | None, tuple[Any, dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="disyre-raw-") as tmp:
+        raw_dir = Path(tmp) if len(protocols) > 1 else None
+        if run_dir.suffix == ".npz":
+            from disyre.evaluation.baselines import ReferenceModel
 
-        mapper = _Mapper("reference", reference=ReferenceModel.load(run_dir),
-                         median_filter=int((inference or {}).get("median_filter", 0)))
-    else:
-        mapper = _Mapper("run", run_dir=run_dir, device=device, seed=seed)
-        assert mapper.detector is not None
-        mapper.detector.cfg = with_inference_overrides(mapper.detector.cfg, inference or {})
-        mapper.protocol = mapper.detector.cfg.inference.postprocessing
-    return _evaluate(mapper, val_e, lesioned, healthy_test, n_boot=n_boot, seed=seed,
-                     progress=progress, label=run_dir.parent.name or "run",
-                     transfer=_transfer_entries(cache, transfer_split))
+            mapper = _Mapper("reference", reference=ReferenceModel.load(run_dir),
+                             median_filter=int((inference or {}).get("median_filter", 0)),
+                             raw_dir=raw_dir)
+        else:
+            mapper = _Mapper("run", run_dir=run_dir, device=device, seed=seed,
+                             raw_dir=raw_dir)
+            assert mapper.detector is not None
+            mapper.detector.cfg = with_inference_overrides(mapper.detector.cfg,
+                                                           inference or {})
+            mapper.protocol = mapper.detector.cfg.inference.postprocessing
+        own = mapper.protocol
+        for protocol in protocols:
+            mapper.set_protocol(own if protocol is None else protocol)
+            out[protocol] = _evaluate(mapper, val_e, lesioned, healthy_test, n_boot=n_boot,
+                                      seed=seed, progress=progress,
+                                      label=run_dir.parent.name or "run",
+                                      transfer=_transfer_entries(cache, transfer_split))
+    return out
 
 
 def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path, *,

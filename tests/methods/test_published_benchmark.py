@@ -92,3 +92,34 @@ def test_a_method_with_one_recipe_gets_one_row() -> None:
         ("pddpm (published)", "published", "report"),
         ("pddpm (shared)", "shared", "report_shared")]
     assert protocol_rows("pddpm", _M(False), ["shared"]) == [("pddpm", "shared", "report")]
+
+
+def test_evaluate_run_protocols_gives_the_benchmarks_rows_from_one_pass(small_cache,
+                                                                      monkeypatch) -> None:
+    """A finished benchmark's run re-evaluated under both protocols (larger_test_set's
+    ``--post-processing both``): the benchmark's figures, the network once per scan."""
+    from disyre.benchmark import evaluate_run_protocols
+    from disyre.inference import Detector
+
+    root, _, cache = small_cache
+    cfg = tiny_config(steps=4)
+    cfg.inference.window = 0
+    res = run_benchmark(["dae"], cache, root / "again", cfg=cfg, n_boot=5, device="cpu",
+                        progress=False)
+    calls: list[bool] = []
+    orig = Detector.map_preprocessed
+
+    def counted(self, *a, **k):
+        calls.append(bool(k.get("raw")))
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(Detector, "map_preprocessed", counted)
+    out = evaluate_run_protocols(root / "again" / "dae" / "run", cache,
+                                 ["published", "shared"], n_boot=5, device="cpu",
+                                 progress=False)
+    assert calls == [True] * (1 + 2 + 1 + 1)
+    for protocol in ("published", "shared"):
+        got, _ = out[protocol]
+        assert got.to_dict()["post_processing"]["protocol"] == protocol
+        assert got.pixel.ap == pytest.approx(res.metrics[f"dae ({protocol})"]["pixel"]["ap"],
+                                             abs=1e-9)
