@@ -226,6 +226,14 @@ def test_benchmark_stops_at_the_plateau_and_evaluates_exactly_the_kept_steps(coh
     assert "| step 2 | step 4 | step 30 |" in md
     for fig in ("validation_loss.png", "ap_by_step.png"):
         assert (out / "comparison" / "figures" / fig).stat().st_size > 1000
+    # the same kept checkpoints evaluated outside the benchmark (an interrupted run's way)
+    from benchmarks.experiments import kept_steps
+
+    monkeypatch.setattr(bench, "_Mapper", real)
+    again = kept_steps.measure(run, cache.directory, [2, 4, 30], device="cpu")
+    assert again["method"] == "dae" and again["ap"] == ap
+    with pytest.raises(SystemExit, match="--steps 2,2: "):
+        kept_steps.main(["--run", str(run), "--cache", str(cache.directory), "--steps", "2,2"])
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -16,6 +16,8 @@ BAD = [
                                                 "--bench", "{tmp}/none"]),
     ("benchmarks.experiments.combine_benchmarks", ["--figures", "{tmp}/f", "--bench",
                                                    "{tmp}/none"]),
+    ("benchmarks.experiments.kept_steps", ["--cache", "{tmp}", "--steps", "650",
+                                           "--run", "{tmp}/none"]),
     ("benchmarks.experiments.median_filter", ["--demo", "{tmp}", "--sizes", "3,-1"]),
     ("benchmarks.experiments.walk_length", ["--run", "{tmp}", "--cache", "{tmp}",
                                             "--scans", "0"]),
