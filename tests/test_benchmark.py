@@ -297,6 +297,18 @@ def test_combine_benchmarks_joins_folders_of_one_cohort_and_refuses_others(cohor
     with pytest.raises(SystemExit, match="--markdown .*exists"):
         cb.main(["--bench", str(tmp_path / "dae"), "--figures", str(tmp_path / "f2"),
                  "--markdown", str(md)])
+    # a run stopped before its benchmark finished: its kept steps join the budget figure
+    from benchmarks.experiments import kept_steps
+
+    kept = tmp_path / "dae_kept.json"
+    assert kept_steps.main(["--run", str(tmp_path / "dae" / "dae" / "run"), "--cache",
+                            str(cache.directory), "--steps", "2", "--device", "cpu",
+                            "--json", str(kept)]) == 0
+    with pytest.raises(SystemExit, match="method dae is already in the comparison"):
+        cb.combine([tmp_path / "dae"], tmp_path / "fig3", None, [kept])
+    text = cb.combine([tmp_path / "ref"], tmp_path / "fig3", None, [kept])
+    assert "*dae: stopped at step 4 before its benchmark finished" in text
+    assert "| dae | 4 | interrupted |" in text and (tmp_path / "fig3" / "ap_by_step.png").is_file()
     with pytest.raises(SystemExit, match="method reference is also in"):
         cb.load([tmp_path / "ref", tmp_path / "ref"])
     run_benchmark(["reference"], cache, tmp_path / "ref1", cfg=cfg, n_boot=5, seed=1,

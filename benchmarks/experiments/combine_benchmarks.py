@@ -29,7 +29,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from benchmarks.args import existing_dir, new_file
+from benchmarks.args import existing_dir, existing_file, new_file
 
 from .median_filter import num, pct
 
@@ -118,9 +118,35 @@ def table(rs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def combine(benches: list[Path], figures: Path, md: Path | None = None) -> str:
+def load_kept(files: list[Path], methods: set[str]) -> dict[str, dict[str, Any]]:
+    """Runs stopped before their benchmark finished: each ``kept_steps`` JSON's method ->
+    ``{"stopping": its stop record (reason ``interrupted``), "budget": step -> AP}``.
+
+    Raises:
+        SystemExit: A file is not a ``kept_steps`` result, or its method is already in a
+            benchmark or another file (one line).
+    """
+    from disyre.benchmark import stop_record
+
+    out: dict[str, dict[str, Any]] = {}
+    for f in files:
+        try:
+            rec = json.loads(f.read_text())
+            run, method, ap = Path(rec["run"]), rec["method"], rec["ap"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"{f}: not a kept_steps result ({e})") from e
+        if method in methods or method in out:
+            raise SystemExit(f"{f}: method {method} is already in the comparison")
+        stop = stop_record(run) if run.is_dir() else {"step": None, "curve": []}
+        out[method] = {"stopping": {**stop, "reason": "interrupted"}, "budget": ap}
+    return out
+
+
+def combine(benches: list[Path], figures: Path, md: Path | None = None,
+            kept: list[Path] | None = None) -> str:
     """The combined Markdown (figures written to ``figures``, linked relative to ``md``'s
-    folder, or to the working folder without ``md``)."""
+    folder, or to the working folder without ``md``); ``kept``: ``kept_steps`` results of
+    runs stopped before their benchmark finished (their curves and budgets, no table row)."""
     from disyre.benchmark import plateau_notes, write_plateau_figures
 
     metas = load(benches)
@@ -134,6 +160,10 @@ def combine(benches: list[Path], figures: Path, md: Path | None = None) -> str:
         for name in meta.get("stopping") or {}:
             first = next(r for r in meta["summary"] if r["method"].split(" (")[0] == name)
             final_ap[name] = first["pixel_ap"]
+    extra = load_kept(kept or [], {m for meta in metas for m in meta["methods"]})
+    for name, rec in extra.items():
+        stopping[name] = rec["stopping"]
+        budget[name] = rec["budget"]
     write_plateau_figures(figures, stopping, budget, final_ap)
     rel = Path(os.path.relpath(figures, (md.parent if md is not None else Path.cwd())))
     m0 = metas[0]
@@ -142,7 +172,10 @@ def combine(benches: list[Path], figures: Path, md: Path | None = None) -> str:
             f"{sp.get('test_lesion')} lesioned and {sp.get('test_healthy')} healthy test scans, "
             f"{sp.get('val')} healthy validation scans; step cap {m0.get('steps')}, patience "
             f"{m0.get('patience')}, min_delta {m0.get('min_delta')}, seed {m0.get('seed')}")
-    return "\n".join([head, "", table(rs), "",
+    notes = [f"*{n}: stopped at step {r['stopping'].get('step')} before its benchmark "
+             "finished (`interrupted`); its kept checkpoints evaluated by "
+             "`benchmarks.experiments.kept_steps`, no row above.*" for n, r in extra.items()]
+    return "\n".join([head, "", table(rs), "", *notes, *([""] if notes else []),
                       *plateau_notes(stopping, budget, final_ap, figures=rel.as_posix())])
 
 
@@ -152,13 +185,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="finished `disyre benchmark` folders of one cohort")
     p.add_argument("--figures", type=Path, required=True,
                    help="folder for validation_loss.png and ap_by_step.png")
+    p.add_argument("--kept", type=existing_file, nargs="*", default=[],
+                   help="`kept_steps --json` results of runs stopped before their benchmark "
+                        "finished (their budget curves join the figures)")
     p.add_argument("--markdown", type=new_file, default=None, help="also write the Markdown here")
     p.add_argument("--overwrite", action="store_true", help="replace --markdown")
     args = p.parse_args(argv)
     if args.markdown is not None and args.markdown.exists() and not args.overwrite:
         raise SystemExit(f"--markdown {args.markdown}: exists; pass --overwrite to replace it")
-    load(args.bench)  # every folder checked before anything is written
-    text = combine(args.bench, args.figures, args.markdown)
+    metas = load(args.bench)  # every input checked before anything is written
+    load_kept(args.kept, {m for meta in metas for m in meta["methods"]})
+    text = combine(args.bench, args.figures, args.markdown, args.kept)
     print(text)
     if args.markdown is not None:
         from disyre.io_utils import atomic_write_text

@@ -604,7 +604,11 @@ def plateau_notes(stopping: dict[str, dict[str, Any]], budget: dict[str, dict[st
         lines.append(f"| {n} | {r.get('step')} | {r.get('reason')} | "
                      + (f"{best['loss']:.4g} ({best['step']})" if best else "-") + " |")
     lines += ["", "*reason: `plateau` = the validation loss on healthy patches stopped "
-              "improving for the patience set; `cap` = the step cap (`--steps`) reached.*", "",
+              "improving for the patience set; `cap` = the step cap (`--steps`) reached"
+              + ("; `interrupted` = stopped before its benchmark finished (the newest "
+                 "checkpoint's step)" if any(r.get("reason") == "interrupted"
+                                             for r in stopping.values()) else "")
+              + ".*", "",
               f"![validation loss]({figures}/validation_loss.png)", ""]
     if budget:
         steps = sorted({int(k) for b in budget.values() for k in b})
