@@ -27,17 +27,10 @@ def small_cache(tmp_path_factory):
     return root, c.manifest, prepare_cache(read_manifest(c.manifest), root / "cache")
 
 
-def test_protocol_choices() -> None:
-    assert benchmark_protocols("both") == ["published", "shared"]
-    with pytest.raises(ConfigError, match="post-processing must be one of"):
-        benchmark_protocols("mine")
-
-
-def test_the_benchmark_writes_both_protocols_from_maps_computed_once(small_cache,
-                                                                     monkeypatch) -> None:
+def _count_network_passes(monkeypatch) -> list[bool]:
+    """Record each ``Detector.map_preprocessed`` call (``raw=`` of each) from now on."""
     from disyre.inference import Detector
 
-    root, _, cache = small_cache
     calls: list[bool] = []
     orig = Detector.map_preprocessed
 
@@ -46,6 +39,19 @@ def test_the_benchmark_writes_both_protocols_from_maps_computed_once(small_cache
         return orig(self, *a, **k)
 
     monkeypatch.setattr(Detector, "map_preprocessed", counted)
+    return calls
+
+
+def test_protocol_choices() -> None:
+    assert benchmark_protocols("both") == ["published", "shared"]
+    with pytest.raises(ConfigError, match="post-processing must be one of"):
+        benchmark_protocols("mine")
+
+
+def test_the_benchmark_writes_both_protocols_from_maps_computed_once(small_cache,
+                                                                     monkeypatch) -> None:
+    root, _, cache = small_cache
+    calls = _count_network_passes(monkeypatch)
     cfg = tiny_config(steps=4)
     cfg.inference.window = 0
     res = run_benchmark(["dae", "reference"], cache, root / "both", cfg=cfg, n_boot=5,
@@ -99,21 +105,13 @@ def test_evaluate_run_protocols_gives_the_benchmarks_rows_from_one_pass(small_ca
     """A finished benchmark's run re-evaluated under both protocols (larger_test_set's
     ``--post-processing both``): the benchmark's figures, the network once per scan."""
     from disyre.benchmark import evaluate_run_protocols
-    from disyre.inference import Detector
 
     root, _, cache = small_cache
     cfg = tiny_config(steps=4)
     cfg.inference.window = 0
     res = run_benchmark(["dae"], cache, root / "again", cfg=cfg, n_boot=5, device="cpu",
                         progress=False)
-    calls: list[bool] = []
-    orig = Detector.map_preprocessed
-
-    def counted(self, *a, **k):
-        calls.append(bool(k.get("raw")))
-        return orig(self, *a, **k)
-
-    monkeypatch.setattr(Detector, "map_preprocessed", counted)
+    calls = _count_network_passes(monkeypatch)
     out = evaluate_run_protocols(root / "again" / "dae" / "run", cache,
                                  ["published", "shared"], n_boot=5, device="cpu",
                                  progress=False)
