@@ -315,3 +315,49 @@ def test_combine_benchmarks_joins_folders_of_one_cohort_and_refuses_others(cohor
                   progress=False)
     with pytest.raises(SystemExit, match="ref1: differs from .* in seed"):
         cb.load([tmp_path / "ref", tmp_path / "ref1"])
+
+
+def test_benchmark_resume_keeps_finished_runs_and_continues_interrupted_ones(cohort_cache,
+                                                                             tmp_path,
+                                                                             monkeypatch):
+    """--resume: a finished method is not trained again; an interrupted one continues from
+    its newest checkpoint; the evaluations are made again."""
+    import disyre.training as training
+    from tests.helpers import tiny_config
+
+    _root, _, cache = cohort_cache
+    cfg = tiny_config(steps=4, val_every=2, ckpt_every=2)
+    cfg.inference.window = 0
+    out = tmp_path / "b"
+    first = run_benchmark(["dae", "reference"], cache, out, cfg=cfg, n_boot=0, device="cpu",
+                          progress=False, post_processing="published")
+    with pytest.raises(OutputExistsError):
+        run_benchmark(["dae"], cache, out, cfg=cfg, n_boot=0, progress=False)
+    calls: list[dict] = []
+    real = training.train
+
+    def spy(*a, **k):
+        calls.append(k)
+        return real(*a, **k)
+
+    monkeypatch.setattr(training, "train", spy)
+    again = run_benchmark(["dae", "reference"], cache, out, cfg=cfg, n_boot=0, device="cpu",
+                          progress=False, post_processing="published", resume=True)
+    assert calls == []  # finished: not trained again
+    assert again.metrics["dae"]["pixel"]["ap"] == first.metrics["dae"]["pixel"]["ap"]
+    # the run killed after its step-2 checkpoint: its record says training, its process gone
+    run = out / "dae" / "run"
+    import shutil
+
+    shutil.rmtree(run / "checkpoints" / "step_0000004")
+    doc = json.loads((run / "run.json").read_text())
+    doc.update(status="training", pid=2**22 + 7, host=__import__("socket").gethostname(),
+               process_start=None)
+    (run / "run.json").write_text(json.dumps(doc))
+    res = run_benchmark(["dae", "reference"], cache, out, cfg=cfg, n_boot=0, device="cpu",
+                        progress=False, post_processing="published", resume=True)
+    assert [k.get("resume") for k in calls] == [True]
+    assert (run / "checkpoints" / "step_0000004").is_dir()  # continued to the cap
+    assert json.loads((run / "run.json").read_text())["status"] == "done"
+    assert json.loads((out / "benchmark.json").read_text())["resumed"] == ["dae"]
+    assert 0 < res.metrics["dae"]["pixel"]["ap"] <= 1

@@ -735,7 +735,7 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
                   train_jobs: int | None = None, patience: int | None = None,
                   min_delta: float | None = None,
                   eval_steps: Sequence[int] | str | None = None,
-                  post_processing: str = "both") -> BenchmarkResult:
+                  post_processing: str = "both", resume: bool = False) -> BenchmarkResult:
     """Train, detect and evaluate several methods the same way; write reports + a comparison.
 
     Args:
@@ -768,6 +768,11 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
         min_delta: ``train.min_delta`` of the plateau rule (needs ``patience``).
         eval_steps: Steps whose checkpoints are kept (``train.keep_steps``) and evaluated as
             well (pixel AP by budget, :func:`evaluate_kept_steps`), e.g. ``"650,1300,2600"``.
+        resume: Continue an interrupted benchmark in ``out_dir``: a learned method whose run
+            finished is not trained again, one that was interrupted continues from its newest
+            checkpoint (:func:`disyre.training.train`'s ``resume``), the others start; every
+            evaluation is made again (its outputs replaced). The runs' train seconds then
+            count this call's training only (``benchmark.json``'s ``resumed`` lists them).
         post_processing: ``shared`` (every method's maps post-processed alike),
             ``published`` (each method's own published recipe) or ``both`` (side by side:
             rows ``<method> (published)`` and ``<method> (shared)``, reports in
@@ -816,7 +821,17 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
         if wants:
             codebook = cb
         codebooks[name] = cb if wants else None
-    out = prepare_output_dir(out_dir, overwrite=overwrite, marker=MARKER)
+    out = prepare_output_dir(out_dir, overwrite=overwrite or resume, marker=MARKER)
+    rewrite = overwrite or resume  # evaluation outputs are made again on resume
+    finished: list[str] = []  # learned methods whose run had finished (not trained again)
+    if resume:
+        from disyre.training.loop import run_status
+
+        finished = [n for n in names if n != "reference"
+                    and (run_status(out / n / "run") or {}).get("status") == "done"]
+        if finished:
+            log.info("resume: %s finished training before; not trained again",
+                     ", ".join(finished))
     metrics: dict[str, dict[str, Any]] = {}
     evaluated: dict[str, Any] = {}  # method -> EvaluationResult (comparison.html)
     reports: dict[str, Path] = {}
@@ -828,21 +843,23 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
     from disyre.training.parallel import TrainJob, train_many
 
     learned = [n for n in names if n != "reference"]
-    jobs_plan = decide_train_jobs(len(learned), device, train_jobs)
-    if learned:
-        log.info("training %s: %s", ", ".join(learned), jobs_plan.reason)
-    trained_s: dict[str, float] = {}
+    to_train = [n for n in learned if n not in finished]
+    jobs_plan = decide_train_jobs(len(to_train), device, train_jobs)
+    if to_train:
+        log.info("training %s: %s", ", ".join(to_train), jobs_plan.reason)
+    trained_s: dict[str, float] = {n: 0.0 for n in finished}
     same: list[str] = []  # methods whose two protocols post-process alike
     if jobs_plan.workers > 1:
         # the learned methods side by side first; each is then evaluated in turn
         done = train_many([
             TrainJob(get_method(n).run_config(base), train_vols, [e.image() for e in val_e],
                      out / n / "run", codebook=codebooks[n], overwrite=overwrite,
-                     data_info=cache.describe(train_split), train_masks=train_masks,
-                     val_masks=[e.mask() for e in val_e]) for n in learned],
+                     resume=resume, data_info=cache.describe(train_split),
+                     train_masks=train_masks, val_masks=[e.mask() for e in val_e])
+            for n in to_train],
             workers=jobs_plan.workers, threads_each=jobs_plan.threads_each,
             progress=progress)
-        trained_s = {n: d.wall_s for n, d in zip(learned, done, strict=True)}
+        trained_s.update({n: d.wall_s for n, d in zip(to_train, done, strict=True)})
     for name in names:
         t0 = time.perf_counter()
         mdir = out / name
@@ -864,7 +881,8 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
             rc = get_method(name).run_config(base)
             if name not in trained_s:
                 train(rc, train_vols, [e.image() for e in val_e], mdir / "run",
-                      overwrite=overwrite, codebook=codebooks[name], progress=progress,
+                      overwrite=overwrite, resume=resume, codebook=codebooks[name],
+                      progress=progress,
                       data_info=cache.describe(train_split),
                       train_masks=train_masks, val_masks=[e.mask() for e in val_e])
             mapper = _Mapper(name, run_dir=mdir / "run", device=device, seed=seed,
@@ -889,7 +907,7 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
                 if transfer_e:
                     config["n_test_transfer"] = len(transfer_e)
                 reports[label] = write_report(mdir / folder, res, config=config,
-                                              overwrite=overwrite, title=f"{title}: {label}",
+                                              overwrite=rewrite, title=f"{title}: {label}",
                                               extra=extra)
                 if res.thresholds is not None:
                     if mapper.detector is not None:  # record the maps they fit, for detect
@@ -933,7 +951,7 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
                      "time.*")
     final_ap = {n: metrics[first_label[n]]["pixel"]["ap"] for n in stopping}
     notes += plateau_notes(stopping, budget, final_ap)
-    comparison = write_comparison(out / "comparison", metrics, title=title, overwrite=overwrite,
+    comparison = write_comparison(out / "comparison", metrics, title=title, overwrite=rewrite,
                                   notes=notes)
     write_plateau_figures(comparison.parent / "figures", stopping, budget, final_ap)
     write_comparison_html(comparison.parent, evaluated, comparison.read_text(), title=title)
@@ -950,6 +968,7 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
         "summary": result.rows(),
         "stopping": stopping, "patience": base.train.patience,
         "min_delta": base.train.min_delta, "eval_steps": kept_steps, "budget": budget,
+        "resumed": [n for n in learned if resume],
         "reports": {k: str(v.relative_to(out)) for k, v in reports.items()},
         "comparison": str(comparison.relative_to(out)), "provenance": provenance()})
     return result

@@ -70,6 +70,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_train_jobs_argument(p)
     add_post_processing_argument(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing benchmark")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted benchmark: finished runs are kept, interrupted "
+                        "ones continue from their newest checkpoint, every evaluation is redone")
     add_progress_argument(p)
     p.set_defaults(func=run)
 
@@ -114,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
                         progress=not args.no_progress, title=f"Benchmark on {args.manifest}",
                         source=args.manifest, train_jobs=args.train_jobs,
                         patience=args.patience, min_delta=args.min_delta,
-                        eval_steps=args.eval_steps, post_processing=args.post_processing)
+                        eval_steps=args.eval_steps, post_processing=args.post_processing,
+                        resume=args.resume)
     print(res.table())
     print(f"comparison: {res.comparison}")
     return 0
