@@ -223,6 +223,7 @@ def test_benchmark_stops_at_the_plateau_and_evaluates_exactly_the_kept_steps(coh
     assert 0 < ap["2"] <= 1 and 0 < ap["4"] <= 1 and ap["2"] != ap["4"]
     md = res.comparison.read_text()
     assert "| dae | 6 | plateau |" in md and "![validation loss](figures/validation_loss.png)" in md
+    assert "\n\n## Training: where each method stopped\n" in md  # its heading stands apart
     assert "| step 2 | step 4 | step 30 |" in md
     for fig in ("validation_loss.png", "ap_by_step.png"):
         assert (out / "comparison" / "figures" / fig).stat().st_size > 1000

@@ -950,7 +950,8 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
                      + f" ({jobs_plan.reason}); train seconds are each method's own wall "
                      "time.*")
     final_ap = {n: metrics[first_label[n]]["pixel"]["ap"] for n in stopping}
-    notes += plateau_notes(stopping, budget, final_ap)
+    more = plateau_notes(stopping, budget, final_ap)
+    notes += ([""] if notes and more else []) + more  # a blank line before its heading
     comparison = write_comparison(out / "comparison", metrics, title=title, overwrite=rewrite,
                                   notes=notes)
     write_plateau_figures(comparison.parent / "figures", stopping, budget, final_ap)
