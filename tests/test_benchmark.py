@@ -346,6 +346,10 @@ def test_benchmark_resume_keeps_finished_runs_and_continues_interrupted_ones(coh
                           progress=False, post_processing="published", resume=True)
     assert calls == []  # finished: not trained again
     assert again.metrics["dae"]["pixel"]["ap"] == first.metrics["dae"]["pixel"]["ap"]
+    meta = json.loads((out / "benchmark.json").read_text())
+    recorded = json.loads((out / "dae" / "run" / "run.json").read_text())["wall_s"]
+    assert meta["timings"]["dae"]["train_s"] == recorded > 0  # its own training, not 0
+    assert meta["resumed"] == ["dae"]
     # the run killed after its step-2 checkpoint: its record says training, its process gone
     run = out / "dae" / "run"
     import shutil

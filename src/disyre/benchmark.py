@@ -771,8 +771,10 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
         resume: Continue an interrupted benchmark in ``out_dir``: a learned method whose run
             finished is not trained again, one that was interrupted continues from its newest
             checkpoint (:func:`disyre.training.train`'s ``resume``), the others start; every
-            evaluation is made again (its outputs replaced). The runs' train seconds then
-            count this call's training only (``benchmark.json``'s ``resumed`` lists them).
+            evaluation is made again (its outputs replaced). A continued run's train seconds
+            count this call's training only, a finished one's its recorded training (``None``
+            where its record has none); ``benchmark.json``'s ``resumed`` lists the runs that
+            existed before.
         post_processing: ``shared`` (every method's maps post-processed alike),
             ``published`` (each method's own published recipe) or ``both`` (side by side:
             rows ``<method> (published)`` and ``<method> (shared)``, reports in
@@ -823,12 +825,17 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
         codebooks[name] = cb if wants else None
     out = prepare_output_dir(out_dir, overwrite=overwrite or resume, marker=MARKER)
     rewrite = overwrite or resume  # evaluation outputs are made again on resume
-    finished: list[str] = []  # learned methods whose run had finished (not trained again)
+    finished: dict[str, Any] = {}  # learned method -> its finished run's record (kept)
+    resumed: list[str] = []  # learned methods whose run existed before this call
     if resume:
         from disyre.training.loop import run_status
 
-        finished = [n for n in names if n != "reference"
-                    and (run_status(out / n / "run") or {}).get("status") == "done"]
+        for n in names:
+            doc = run_status(out / n / "run") if n != "reference" else None
+            if doc is not None:
+                resumed.append(n)
+                if doc.get("status") == "done":
+                    finished[n] = doc
         if finished:
             log.info("resume: %s finished training before; not trained again",
                      ", ".join(finished))
@@ -847,7 +854,8 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
     jobs_plan = decide_train_jobs(len(to_train), device, train_jobs)
     if to_train:
         log.info("training %s: %s", ", ".join(to_train), jobs_plan.reason)
-    trained_s: dict[str, float] = {n: 0.0 for n in finished}
+    # a finished run's own training time, where its record has it (None: not known)
+    trained_s: dict[str, float | None] = {n: d.get("wall_s") for n, d in finished.items()}
     same: list[str] = []  # methods whose two protocols post-process alike
     if jobs_plan.workers > 1:
         # the learned methods side by side first; each is then evaluated in turn
@@ -921,10 +929,11 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
 
                 shutil.rmtree(raw_dir)
         for label, e_s in eval_s.items():
-            timings[label] = {"train_s": round(train_s, 2),
+            timings[label] = {"train_s": None if train_s is None else round(train_s, 2),
                               "detect_s": round(mapper.raw_s + e_s, 2)}
-            log.info("%s: pixel AP %.4f (train %.0f s, detect+evaluate %.0f s)", label,
-                     metrics[label]["pixel"]["ap"], train_s, mapper.raw_s + e_s)
+            log.info("%s: pixel AP %.4f (train %s s, detect+evaluate %.0f s)", label,
+                     metrics[label]["pixel"]["ap"],
+                     "?" if train_s is None else f"{train_s:.0f}", mapper.raw_s + e_s)
         if len(eval_s) < len(protocols):
             same.append(name)
         if mapper.detector is not None:
@@ -969,7 +978,7 @@ def run_benchmark(methods: Sequence[str] | str, cache: Any, out_dir: str | Path,
         "summary": result.rows(),
         "stopping": stopping, "patience": base.train.patience,
         "min_delta": base.train.min_delta, "eval_steps": kept_steps, "budget": budget,
-        "resumed": [n for n in learned if resume],
+        "resumed": resumed,
         "reports": {k: str(v.relative_to(out)) for k, v in reports.items()},
         "comparison": str(comparison.relative_to(out)), "provenance": provenance()})
     return result

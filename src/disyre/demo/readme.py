@@ -61,7 +61,7 @@ def results_block(demo: dict[str, Any], img_rel: str) -> str:
             f"{_pct(r.get('heldout_fpr_at_1pct'), r.get('heldout_fpr_at_1pct_boot'))} | "
             f"{_pct(r.get('transfer_fpr_at_1pct'))} | "
             f"{r['slice_auroc']:.3f} | "
-            f"{tm.get('train_s', float('nan')):.0f} | {tm.get('detect_s', float('nan')):.0f} |")
+            f"{_secs(tm.get('train_s'))} | {_secs(tm.get('detect_s'))} |")
     lines += [
         "",
         "*Best Dice is an oracle (threshold chosen on the test labels); the 1 % threshold is "
@@ -136,6 +136,11 @@ def _frac(x: float | None, ci: list[float] | None = None) -> str:
     if x is None:
         return "-"
     return f"{x:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] is not None else "")
+
+
+def _secs(v: float | None) -> str:
+    """Seconds, ``-`` when not known (a resumed benchmark's run without its record)."""
+    return "-" if v is None else f"{v:.0f}"
 
 
 def _pct(x: float | None, ci: list[float] | None = None) -> str:

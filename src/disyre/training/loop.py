@@ -758,6 +758,7 @@ def _train(cfg: RunConfig, train_volumes: Sequence[np.ndarray],
     if world.is_main:
         atomic_write_json(out_dir / RUN_MARKER, {
             "run": cfg.to_dict(), "codebook": codebook, "status": "done", "step": step,
+            "wall_s": round(result.wall_s, 2),  # this call's training (a resumed run: since)
             "checkpoint": str(result.checkpoint) if result.checkpoint else None,
             "stop": {"step": step, "reason": stop_reason},
             "world_size": world.world_size, "provenance": provenance(),
