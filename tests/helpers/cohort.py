@@ -128,3 +128,17 @@ def write_nifti_cohort(root: Path, n_val: int = 2, n_test_lesion: int = 3,
     manifest = root / "manifest.csv"
     manifest.write_text("\n".join(lines) + "\n")
     return manifest
+
+
+def small_benchmark_cache(root: Path) -> tuple[Path, Path, object]:
+    """A demo cohort of 3 training, 1 validation, 1 healthy, 1 older-looking and 2 lesioned
+    (tumour, stroke) subjects in ``root/cohort``, cached in ``root/cache``: the benchmark
+    tests' data. Returns ``(root, manifest, cache)``."""
+    from disyre.data.cache import prepare_cache
+    from disyre.data.manifest import read_manifest
+    from disyre.demo.cohort import CohortSpec, build_cohort
+
+    spec = CohortSpec(n_train=3, n_val=1, n_test_healthy=1, n_test_lesion=2,
+                      lesion_kinds=["tumour", "stroke"], seed=1, n_transfer=1)
+    c = build_cohort(spec, root / "cohort", progress=False)
+    return root, c.manifest, prepare_cache(read_manifest(c.manifest), root / "cache")

@@ -16,15 +16,9 @@ from tests.helpers import tiny_config
 @pytest.fixture(scope="module")
 def small_cache(tmp_path_factory):
     pytest.importorskip("nilearn")
-    from disyre.data.cache import prepare_cache
-    from disyre.data.manifest import read_manifest
-    from disyre.demo.cohort import CohortSpec, build_cohort
+    from tests.helpers.cohort import small_benchmark_cache
 
-    root = tmp_path_factory.mktemp("bench_pp")
-    spec = CohortSpec(n_train=3, n_val=1, n_test_healthy=1, n_test_lesion=2,
-                      lesion_kinds=["tumour", "stroke"], seed=1, n_transfer=1)
-    c = build_cohort(spec, root / "cohort", progress=False)
-    return root, c.manifest, prepare_cache(read_manifest(c.manifest), root / "cache")
+    return small_benchmark_cache(tmp_path_factory.mktemp("bench_pp"))
 
 
 def _count_network_passes(monkeypatch) -> list[bool]:
