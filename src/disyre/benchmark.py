@@ -387,6 +387,7 @@ def _evaluate(mapper: _Mapper, val: list, lesioned: list, healthy_test: list, *,
 
     transfer = transfer or []
     recipe = mapper.recipe()
+    step = recipe.apply_binary if recipe.cc_max_voxels else None  # after thresholding
     total = sum(mapper.work(e) for e in (*val, *lesioned, *healthy_test, *transfer))
     bar = tqdm(total=total, desc=f"detect {label}", unit="win", disable=not progress)
     scores: dict[str, list[np.ndarray]] = {"val": []}
@@ -418,8 +419,7 @@ def _evaluate(mapper: _Mapper, val: list, lesioned: list, healthy_test: list, *,
                              n_boot=n_boot, seed=seed,
                              source=f"{len(val)} healthy validation scans",
                              post_processing=mapper.post_processing(),
-                             binary_step=recipe.apply_binary if recipe.cc_max_voxels else None)
-        step = recipe.apply_binary if recipe.cc_max_voxels else None
+                             binary_step=step)
         extra: dict[str, Any] = {}
         if res.thresholds is not None:
             if transfer:
@@ -716,12 +716,12 @@ def evaluate_run_protocols(run_dir: str | Path, cache: Any, protocols: Sequence[
                                                            inference or {})
             mapper.protocol = mapper.detector.cfg.inference.postprocessing
         own = mapper.protocol
+        transfer = _transfer_entries(cache, transfer_split)
         for protocol in protocols:
             mapper.set_protocol(own if protocol is None else protocol)
             out[protocol] = _evaluate(mapper, val_e, lesioned, healthy_test, n_boot=n_boot,
                                       seed=seed, progress=progress,
-                                      label=run_dir.parent.name or "run",
-                                      transfer=_transfer_entries(cache, transfer_split))
+                                      label=run_dir.parent.name or "run", transfer=transfer)
     return out
 
 
