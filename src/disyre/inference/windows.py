@@ -196,22 +196,24 @@ def _whole_slices(
     stride: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Whole-slice maps of padded slices ``vol (N, H, W)`` (multiples of the network's size)."""
-    amaps, rests = [], []
+    amap = torch.empty(vol.shape, device=vol.device)
+    rest = torch.empty(vol.shape, device=vol.device)
     per = _inputs_per_pass(cfg)
     for s in range(0, vol.shape[0], per):
         a, r = restore(model, vol[s:s + per].unsqueeze(1), cfg, corruption,
                        generator, channels_last)
-        amaps.append(a[:, 0])
-        rests.append(r[:, 0])
+        n = a.shape[0]
+        amap[s:s + n] = a[:, 0]  # the pass's outputs do not outlive it
+        rest[s:s + n] = r[:, 0]
+        del a, r
         if progress is not None:
-            progress(a.shape[0])
-    amap = torch.cat(amaps)
+            progress(n)
     if _weighting(cfg):
         # the authors' per-window weighting, applied as its Gaussian-blended field
         win = min(WEIGHTING_WINDOW, *vol.shape[1:])
         stride = min(cfg.stride, win) if cfg.stride > 0 else win // 4
         amap = amap * _foreground_field(msk, win, stride, _gaussian_importance(win, vol.device))
-    return amap, torch.cat(rests)
+    return amap, rest
 
 
 def count_work(mask_dhw: np.ndarray, cfg: InferenceConfig, size_multiple: int = 32) -> int:
