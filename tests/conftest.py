@@ -7,6 +7,7 @@ Tests that write into a run folder take :func:`tiny_run_copy` instead of the sha
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+from disyre.runtime import KERNEL_CACHE_ENV
 from tests.helpers import synthetic_cohort, train_tiny_run
+
+# This process (and the commands it starts) trains after it detects: a detector would turn the
+# CPU kernel caches off for the whole process (disyre.runtime.uncached_cpu_kernels) and the
+# tiny networks' training that follows would run about 1.6x slower. Set as a user would to keep
+# them; tests/test_runtime.py checks detection without them, in a fresh process.
+for _name in KERNEL_CACHE_ENV:
+    os.environ.setdefault(_name, "1024")
 
 
 @dataclass

@@ -31,5 +31,18 @@ def test_peaks_of_one_and_of_several_scans(tmp_path, capsys) -> None:
     assert len(rows[1]["peak_mib_each"]) == 2  # each scan's own peak in the folder run
     lone = rows[0]["peak_mib_alone"]  # each scan mapped alone; the row is the highest
     assert len(lone) == 2 and max(lone) == pytest.approx(rows[0]["peak_rss_gib"] * 1024, abs=0.1)
+    assert rows[1]["median_s_per_scan"] > 0
     assert "| 2 |" in capsys.readouterr().out
+
+
+def test_children_run_without_kernel_caches_unless_kept(monkeypatch) -> None:
+    """The children see the environment detection sees (no cache variables: the detector turns
+    the caches off), or the variables a user sets to keep them (``--caches on``)."""
+    from disyre.runtime import KERNEL_CACHE_ENV
+
+    for name in KERNEL_CACHE_ENV:
+        monkeypatch.setenv(name, "7")
+    assert not set(KERNEL_CACHE_ENV) & set(bench._child_env(False))
+    kept = bench._child_env(True)
+    assert all(kept[name] == "1024" for name in KERNEL_CACHE_ENV)
 

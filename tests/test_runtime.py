@@ -295,3 +295,51 @@ print(before, after_free, rss())
     before, after_free, after_release = map(int, out.stdout.split())
     assert after_free > before - 50  # retained: freed, still resident
     assert after_release < after_free - 300  # handed back
+
+
+_KERNEL_CACHE_CODE = """
+import os, torch
+from disyre.config import ModelConfig, RunConfig
+from disyre.inference import Detector
+from disyre.methods.base import forward
+from tests.helpers.nets import reinit_tiny_net
+cfg = RunConfig()
+cfg.model = ModelConfig.from_preset("tiny")
+det = Detector(reinit_tiny_net(1), cfg, device="cpu", channels_last=False)
+print("ENV", *[os.environ.get(k, "-") for k in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY",
+                                                "LRU_CACHE_CAPACITY")], flush=True)
+x, lv = torch.rand(2, 1, 48, 48), torch.zeros(2, dtype=torch.long)
+with torch.inference_mode():
+    forward(det.model, x, lv, "fp32", False)
+    print("SECOND PASS", flush=True)
+    forward(det.model, x, lv, "fp32", False)
+"""
+
+
+@pytest.mark.parametrize("user_env", [{}, {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024",
+                                           "LRU_CACHE_CAPACITY": "1024"}])
+def test_detection_on_cpu_runs_without_kernel_caches(user_env: dict[str, str]) -> None:
+    """A detector's passes compile their kernels afresh (oneDNN's verbose log says
+    ``cache_miss`` for a shape it has run before) so that scans of other shapes do not
+    fragment the heap, in a fresh process; the variables are gone after the first pass, and
+    those a user sets are kept (with them the second pass hits the cache)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in runtime.KERNEL_CACHE_ENV}
+    env.update(user_env, ONEDNN_VERBOSE="2")
+    root = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root),
+                                         env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-c", _KERNEL_CACHE_CODE], capture_output=True,
+                         text=True, check=True, env=env, cwd=root).stdout
+    said = next(line.split()[1:] for line in out.splitlines() if line.startswith("ENV "))
+    second = out.split("SECOND PASS", 1)[1]
+    hits = second.count("create:cache_hit,cpu,convolution")
+    misses = second.count("create:cache_miss,cpu,convolution")
+    if user_env:
+        assert said == ["1024", "1024"] and hits > 0 and misses == 0
+    else:
+        assert said == ["-", "-"]  # set for the first pass only
+        assert misses > 0 and hits == 0

@@ -9,11 +9,15 @@ scan's own peak (the peak is reset before each scan). It prints the folder's pea
 below its most demanding scan, and a leak would take it further, scan after scan. The
 network is the ``--preset`` network with random weights (memory does not depend on them),
 or ``--run``. 30 scans take about 31 times the model's loading plus twice the detection.
+The folder run's median seconds per scan are printed too: ``--caches on`` keeps the CPU
+kernel caches that detection turns off (:func:`disyre.runtime.uncached_cpu_kernels`), for
+the comparison of memory and speed with and without them.
 
 Usage::
 
     python -m benchmarks.speed.bench_detect_memory --scans 30
     python -m benchmarks.speed.bench_detect_memory --scans 30 --run runs/t2 --shape 96,112,96
+    python -m benchmarks.speed.bench_detect_memory --scans 12 --caches on
 
 Every argument is checked before anything is written.
 """
@@ -83,6 +87,8 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     recording the resident memory after each scan and each scan's own peak (the peak is
     reset before each scan; it covers the scan's mapping and the writing of its outputs)."""
     import logging
+    import statistics
+    import time
 
     from disyre.inference import Detector, detect_files
 
@@ -105,11 +111,15 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
                 trace[-1] = round(_rss_mib(), 1)
                 peaks.append(round(_peak_mib(), 1))
 
+        seconds: list[float] = []
+
         def predict(d: Any, scan: Path, **kw: Any) -> Any:
             close_scan()
             overall.append(_peak_mib())
             can_reset[0] = can_reset[0] and _reset_peak()
+            t0 = time.perf_counter()
             res = d.predict(scan, **kw)
+            seconds.append(time.perf_counter() - t0)
             trace.append(0.0)
             return res
 
@@ -119,33 +129,50 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
         if not summary.ok:
             raise SystemExit(summary.report())
     return {"n": len(scans), "scans": spec["scans"], "peak_rss_gib": max(overall) / 1024,
-            "rss_mib_after_each": trace, "peak_mib_each": peaks if can_reset[0] else None}
+            "rss_mib_after_each": trace, "peak_mib_each": peaks if can_reset[0] else None,
+            "median_s_per_scan": round(statistics.median(seconds), 3)}
 
 
-def _run_child(folder: Path, run: Path, names: list[str], device: str) -> dict[str, Any]:
+def _child_env(caches: bool) -> dict[str, str]:
+    """The children's environment: the CPU kernel caches as detection leaves them (off), or
+    kept (``caches``) as a user keeps them, by their variables."""
+    import os
+
+    from disyre.runtime import KERNEL_CACHE_ENV
+
+    env = {k: v for k, v in os.environ.items() if k not in KERNEL_CACHE_ENV}
+    if caches:
+        env.update({k: "1024" for k in KERNEL_CACHE_ENV})
+    return env
+
+
+def _run_child(folder: Path, run: Path, names: list[str], device: str,
+               caches: bool = False) -> dict[str, Any]:
     spec = {"folder": str(folder), "run": str(run), "scans": names, "device": device}
     r = subprocess.run([sys.executable, "-m", CHILD, "--child", json.dumps(spec)],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, env=_child_env(caches))
     if r.returncode != 0:
         raise SystemExit(f"detection of {len(names)} scan(s) failed:\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def measure(folder: Path, run: Path, scans: int, device: str = "cpu") -> list[dict[str, Any]]:
+def measure(folder: Path, run: Path, scans: int, device: str = "cpu", caches: bool = False
+            ) -> list[dict[str, Any]]:
     """Peak memory of detection on each scan alone and on the first ``scans`` scans.
 
     The folder's scans need different peaks (their slice sizes and counts differ, and not in
     the order of their voxel counts), so each is mapped alone in a fresh process and the
     highest of those peaks is the one a folder cannot stay below. Rows: that scan alone
-    (with every scan's alone-peak in ``"peak_mib_alone"``), then the folder.
+    (with every scan's alone-peak in ``"peak_mib_alone"``), then the folder. ``caches``
+    keeps the CPU kernel caches in every run.
     """
     files = sorted(folder.glob("*.nii.gz"))[:scans]
-    alone = [_run_child(folder, run, [p.name], device) for p in files]
+    alone = [_run_child(folder, run, [p.name], device, caches) for p in files]
     top = max(alone, key=lambda r: r["peak_rss_gib"])
     top = {**top, "peak_mib_alone": [round(r["peak_rss_gib"] * 1024, 1) for r in alone]}
     if scans == 1:
         return [top]
-    return [top, _run_child(folder, run, [p.name for p in files], device)]
+    return [top, _run_child(folder, run, [p.name for p in files], device, caches)]
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -163,6 +190,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     lone = rows[0].get("peak_mib_alone")
     if lone:
         lines += ["each scan's peak (MiB) mapped alone: " + " ".join(f"{v:.0f}" for v in lone)]
+    lines += [f"median seconds per scan in that run: {rows[-1]['median_s_per_scan']:.2f}"]
     return "\n".join(lines)
 
 
@@ -211,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="a trained run (default: the --preset network, random weights)")
     p.add_argument("--preset", default="small", help="network preset without --run")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--caches", choices=("off", "on"), default="off",
+                   help="CPU kernel caches: off as detection leaves them (default), on kept")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     p.add_argument("--overwrite", action="store_true", help="replace --json")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -224,12 +254,13 @@ def main(argv: list[str] | None = None) -> int:
         folder.mkdir()
         write_scans(folder, args.scans, shape)
         run = args.run or _tiny_run(Path(tmp), args.preset)
-        rows = measure(folder, run, args.scans, args.device)
+        rows = measure(folder, run, args.scans, args.device, caches=args.caches == "on")
     print(table(rows))
     if args.json is not None:
         from disyre.io_utils import atomic_write_json
 
-        atomic_write_json(args.json, {"shape": list(shape), "rows": rows})
+        atomic_write_json(args.json, {"shape": list(shape), "caches": args.caches,
+                                      "rows": rows})
     return 0
 
 

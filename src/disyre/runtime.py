@@ -24,7 +24,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -367,6 +367,59 @@ def retain_freed_memory() -> str:
     log.info("malloc keeps freed memory for reuse (mmap off, trim off); "
              "%s=0 switches this off", MALLOC_ENV)
     return "retained (glibc mallopt)"
+
+
+#: The environment variables by which oneDNN's primitive cache and ideep's per-thread kernel
+#: cache take their capacities, read once per process at their first use, and the values
+#: detection on CPU gives them (:func:`uncached_cpu_kernels`). ``LRU_CACHE_CAPACITY=0``
+#: crashes torch 2.13 at the first convolution: 1 is ideep's smallest working cache.
+KERNEL_CACHE_ENV: dict[str, str] = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0",
+                                    "LRU_CACHE_CAPACITY": "1"}
+
+_kernel_caches: list[str] = []  # what uncached_cpu_kernels did in this process
+
+
+def uncached_cpu_kernels(first_use: Callable[[], object]) -> str:
+    """Run ``first_use``, the process's first network pass, with oneDNN's and ideep's kernel
+    caches off, so that they stay off in this process: for detection on CPU.
+
+    Both caches keep the compiled kernels of every input shape they have seen: thousands of
+    small blocks per shape that ``malloc`` places among a pass's freed activations. The scans
+    of a folder differ in shape (slices are cropped to the brain), so the heap fragments scan
+    after scan and every pass spreads over more memory: a folder's peak grew with the number
+    of scans (docs/detection.md, "Memory"). Without the caches a shape's kernels live for one
+    call; a scan repeats its shape only over its few passes, so little is lost.
+
+    Each library reads its variable (:data:`KERNEL_CACHE_ENV`) once, at its first use: they are
+    set for ``first_use`` and removed after it (processes started later, training ones included,
+    inherit the user's environment). A variable the user has set is left as it is: set
+    ``ONEDNN_PRIMITIVE_CACHE_CAPACITY=1024 LRU_CACHE_CAPACITY=1024`` (their defaults) to keep
+    the caches. Where oneDNN already ran in this process (training before detection in one
+    process) its caches keep the capacity they started with. Done once per process.
+
+    Args:
+        first_use: A first network pass (a small input is enough).
+
+    Returns:
+        What was done, for the logs: ``"off"``, the variables the user set, or ``"unchanged
+        (...)"``.
+    """
+    if _kernel_caches:
+        return f"unchanged (already decided: {_kernel_caches[0]})"
+    ours = {k: v for k, v in KERNEL_CACHE_ENV.items() if k not in os.environ}
+    if not ours:
+        said = ", ".join(f"{k}={os.environ[k]}" for k in KERNEL_CACHE_ENV)
+        _kernel_caches.append(f"as the environment sets them ({said})")
+        return _kernel_caches[0]
+    os.environ.update(ours)
+    try:
+        first_use()
+    finally:
+        for k in ours:
+            os.environ.pop(k, None)
+    _kernel_caches.append("off" if len(ours) == len(KERNEL_CACHE_ENV) else
+                          "off where not set: " + ", ".join(ours))
+    return _kernel_caches[0]
 
 
 def release_freed_memory() -> bool:

@@ -33,6 +33,7 @@ from disyre.runtime import (
     decide_precision,
     resolve_device,
     retain_freed_memory,
+    uncached_cpu_kernels,
 )
 
 log = logging.getLogger(__name__)
@@ -147,11 +148,23 @@ class Detector:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
+        if self.device.type == "cpu":
+            uncached_cpu_kernels(self._first_pass)  # a folder's peak stays that of one scan
         self.reference = dict(reference or {})
         self.seed = seed
         self.resample = resample
         self._spacing_unknown_said = True  # from_checkpoint: False where none is recorded
         self.corruption = _inference_corruption(cfg)
+
+    def _first_pass(self) -> None:
+        """One small network pass (two blank images of twice the network's size multiple)."""
+        from disyre.methods.base import forward
+
+        side = 2 * _size_multiple(self.model)
+        x = torch.zeros((2, 1, side, side), device=self.device)
+        with torch.inference_mode():
+            forward(self.model, x, torch.zeros(2, dtype=torch.long, device=self.device),
+                    self.precision.precision, self.channels_last)
 
     @property
     def inference(self) -> InferenceConfig:
