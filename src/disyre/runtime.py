@@ -420,6 +420,9 @@ def uncached_cpu_kernels(first_use: Callable[[], object]) -> str:
             os.environ.pop(k, None)
     _kernel_caches.append("off" if len(ours) == len(KERNEL_CACHE_ENV) else
                           "off where not set: " + ", ".join(ours))
+    log.info("CPU kernel caches %s for detection (memory flat over a folder's scans); "
+             "ONEDNN_PRIMITIVE_CACHE_CAPACITY=1024 LRU_CACHE_CAPACITY=1024 keeps them",
+             _kernel_caches[0])
     return _kernel_caches[0]
 
 
